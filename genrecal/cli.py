@@ -1,0 +1,176 @@
+"""Command line: `genrecal <command>` and the `genrecal-<command>` shortcuts.
+
+Every command maps to one function; known user errors print one `error:` line (no traceback) and
+exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genrecal.errors import USER_ERRORS
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", help="teacher model dir or hub id (any image-text-to-text model)")
+    p.add_argument("--student", help="student model dir or hub id (a registered family)")
+    p.add_argument("--data", help="LLaVA JSON/JSONL, a dir with data.json, or a HF dataset dir")
+    p.add_argument("--out", help="output dir")
+    p.add_argument("--method", choices=("genrecal", "sft", "kd", "uld"))
+    p.add_argument("--stages", type=_csv, help="comma list of align,distill,sft (genrecal only)")
+    p.add_argument("--max-steps", type=int, dest="max_steps")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--grad-accum", type=int, dest="grad_accum")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--min-lr", type=float, dest="min_lr")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    p.add_argument("--config", help="YAML file with DistillConfig fields (CLI flags override it)")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoints/latest")
+    p.add_argument("--dry-run", action="store_true", default=None, dest="dry_run",
+                   help="print what each model sees for the first sample, and a memory estimate; train nothing")
+    p.add_argument("--on-bad-sample", choices=("error", "skip"), dest="on_bad_sample")
+    p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_distill(args) -> int:
+    from genrecal.distill.config import load_config
+
+    keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
+            "min_lr", "seed", "limit", "checkpoint_every", "resume", "dry_run", "on_bad_sample", "trust_remote_code")
+    cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
+    for name in ("student", "data", "out"):
+        if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):
+            raise _usage(f"--{name} is required")
+    if cfg.dry_run:
+        from genrecal.distill.doctor import doctor
+
+        print(doctor(cfg))
+        return 0
+    from genrecal.distill.trainer import train
+
+    out = train(cfg, progress=not args.no_progress)
+    print(f"student: {out / 'student'}\nlog: {out / 'train_log.jsonl'}")
+    return 0
+
+
+def _usage(msg: str):
+    from genrecal.distill.config import ConfigError
+
+    return ConfigError(msg)
+
+
+def run_zoo(args) -> int:
+    from genrecal import families, zoo
+
+    if args.zoo_cmd == "list":
+        for name in families.names():
+            fam = families.get_family(name, role="zoo")
+            role = "teacher+student" if fam.student else "teacher only"
+            print(f"{name:12s} {fam.model_class:40s} sizes={','.join(fam.sizes)} {role}")
+        return 0
+    out = zoo.build_to_dir(args.family, args.out, args.size, args.seed)
+    print(f"wrote {args.family}/{args.size} to {out}")
+    return 0
+
+
+def run_data(args) -> int:
+    from genrecal.data import write_easy_vqa
+
+    path = write_easy_vqa(args.out, split=args.split, limit=args.limit, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_quickstart(args) -> int:
+    from genrecal.quickstart import quickstart
+
+    quickstart(args.out, fast=args.fast)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genrecal", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("distill", help="GenRecal distillation (and sft/kd/uld baselines)")
+    add_distill_args(d)
+    d.set_defaults(func=run_distill)
+    z = sub.add_parser("zoo", help="tiny real-architecture VLMs built offline")
+    zsub = z.add_subparsers(dest="zoo_cmd", required=True)
+    zsub.add_parser("list", help="registered families")
+    zb = zsub.add_parser("build", help="build one tiny model dir")
+    zb.add_argument("--family", required=True)
+    zb.add_argument("--size", default="tiny")
+    zb.add_argument("--out", required=True)
+    zb.add_argument("--seed", type=int, default=0)
+    z.set_defaults(func=run_zoo)
+    da = sub.add_parser("data", help="datasets")
+    dsub = da.add_subparsers(dest="data_cmd", required=True)
+    ev = dsub.add_parser("easy-vqa", help="write easy-vqa as LLaVA JSON + images")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--split", choices=("train", "test"), default="train")
+    ev.add_argument("--limit", type=int)
+    ev.add_argument("--seed", type=int, default=0)
+    da.set_defaults(func=run_data)
+    q = sub.add_parser("quickstart", help="offline end-to-end demo on easy-vqa")
+    q.add_argument("--out", default="genrecal-out")
+    q.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
+    q.set_defaults(func=run_quickstart)
+    for name in ("export", "bench", "demo"):
+        extra = sub.add_parser(name, help=f"same as genrecal-{name}", add_help=False)
+        extra.set_defaults(func=None, forward=name)
+    return parser
+
+
+def _run(func, args) -> int:
+    try:
+        return func(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("export", "bench", "demo"):
+        return {"export": export_main, "bench": bench_main, "demo": demo_main}[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def distill_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="genrecal-distill", description="GenRecal distillation")
+    add_distill_args(p)
+    return _run(run_distill, p.parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def _lazy_main(module: str, argv):
+    import importlib
+
+    mod = importlib.import_module(module)
+    return _run(lambda a: mod.main(a), sys.argv[1:] if argv is None else argv)
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    return _lazy_main("genrecal.export.cli", argv)
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    return _lazy_main("genrecal.benchmarks.cli", argv)
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    return _lazy_main("genrecal.demo.cli", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

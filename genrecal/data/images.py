@@ -1,0 +1,68 @@
+"""Resolving image paths under a root and verifying each image file once."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from genrecal.data.errors import BAD_RECORD, CORRUPT_IMAGE, MISSING_IMAGE, PATH_ESCAPE
+from genrecal.data.records import RawRecord
+
+
+class ImageChecker:
+    """Turns a record's image references into verified absolute paths.
+
+    A reference written in the data must resolve (symlinks followed) inside `root`, so a
+    dataset cannot make training read arbitrary files. Each distinct file is opened and fully
+    decoded once; the verdict is cached for the rest of the load.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        # path -> None if fine, else (reason, problem text with a "{ref}" slot)
+        self._verdicts: dict[Path, tuple[str, str] | None] = {}
+
+    def resolve(self, rec: RawRecord) -> list[Path]:
+        """The record's images as absolute resolved paths, or raise the first `DataError`."""
+        return [self._resolve_one(rec, ref) for ref in rec.images]
+
+    def _resolve_one(self, rec: RawRecord, ref: str | Path) -> Path:
+        if isinstance(ref, Path):  # written by genrecal itself (HF image cache): trusted
+            path = ref.resolve()
+        else:
+            path = self._inside_root(rec, ref)
+        if path not in self._verdicts:
+            self._verdicts[path] = _verify(path)
+        verdict = self._verdicts[path]
+        if verdict is not None:
+            reason, problem = verdict
+            raise rec.error(reason, problem.replace("{ref}", repr(str(ref))))
+        return path
+
+    def _inside_root(self, rec: RawRecord, ref: str) -> Path:
+        if not ref.strip():
+            raise rec.error(BAD_RECORD, "empty image path")
+        path = (self.root / ref).resolve()  # an absolute `ref` replaces the root here
+        if not path.is_relative_to(self.root):
+            raise rec.error(PATH_ESCAPE, f"image path {ref!r} resolves outside {str(self.root)!r}")
+        return path
+
+
+def _verify(path: Path) -> tuple[str, str] | None:
+    """None if `path` is a readable image, else (reason, problem with a "{ref}" slot)."""
+    if not path.is_file():
+        return MISSING_IMAGE, "missing image file {ref}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on odd-but-readable files
+            # verify() checks chunk CRCs and truncation even if ImageFile.LOAD_TRUNCATED_IMAGES
+            # is set globally; load() decodes the pixels, which verify() does not do.
+            with Image.open(path) as image:
+                image.verify()
+            with Image.open(path) as image:
+                image.load()
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        return CORRUPT_IMAGE, f"unreadable image {{ref}} ({type(exc).__name__}: {exc})"
+    return None

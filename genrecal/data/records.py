@@ -1,0 +1,70 @@
+"""The format-neutral record every reader produces, and the checks shared by all formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrecal.data.errors import BAD_RECORD, NO_IMAGE, DataError
+
+IMAGE_PLACEHOLDER = "<image>"
+USER, ASSISTANT = "user", "assistant"
+
+
+@dataclass
+class RawRecord:
+    """One record as read from a file, before image checks and per-turn splitting."""
+
+    source: str
+    """The data file (or saved dataset directory) it came from."""
+    index: int
+    """0-based record index in that file."""
+    images: list[str | Path] = field(default_factory=list)
+    """A `str` is a path as written in the data, resolved under the image root (and checked
+    for escaping it); a `Path` is a file genrecal wrote itself (HF image cache), used as is."""
+    messages: list[dict] = field(default_factory=list)
+    """`[{"role": "user"|"assistant", "content": str}, ...]` with `<image>` placeholders."""
+
+    def error(self, reason: str, detail: str, turn: int | None = None) -> DataError:
+        return DataError(self.source, self.index, reason, detail, turn)
+
+
+def checked_messages(rec: RawRecord, *, require_image: bool) -> list[dict]:
+    """The record's messages with exactly one `<image>` per image, or raise `DataError`.
+
+    Messages must alternate user/assistant starting with the user. Records with images but no
+    placeholder get them prepended to the first user message (LLaVA-style data often omits it).
+    """
+    _check_roles(rec)
+    n_images = len(rec.images)
+    if require_image and n_images == 0:
+        raise rec.error(NO_IMAGE, "record has no image")
+    n_user = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in rec.messages if m["role"] == USER)
+    n_assistant = sum(
+        m["content"].count(IMAGE_PLACEHOLDER) for m in rec.messages if m["role"] == ASSISTANT
+    )
+    if n_assistant:
+        raise rec.error(BAD_RECORD, f"{IMAGE_PLACEHOLDER} placeholder in an assistant message")
+    messages = [dict(m) for m in rec.messages]
+    if n_user == 0 and n_images:
+        messages[0]["content"] = f"{IMAGE_PLACEHOLDER}\n" * n_images + messages[0]["content"]
+    elif n_user != n_images:
+        raise rec.error(
+            BAD_RECORD, f"{n_user} {IMAGE_PLACEHOLDER} placeholders for {n_images} images"
+        )
+    return messages
+
+
+def _check_roles(rec: RawRecord) -> None:
+    if not rec.messages:
+        raise rec.error(BAD_RECORD, "empty conversation")
+    for i, message in enumerate(rec.messages):
+        expected = USER if i % 2 == 0 else ASSISTANT
+        if message["role"] != expected:
+            raise rec.error(
+                BAD_RECORD,
+                f"message {i} is from {message['role']!r}, expected {expected!r} "
+                "(turns must alternate user/assistant, starting with the user)",
+            )
+    if len(rec.messages) < 2:
+        raise rec.error(BAD_RECORD, "conversation has no assistant answer")

@@ -1,0 +1,96 @@
+"""Stage-aware, atomic checkpoints: a run killed at any instant resumes from the last complete one."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "latest"
+
+
+@dataclass
+class Progress:
+    stage_index: int  # index into the run's stage list
+    stage_step: int  # optimizer steps completed in that stage
+    global_step: int  # optimizer steps completed in the whole run (drives the data order)
+    log_lines: int  # lines of train_log.jsonl that belong to the run so far
+
+
+def _weights(modules: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for prefix, module in modules.items():
+        if module is not None:
+            out.update({f"{prefix}.{k}": v.detach().clone().contiguous() for k, v in module.state_dict().items()})
+    return out
+
+
+def save_checkpoint(ckpt_root: Path, progress: Progress, modules: dict, optimizer, scheduler, keep: int = 2) -> Path:
+    """Write <root>/step-XXXXXXX atomically (temp dir + rename), then point <root>/latest at it."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{progress.global_step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    save_file(_weights(modules), str(tmp / "weights.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    rng = {"torch": torch.get_rng_state().tolist(), "python": _py_state(), "numpy": _np_state()}
+    (tmp / "state.json").write_text(json.dumps({"progress": asdict(progress), "rng": rng}))
+    final = ckpt_root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_atomic(ckpt_root / LATEST, name)
+    for old in sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    pointer = ckpt_root / LATEST
+    if not pointer.is_file():
+        return None
+    path = ckpt_root / pointer.read_text().strip()
+    return path if (path / "state.json").is_file() else None
+
+
+def load_progress(ckpt: Path) -> Progress:
+    return Progress(**json.loads((ckpt / "state.json").read_text())["progress"])
+
+
+def restore(ckpt: Path, modules: dict, optimizer=None, scheduler=None) -> None:
+    weights = load_file(str(ckpt / "weights.safetensors"))
+    for prefix, module in modules.items():
+        if module is None:
+            continue
+        sub = {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
+        module.load_state_dict(sub, strict=True)
+    if optimizer is not None:
+        state = torch.load(ckpt / "optim.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    rng = json.loads((ckpt / "state.json").read_text())["rng"]
+    torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+
+
+def _py_state():
+    v, state, gauss = random.getstate()
+    return [v, list(state), gauss]
+
+
+def _np_state():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

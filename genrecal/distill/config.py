@@ -1,0 +1,134 @@
+"""`genrecal-distill` configuration: one typed dataclass; the CLI and `--config YAML` both fill it.
+
+Defaults follow ../shared/docs/genrecal-method.md (the paper's lr 1e-4 -> 1e-5, 3% warmup,
+2-layer Recalibrator initialised from the student's last two layers, loss weights 1, T = 1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+METHODS = ("genrecal", "sft", "kd", "uld")
+GENRECAL_STAGES = ("align", "distill", "sft")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message says which and why."""
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = None
+    """Teacher model dir or hub id (any image-text-to-text model; not needed for `sft`)."""
+    student: str = ""
+    """Student model dir or hub id; its family must be registered (see `genrecal zoo list`)."""
+    data: str = ""
+    """LLaVA JSON/JSONL file, a dir with data.json, or a HF dataset saved with save_to_disk."""
+    out: str = ""
+    """Output dir: student/, recalibrator/, checkpoints/, train_log.jsonl."""
+    method: str = "genrecal"
+    """genrecal | sft | kd | uld."""
+    stages: tuple[str, ...] = GENRECAL_STAGES
+    """GenRecal stages to run, in order (a subset of align, distill, sft)."""
+    stage_split: tuple[float, ...] = (0.2, 0.6, 0.2)
+    """Share of max_steps given to align / distill / sft (renormalised over the stages run)."""
+    max_steps: int = 300
+    """Optimizer steps in total, summed over stages."""
+    batch_size: int = 8
+    """Samples per process per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (global batch = batch_size x grad_accum x processes)."""
+    lr: float = 1e-4
+    min_lr: float = 1e-5
+    warmup: float = 0.03
+    """Warmup fraction of each stage's steps."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    """Write a resumable checkpoint every N optimizer steps (and at each stage end)."""
+    keep_checkpoints: int = 2
+    max_length: int = 1024
+    """Samples longer than this (tokens, either model) are bad input (`too_long`)."""
+    on_bad_sample: str = "error"
+    """error: stop at the first bad sample; skip: drop it and report counts per reason."""
+    limit: int | None = None
+    """Use only the first N samples of the data."""
+    # ---- losses ----
+    w_ar: float = 1.0
+    w_kl: float = 1.0
+    w_reg: float = 1.0
+    w_sft: float = 1.0
+    w_uld: float = 1.0
+    temperature: float = 1.0
+    head_chunk: int = 256
+    """Tokens per chunk when applying a (large) head; logits are recomputed in backward."""
+    # ---- Recalibrator ----
+    recal_depth: int = 2
+    recal_init: str = "student"
+    """student: copy the student's last layers; random."""
+    recal_train_in_distill: bool = True
+    reg_in_distill: bool = True
+    # ---- what the student trains in the distill stage ----
+    distill_train: tuple[str, ...] = ("layers", "norm")
+    """Student parts trained in stage 2: layers, norm, embed, head, projector, vision."""
+    sft_train: tuple[str, ...] = ("layers", "norm", "embed", "head", "projector")
+    """Student parts trained in stage 3 and by the sft/kd/uld baselines."""
+    trust_remote_code: bool = False
+    log_attention_mass: bool = True
+    dry_run: bool = False
+    resume: bool = False
+
+    def __post_init__(self):
+        self.stages = tuple(self.stages)
+        self.stage_split = tuple(self.stage_split)
+        self.distill_train, self.sft_train = tuple(self.distill_train), tuple(self.sft_train)
+        if self.method not in METHODS:
+            raise ConfigError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        bad = [s for s in self.stages if s not in GENRECAL_STAGES]
+        if bad:
+            raise ConfigError(f"unknown stage(s) {bad}; GenRecal stages are {', '.join(GENRECAL_STAGES)}")
+        if self.on_bad_sample not in ("error", "skip"):
+            raise ConfigError("--on-bad-sample must be 'error' or 'skip'")
+        if self.method != "sft" and not self.teacher:
+            raise ConfigError(f"--method {self.method} needs --teacher")
+        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("max_steps, batch_size and grad_accum must be >= 1")
+        if self.recal_init not in ("student", "random"):
+            raise ConfigError("recal_init must be 'student' or 'random'")
+
+    def stage_names(self) -> tuple[str, ...]:
+        return self.stages if self.method == "genrecal" else (self.method,)
+
+    def stage_steps(self) -> dict[str, int]:
+        """Steps per stage; the budget is split across GenRecal stages and counted in full."""
+        names = self.stage_names()
+        if len(names) == 1:
+            return {names[0]: self.max_steps}
+        share = {s: self.stage_split[GENRECAL_STAGES.index(s)] for s in names}
+        total = sum(share.values())
+        steps = {s: int(self.max_steps * share[s] / total) for s in names}
+        steps[names[-1]] += self.max_steps - sum(steps.values())
+        return steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path: str | None, overrides: dict) -> DistillConfig:
+    """YAML file (if any) then explicit CLI overrides (None values are 'not given')."""
+    values: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        values = yaml.safe_load(p.read_text()) or {}
+        known = {f.name for f in fields(DistillConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {unknown}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return DistillConfig(**values)
+

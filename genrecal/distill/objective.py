@@ -1,0 +1,128 @@
+"""One micro-batch of the GenRecal objective (and the baselines), as a module Accelerate can wrap.
+
+Inputs are right-padded batches rendered by each model's own processor; `answer_start/end` give
+each sample's answer span in that model's ids. Nothing assumes the two sequences line up.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrecal.distill.losses import head_ce_kl, token_kl, uld_distance
+from genrecal.distill.stages import Stage
+
+SPAN_KEYS = ("answer_start", "answer_end")
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in SPAN_KEYS}
+
+
+@torch.no_grad()
+def teacher_features(teacher: nn.Module, batch: dict) -> torch.Tensor:
+    """Final hidden states (after the final norm) of the frozen teacher: [B, L_l, d_l]."""
+    return teacher.model(**model_inputs(batch)).last_hidden_state
+
+
+def scored_rows(feats: torch.Tensor, ids: torch.Tensor, start: torch.Tensor, end: torch.Tensor):
+    """Next-token pairs over each answer: features at [start-1, end-1) predict ids [start, end)."""
+    rows = [feats[b, s - 1:e - 1] for b, (s, e) in enumerate(zip(start.tolist(), end.tolist()))]
+    tgts = [ids[b, s:e] for b, (s, e) in enumerate(zip(start.tolist(), end.tolist()))]
+    return rows, tgts
+
+
+def pack(parts: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, concatenate its pieces; left-align samples and pad. -> x [B, L, d], mask [B, L]."""
+    seqs = [torch.cat(p, dim=0) for p in parts]
+    length = max(s.shape[0] for s in seqs)
+    x = seqs[0].new_zeros(len(seqs), length, seqs[0].shape[-1])
+    mask = torch.zeros(len(seqs), length, dtype=torch.long, device=x.device)
+    for i, s in enumerate(seqs):
+        x[i, : s.shape[0]] = s
+        mask[i, : s.shape[0]] = 1
+    return x, mask
+
+
+class DistillObjective(nn.Module):
+    """Holds the trainable student and Recalibrator; the frozen teacher head is passed in."""
+
+    def __init__(self, student: nn.Module, recal: nn.Module | None, cfg):
+        super().__init__()
+        self.student = student
+        self.recal = recal
+        self.cfg = cfg
+
+    def forward(self, stage: Stage, s_batch: dict, t_batch: dict | None = None,
+                t_feats: torch.Tensor | None = None, t_head: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        cfg, terms = self.cfg, {}
+        s_feats = self.student.model(**model_inputs(s_batch)).last_hidden_state  # [B, L_s, d_s]
+        s_rows, s_tgts = scored_rows(s_feats, s_batch["input_ids"], s_batch["answer_start"], s_batch["answer_end"])
+        if "sft" in stage.losses or "uld" in stage.losses or "kd" in stage.losses:
+            terms["sft"] = head_ce_kl(self.student.get_output_embeddings(), torch.cat(s_rows), torch.cat(s_tgts),
+                                      chunk=cfg.head_chunk)["ce"]
+        if stage.needs_teacher:
+            t_rows, t_tgts = scored_rows(t_feats, t_batch["input_ids"], t_batch["answer_start"], t_batch["answer_end"])
+        if {"ar", "kl"} & set(stage.losses):
+            terms.update(self._main_path(s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head))
+        if "reg" in stage.losses:
+            terms.update(self._reg_path(t_feats, t_batch, t_rows, t_tgts, t_head))
+        if "uld" in stage.losses:
+            terms["uld"] = self._uld(s_rows, t_rows, t_head)
+        if "kd" in stage.losses:
+            terms["kd"] = self._kd(s_rows, t_rows, t_head)
+        weights = {"ar": cfg.w_ar, "kl": cfg.w_kl, "reg_ar": cfg.w_reg, "reg_kl": cfg.w_reg, "sft": cfg.w_sft,
+                   "uld": cfg.w_uld, "kd": cfg.w_kl}
+        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+        return terms
+
+    def _recal_scores(self, parts, first_scored, n_scored, t_rows, t_tgts, t_head, prefix=""):
+        x, mask = pack(parts)
+        r = self.recal(x, mask)  # [B, L, d_l]
+        rows = torch.cat([r[b, f:f + n] for b, (f, n) in enumerate(zip(first_scored, n_scored))])
+        out = head_ce_kl(t_head, rows, torch.cat(t_tgts), torch.cat(t_rows), self.cfg.temperature, self.cfg.head_chunk)
+        return {f"{prefix}ar": out["ce"], f"{prefix}kl": out["kl"]}
+
+    def _main_path(self, s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head):
+        """concat[z_qs, proj_pre(z_al)] -> Recalibrator; scored from the last student question position."""
+        q_s = s_batch["answer_start"].tolist()
+        spans = list(zip(t_batch["answer_start"].tolist(), t_batch["answer_end"].tolist()))
+        parts = [[s_feats[b, :q_s[b]], self.recal.proj_pre(t_feats[b, s:e])] for b, (s, e) in enumerate(spans)]
+        out = self._recal_scores(parts, [q - 1 for q in q_s], [e - s for s, e in spans], t_rows, t_tgts, t_head)
+        self.attention_mass = self._question_mass(q_s, [e - s for s, e in spans])
+        return out
+
+    def _reg_path(self, t_feats, t_batch, t_rows, t_tgts, t_head):
+        """Teacher-only path: concat[proj_pre(z_ql), proj_pre(z_al)] keeps the Recalibrator near teacher space."""
+        spans = list(zip(t_batch["answer_start"].tolist(), t_batch["answer_end"].tolist()))
+        parts = [[self.recal.proj_pre(t_feats[b, :e])] for b, (s, e) in enumerate(spans)]
+        return self._recal_scores(parts, [s - 1 for s, _ in spans], [e - s for s, e in spans], t_rows, t_tgts,
+                                  t_head, prefix="reg_")
+
+    def _question_mass(self, q_s: list[int], n_answer: list[int]) -> float | None:
+        """Mean attention mass that answer positions put on the student-question part (last block)."""
+        att = getattr(self.recal, "last_attention", None)
+        if att is None:
+            return None
+        masses = [att[b, :, q:q + n, :q].sum(-1).mean() for b, (q, n) in enumerate(zip(q_s, n_answer))]
+        return float(torch.stack(masses).mean())
+
+    def _uld(self, s_rows, t_rows, t_head):
+        s_head = self.student.get_output_embeddings()
+        dists = []
+        for s, t in zip(s_rows, t_rows):
+            n = min(s.shape[0], t.shape[0])
+            with torch.no_grad():
+                t_probs = F.softmax(t_head(t[:n]).float(), dim=-1)
+            dists.append(uld_distance(F.softmax(s_head(s[:n]).float(), dim=-1), t_probs))
+        return torch.stack(dists).mean()
+
+    def _kd(self, s_rows, t_rows, t_head):
+        s_head = self.student.get_output_embeddings()
+        losses = []
+        for s, t in zip(s_rows, t_rows):
+            n = min(s.shape[0], t.shape[0])
+            with torch.no_grad():
+                t_logits = t_head(t[:n])
+            losses.append(token_kl(s_head(s[:n]), t_logits, self.cfg.temperature))
+        return torch.stack(losses).mean()

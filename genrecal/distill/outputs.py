@@ -1,0 +1,95 @@
+"""What a run leaves behind: a clean HF student with a model card, the Recalibrator, the log."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from genrecal.distill.recalibrator import Recalibrator
+
+LOG_NAME = "train_log.jsonl"
+RECAL_MARKERS = ("recal", "proj_pre", "proj_post")
+
+
+def truncate_log(path: Path, keep_lines: int) -> None:
+    """On resume, drop log lines written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)[:keep_lines]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def write_student(out: Path, student) -> Path:
+    """Save the student as a plain transformers model dir (safetensors + processor), atomically."""
+    keys = student.model.state_dict().keys()
+    leaked = [k for k in keys if any(m in k for m in RECAL_MARKERS)]
+    if leaked:
+        raise RuntimeError(f"student state has Recalibrator tensors: {leaked[:3]}")
+    tmp = Path(tempfile.mkdtemp(prefix=".student.", dir=out))
+    student.model.save_pretrained(tmp, safe_serialization=True)
+    student.processor.save_pretrained(tmp)
+    _replace_dir(tmp, out / "student")
+    return out / "student"
+
+
+def model_card(cfg, student, report, losses: dict) -> str:
+    stages = ", ".join(cfg.stage_names())
+    loss_lines = "\n".join(f"| {stage} | {', '.join(f'{k} {v:.4f}' for k, v in terms.items())} |"
+                           for stage, terms in losses.items())
+    return f"""---
+library_name: transformers
+pipeline_tag: image-text-to-text
+tags: [genrecal, distillation]
+---
+# {Path(cfg.student).name} distilled with genrecal
+
+- **Student**: `{cfg.student}` (family `{student.model_type}`)
+- **Teacher**: `{cfg.teacher or 'none'}`
+- **Data**: `{cfg.data}`{f' (first {cfg.limit})' if cfg.limit else ''}; skipped samples: {report.total}
+- **Method**: `{cfg.method}`; stages: {stages}; {cfg.max_steps} optimizer steps, batch {cfg.batch_size} x accum {cfg.grad_accum}
+- **Losses** (method page defaults: L_ar + L_kl (+ L_reg) in align, + L_sft in distill, L_sft in sft; weights
+  ar {cfg.w_ar}, kl {cfg.w_kl}, reg {cfg.w_reg}, sft {cfg.w_sft}, T = {cfg.temperature})
+
+Last logged loss terms per stage:
+
+| stage | terms |
+|---|---|
+{loss_lines}
+
+This directory holds only the student: the Recalibrator used in training is in `../recalibrator/`
+and is never needed to run this model. Load it with
+`AutoModelForImageTextToText.from_pretrained(DIR)` and `AutoProcessor.from_pretrained(DIR)`.
+"""
+
+
+def last_losses(log_path: Path) -> dict:
+    last = {}
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            rec = json.loads(line)
+            last[rec["stage"]] = {k: v for k, v in rec.items() if k in ("loss", "ar", "kl", "reg_ar", "reg_kl", "sft",
+                                                                          "uld", "kd")}
+    return last
+
+
+def write_outputs(out: Path, cfg, student, recal, report) -> None:
+    student_dir = write_student(out, student)
+    (student_dir / "README.md").write_text(model_card(cfg, student, report, last_losses(out / LOG_NAME)))
+    (out / "genrecal_distill.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
+    if recal is not None:
+        tmp = Path(tempfile.mkdtemp(prefix=".recalibrator.", dir=out))
+        recal.save(tmp)
+        _replace_dir(tmp, out / "recalibrator")
+
+
+__all__ = ["write_outputs", "truncate_log", "LOG_NAME", "Recalibrator"]

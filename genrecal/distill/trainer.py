@@ -1,0 +1,185 @@
+"""The training loop: a short loop over stages; the losses live in `objective.py`.
+
+Runs under Hugging Face Accelerate (`accelerate launch -m genrecal.cli distill ...` for several
+processes/GPUs). Data order is a pure function of (seed, global step, rank), so a resumed run and a
+run split over processes see exactly the same micro-batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from genrecal.data.samples import SkipReport, load_samples
+from genrecal.distill import outputs
+from genrecal.distill.checkpoint import Progress, latest_checkpoint, load_progress, restore, save_checkpoint
+from genrecal.distill.config import ConfigError, DistillConfig
+from genrecal.distill.models import load_vlm
+from genrecal.distill.objective import DistillObjective, teacher_features
+from genrecal.distill.pairs import batch_of, encode_pairs
+from genrecal.distill.recalibrator import Recalibrator
+from genrecal.distill.stages import build_stage, set_trainable
+
+
+class TokenizerMismatchError(ConfigError):
+    """`kd` needs one shared tokenizer."""
+
+
+def micro_batch(n: int, global_step: int, cfg: DistillConfig, rank: int, world: int, k: int) -> list[int]:
+    """Sample indices of micro-batch k on `rank` at `global_step` (epochs reshuffle with seed+epoch)."""
+    gbs = cfg.batch_size * cfg.grad_accum * world
+    if n < gbs:
+        raise ConfigError(f"only {n} usable samples for a global batch of {gbs}")
+    per_epoch = n // gbs
+    epoch, pos = divmod(global_step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    chunk = order[pos * gbs:(pos + 1) * gbs]
+    m = rank * cfg.grad_accum + k
+    return chunk[m * cfg.batch_size:(m + 1) * cfg.batch_size].tolist()
+
+
+def lr_lambda(cfg: DistillConfig, steps: int):
+    """Linear warmup, then linear decay from lr to min_lr (as multipliers of lr)."""
+    warm = max(1, int(round(cfg.warmup * steps)))
+    floor = cfg.min_lr / cfg.lr
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        frac = (step - warm) / max(1, steps - warm)
+        return 1.0 - (1.0 - floor) * min(1.0, frac)
+    return f
+
+
+def check_kd_tokenizers(student, teacher) -> None:
+    if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
+        raise TokenizerMismatchError(
+            "--method kd needs teacher and student to share one tokenizer, and these differ "
+            f"({len(teacher.tokenizer)} vs {len(student.tokenizer)} tokens). Use --method genrecal "
+            "(GenRecal recalibrates features across vocabularies) or --method uld.")
+
+
+def prepare(cfg: DistillConfig, progress: bool = True):
+    """Load models and data; returns everything the loop needs."""
+    student = load_vlm(cfg.student, "student", cfg.trust_remote_code)
+    needs_teacher = cfg.method != "sft"
+    teacher = load_vlm(cfg.teacher, "teacher", cfg.trust_remote_code) if needs_teacher else None
+    if cfg.method == "kd":
+        check_kd_tokenizers(student, teacher)
+    report = SkipReport()
+    samples = load_samples(cfg.data, on_bad=cfg.on_bad_sample, report=report)
+    if cfg.limit:
+        samples = samples[: cfg.limit]
+    pairs = encode_pairs(samples, student, teacher, cfg.max_length, cfg.on_bad_sample, report, progress)
+    if teacher is not None:
+        for p in teacher.model.parameters():
+            p.requires_grad_(False)
+    recal = None
+    if cfg.method == "genrecal":
+        recal = Recalibrator.from_models(teacher.model, student.model, student.family.name,
+                                         cfg.recal_depth, cfg.recal_init)
+    return student, teacher, recal, pairs, report
+
+
+def train(cfg: DistillConfig, progress: bool = True) -> Path:
+    set_seed(cfg.seed)
+    acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    out = Path(cfg.out)
+    ckpt_root = out / "checkpoints"
+    student, teacher, recal, pairs, report = prepare(cfg, progress and acc.is_main_process)
+    modules = {"student": student.model, "recal": recal}
+    resume_from = latest_checkpoint(ckpt_root) if cfg.resume else None
+    state = load_progress(resume_from) if resume_from else Progress(0, 0, 0, 0)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        outputs.truncate_log(out / outputs.LOG_NAME, state.log_lines)
+        (out / "skips.json").write_text(json.dumps(report.as_dict(), indent=2))
+    acc.wait_for_everyone()
+    stages = cfg.stage_names()
+    steps_per_stage = cfg.stage_steps()
+    for index, name in enumerate(stages):
+        if index < state.stage_index:
+            continue
+        if index > state.stage_index:
+            state = Progress(index, 0, state.global_step, state.log_lines)
+        stage = build_stage(name, cfg)
+        state = _run_stage(acc, cfg, stage, steps_per_stage[name], student, teacher, recal, pairs, modules,
+                           state, resume_from if index == state.stage_index else None, ckpt_root, progress)
+        resume_from = None
+    if acc.is_main_process:
+        outputs.write_outputs(out, cfg, student, recal, report)
+    acc.wait_for_everyone()
+    return out
+
+
+def _run_stage(acc, cfg, stage, steps, student, teacher, recal, pairs, modules, state, resume_from, ckpt_root,
+               progress):
+    params = set_trainable(student.model, recal, stage)
+    student.model.train()
+    objective = DistillObjective(student.model, recal if stage.needs_recal else None, cfg)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    if resume_from is not None and state.stage_step > 0:
+        restore(resume_from, modules, optimizer, scheduler)
+    wrapped, optimizer = acc.prepare(objective, optimizer)
+    t_head = teacher.model.get_output_embeddings() if teacher is not None else None
+    s_pad = student.tokenizer.pad_token_id
+    t_pad = teacher.tokenizer.pad_token_id if teacher is not None else None
+    log_path = Path(cfg.out) / outputs.LOG_NAME
+    bar = tqdm(total=steps, initial=state.stage_step, desc=stage.name, disable=not (progress and acc.is_main_process))
+    while state.stage_step < steps:
+        t0 = time.perf_counter()
+        terms, mass = _optimizer_step(acc, cfg, stage, wrapped, optimizer, params, teacher, t_head, pairs,
+                                      state.global_step, s_pad, t_pad)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
+        scheduler.step()
+        state = Progress(state.stage_index, state.stage_step + 1, state.global_step + 1, state.log_lines + 1)
+        record = {"stage": stage.name, "step": state.stage_step, "global_step": state.global_step,
+                  "lr": lr, **terms, "seconds": round(time.perf_counter() - t0, 4)}
+        if mass is not None:
+            record["attn_q_mass"] = mass
+        if acc.is_main_process:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{terms['loss']:.3f}")
+        bar.update(1)
+        if state.stage_step % cfg.checkpoint_every == 0 or state.stage_step == steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(ckpt_root, state, modules, optimizer, scheduler, cfg.keep_checkpoints)
+            acc.wait_for_everyone()
+    bar.close()
+    acc.free_memory(wrapped, optimizer)
+    return state
+
+
+def _optimizer_step(acc, cfg, stage, wrapped, optimizer, params, teacher, t_head, pairs, global_step, s_pad, t_pad):
+    sums: dict[str, torch.Tensor] = {}
+    masses = []
+    for k in range(cfg.grad_accum):
+        idx = micro_batch(len(pairs), global_step, cfg, acc.process_index, acc.num_processes, k)
+        s_batch, t_batch = batch_of(pairs, idx, s_pad, t_pad if stage.needs_teacher else None)
+        t_feats = teacher_features(teacher.model, t_batch) if stage.needs_teacher else None
+        sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else acc.no_sync(wrapped)
+        with sync:
+            terms = wrapped(stage, s_batch, t_batch, t_feats, t_head)
+            acc.backward(terms["loss"] / cfg.grad_accum)
+        for key, val in terms.items():
+            sums[key] = sums.get(key, 0.0) + val.detach() / cfg.grad_accum
+        mass = getattr(acc.unwrap_model(wrapped), "attention_mass", None)
+        if mass is not None and stage.needs_recal:
+            masses.append(mass)
+    if cfg.max_grad_norm:
+        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    names = sorted(sums)
+    reduced = acc.reduce(torch.stack([sums[n].float() for n in names]), reduction="mean")
+    terms = {n: float(v) for n, v in zip(names, reduced)}
+    return terms, (sum(masses) / len(masses) if masses else None)

@@ -1,0 +1,129 @@
+"""Idefics3 (Idefics3ForConditionalGeneration): SigLIP-style ViT -> pixel-shuffle connector ->
+Llama body (``model.model.text_model``).
+
+Image-token scheme: the chat template writes one `<image>`; the processor expands it to
+`<fake_token_around_image><global-img>` + `<image>` * image_seq_len + `<fake_token_around_image>`,
+with image_seq_len = (image/patch)^2 / scale_factor^2. Image splitting (a grid of
+`<row_i_col_j>` tiles before the global image) is off in the zoo, so every image costs the same
+number of tokens whatever its size.
+
+SmolVLM shares this architecture and processor scheme; `build_idefics_style` is the builder both
+families use (smolvlm.py passes its own classes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import (
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessor,
+    Idefics3Processor,
+)
+
+from genrecal.families.base import Family, TokenizerSpec
+
+# Image-token markers shared by Idefics3 and SmolVLM; the row/col tags appear only with splitting.
+IMAGE_SPECIALS = (
+    "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+)
+
+
+def idefics_template(bos: str) -> str:
+    """`{bos}User:<image> question<end_of_utterance>\\nAssistant: answer<end_of_utterance>\\n`.
+
+    `bos` is written literally: neither family's tokenizer adds it, so there is exactly one.
+    """
+    return (
+        bos + "{% for message in messages %}{{ message['role'] | capitalize }}:"
+        "{% if message['content'] is string %} {{ message['content'] }}{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+        "{% elif part['type'] == 'text' %} {{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "<end_of_utterance>\n{% endfor %}"
+        "{% if add_generation_prompt %}Assistant:{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = idefics_template("<|begin_of_text|>")
+
+# text hidden/layers, vision hidden/layers, image size, patch; scale_factor 2 everywhere
+SIZES = {
+    "tiny": dict(d=64, layers=2, vd=64, vlayers=2, image=64, patch=8),
+    "base": dict(d=128, layers=2, vd=128, vlayers=2, image=64, patch=8),
+}
+SCALE_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class IdeficsClasses:
+    """The transformers classes one Idefics-style family builds with."""
+
+    config: type
+    model: type
+    image_processor: type
+    processor: type
+    video_processor: type | None = None  # SmolVLM's processor requires one
+
+
+def image_seq_len(size: str) -> int:
+    """`<image>` tokens per image: (image/patch)^2 / scale_factor^2."""
+    s = SIZES[size]
+    return (s["image"] // s["patch"]) ** 2 // SCALE_FACTOR**2
+
+
+def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
+    """(model, processor) for an Idefics3-architecture family, splitting off."""
+    s = SIZES[size]
+    config = classes.config(
+        vision_config=dict(
+            hidden_size=s["vd"], intermediate_size=2 * s["vd"], num_hidden_layers=s["vlayers"],
+            num_attention_heads=4, image_size=s["image"], patch_size=s["patch"],
+        ),
+        text_config=dict(
+            model_type="llama", vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=2 * s["d"],
+            num_hidden_layers=s["layers"], num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=1024, rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=SCALE_FACTOR,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = classes.model(config)
+    # longest_edge == max_image_size with splitting off: every image is squashed to image x image
+    edge = {"longest_edge": s["image"]}
+    image_processor = classes.image_processor(size=edge, max_image_size=edge, do_image_splitting=False)
+    extra = {}
+    if classes.video_processor is not None:
+        extra["video_processor"] = classes.video_processor(size=edge, max_image_size=edge)
+    processor = classes.processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len(size), **extra,
+    )
+    return model, processor
+
+
+_CLASSES = IdeficsClasses(
+    config=Idefics3Config, model=Idefics3ForConditionalGeneration,
+    image_processor=Idefics3ImageProcessor, processor=Idefics3Processor,
+)
+
+
+def build_tiny(size: str, tokenizer, seed: int):
+    return build_idefics_style(size, tokenizer, _CLASSES)
+
+
+FAMILY = Family(
+    name="idefics3",
+    model_class="Idefics3ForConditionalGeneration",
+    tokenizer=TokenizerSpec(
+        algorithm="bpe", vocab_size=480, special_tokens=IMAGE_SPECIALS,
+        bos="<|begin_of_text|>", eos="<end_of_utterance>", pad="<|pad|>",
+    ),
+    chat_template=CHAT_TEMPLATE,
+    build_tiny=build_tiny,
+    sizes=tuple(SIZES),
+    image_token="<image>",
+    notes="Llama body at model.model.text_model; image splitting off in the zoo.",
+)

@@ -1,0 +1,92 @@
+"""Qwen2-VL (Qwen2VLForConditionalGeneration): ViT with 2-D RoPE -> patch merger -> Qwen2 body
+with M-RoPE (3-section rotary: temporal, height, width).
+
+Image-token scheme: `<|vision_start|><|image_pad|><|vision_end|>`; the processor expands
+`<|image_pad|>` to (H/patch * W/patch) / merge^2 tokens, so the count depends on the image size.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import (
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+from genrecal.families.base import Family, TokenizerSpec
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SPECIALS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+_SIZES = {
+    # head_dim 16 -> mrope_section sums to 8
+    "tiny": dict(d=64, layers=2, heads=4, kv=2, vd=64, vlayers=2, patch=8, mrope=[2, 3, 3], pixels=64 * 64),
+    "base": dict(d=128, layers=2, heads=4, kv=2, vd=128, vlayers=2, patch=8, mrope=[4, 6, 6], pixels=64 * 64),
+}
+
+
+def build_tiny(size: str, tokenizer, seed: int):
+    s = _SIZES[size]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=2 * s["d"],
+            num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["kv"],
+            max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": s["mrope"]},
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            depth=s["vlayers"], embed_dim=s["vd"], hidden_size=s["d"], num_heads=4, mlp_ratio=2,
+            patch_size=s["patch"], spatial_merge_size=2, temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    config.pad_token_id = tokenizer.pad_token_id
+    model = Qwen2VLForConditionalGeneration(config)
+    factor = s["patch"] * 2
+    size_px = {"shortest_edge": factor * factor, "longest_edge": s["pixels"]}
+    image_processor = Qwen2VLImageProcessor(
+        size=size_px, patch_size=s["patch"], merge_size=2, temporal_patch_size=2,
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        size=size_px, patch_size=s["patch"], merge_size=2, temporal_patch_size=2,
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def mrope_ids(ids: torch.Tensor) -> torch.Tensor:
+    """The Recalibrator's 1-D ids on all three M-RoPE sections: [B, L] -> [3, B, L]."""
+    return ids.unsqueeze(0).expand(3, *ids.shape)
+
+
+FAMILY = Family(
+    name="qwen2_vl",
+    model_class="Qwen2VLForConditionalGeneration",
+    tokenizer=TokenizerSpec(
+        algorithm="bpe", vocab_size=1000, special_tokens=SPECIALS,
+        bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+    ),
+    chat_template=CHAT_TEMPLATE,
+    build_tiny=build_tiny,
+    sizes=tuple(_SIZES),
+    rope_position_ids=mrope_ids,
+    image_token="<|image_pad|>",
+)
