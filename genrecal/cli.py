@@ -6,6 +6,7 @@ exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from genrecal.errors import USER_ERRORS
@@ -29,6 +30,7 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lr", type=float, dest="min_lr")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--max-length", type=int, dest="max_length", help="longest sample in tokens (either model)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     p.add_argument("--config", help="YAML file with DistillConfig fields (CLI flags override it)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoints/latest")
@@ -43,7 +45,7 @@ def run_distill(args) -> int:
     from genrecal.distill.config import load_config
 
     keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
-            "min_lr", "seed", "limit", "checkpoint_every", "resume", "dry_run", "on_bad_sample", "trust_remote_code")
+            "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample", "trust_remote_code")
     cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
     for name in ("student", "data", "out"):
         if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):
@@ -56,7 +58,8 @@ def run_distill(args) -> int:
     from genrecal.distill.trainer import train
 
     out = train(cfg, progress=not args.no_progress)
-    print(f"student: {out / 'student'}\nlog: {out / 'train_log.jsonl'}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"student: {out / 'student'}\nlog: {out / 'train_log.jsonl'}")
     return 0
 
 

@@ -109,7 +109,7 @@ class DistillConfig:
             return {names[0]: self.max_steps}
         share = {s: self.stage_split[GENRECAL_STAGES.index(s)] for s in names}
         total = sum(share.values())
-        steps = {s: int(self.max_steps * share[s] / total) for s in names}
+        steps = {s: max(1, round(self.max_steps * share[s] / total)) for s in names}
         steps[names[-1]] += self.max_steps - sum(steps.values())
         return steps
 

@@ -89,7 +89,7 @@ def prepare(cfg: DistillConfig, progress: bool = True):
 
 def train(cfg: DistillConfig, progress: bool = True) -> Path:
     set_seed(cfg.seed)
-    acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     out = Path(cfg.out)
     ckpt_root = out / "checkpoints"
     student, teacher, recal, pairs, report = prepare(cfg, progress and acc.is_main_process)

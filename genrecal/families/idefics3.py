@@ -51,6 +51,8 @@ CHAT_TEMPLATE = idefics_template("<|begin_of_text|>")
 SIZES = {
     "tiny": dict(d=64, layers=2, vd=64, vlayers=2, image=64, patch=8),
     "base": dict(d=128, layers=2, vd=128, vlayers=2, image=64, patch=8),
+    # GGUF tests: text rows 256/768 wide (multiples of 256, so K-quants really run); vision FFN 2x its width
+    "gguf": dict(d=256, ffn=768, layers=2, vd=64, vlayers=2, image=64, patch=8),
 }
 SCALE_FACTOR = 2
 
@@ -81,7 +83,8 @@ def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
             num_attention_heads=4, image_size=s["image"], patch_size=s["patch"],
         ),
         text_config=dict(
-            model_type="llama", vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=2 * s["d"],
+            model_type="llama", vocab_size=len(tokenizer), hidden_size=s["d"],
+            intermediate_size=s.get("ffn", 2 * s["d"]),
             num_hidden_layers=s["layers"], num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=1024, rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,

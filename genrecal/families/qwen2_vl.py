@@ -33,6 +33,11 @@ _SIZES = {
     # head_dim 16 -> mrope_section sums to 8
     "tiny": dict(d=64, layers=2, heads=4, kv=2, vd=64, vlayers=2, patch=8, mrope=[2, 3, 3], pixels=64 * 64),
     "base": dict(d=128, layers=2, heads=4, kv=2, vd=128, vlayers=2, patch=8, mrope=[4, 6, 6], pixels=64 * 64),
+    # GGUF tests: every quantised row (256 or 768 wide) is a multiple of 256, so llama.cpp's K-quants
+    # really run (else Q4_K silently falls back to Q5_0); head_dim 64 -> mrope_section sums to 32.
+    # The vision tower stays tiny (mlp_ratio 2: FFN width != embed width, see export-landscape.md).
+    "gguf": dict(d=256, ffn=768, layers=2, heads=4, kv=2, vd=64, vlayers=2, patch=8, mrope=[8, 12, 12],
+                 pixels=64 * 64),
 }
 
 
@@ -41,7 +46,7 @@ def build_tiny(size: str, tokenizer, seed: int):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=2 * s["d"],
+            vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=s.get("ffn", 2 * s["d"]),
             num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["kv"],
             max_position_embeddings=1024,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": s["mrope"]},

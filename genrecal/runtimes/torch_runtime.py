@@ -1,0 +1,212 @@
+"""PyTorch eager runtime over a transformers model dir (the teacher, the student, or an `hf` export).
+
+    from genrecal.runtimes.torch_runtime import TorchRuntime
+    rt = TorchRuntime("out/student", threads=4)
+    gen = rt.generate([image], "What shape is in the image?", max_new_tokens=16)
+    print(gen.text, gen.timing.decode_tok_s)
+
+Greedy decoding through `model.generate` (the code path users run), timed by a streamer that
+stamps each token as it is chosen. The vision tower + projector are timed separately by wrapping
+the model's own `get_image_features` on this instance (every family in transformers 5.23 routes
+images through it), so `prefill_ms` excludes them.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+from transformers.generation.streamers import BaseStreamer
+
+from genrecal.runtimes import sysinfo
+from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.images import ImageRejected, open_images
+
+
+class _TokenClock(BaseStreamer):
+    """Records when generate() hands over the prompt (prefill starts) and each new token."""
+
+    def __init__(self, sink: queue.Queue | None = None):
+        self.prompt_at: float | None = None
+        self.token_at: list[float] = []
+        self.tokens: list[int] = []
+        self.sink = sink
+
+    def put(self, value) -> None:
+        now = time.perf_counter()
+        if self.prompt_at is None:  # generate() first passes the prompt ids, right before prefill
+            self.prompt_at = now
+            return
+        ids = value.reshape(-1).tolist()  # batch of one: one id per step
+        self.tokens.extend(ids)
+        self.token_at.extend([now] * len(ids))
+        if self.sink is not None:
+            self.sink.put(ids)
+
+    def end(self) -> None:
+        if self.sink is not None:
+            self.sink.put(None)
+
+
+class TorchRuntime:
+    """`Runtime` over AutoModelForImageTextToText + AutoProcessor, fp32 by default, one request at a time."""
+
+    name = "torch"
+
+    def __init__(self, path: str | Path, threads: int | None = None, dtype: torch.dtype = torch.float32):
+        t0 = time.perf_counter()
+        self.path = str(path)
+        if threads is not None:
+            if threads < 1:
+                raise RuntimeError_(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+        self.processor = _load_processor(self.path)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        try:
+            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise RuntimeError_(f"cannot load {self.path} as an image-text-to-text model: {exc}") from None
+        self.family = self.model.config.model_type
+        self._vision_ms = 0.0
+        self._time_vision()
+        self.load_ms = (time.perf_counter() - t0) * 1000
+
+    def _time_vision(self) -> None:
+        """Accumulate the time spent in get_image_features (vision tower + projector) per request."""
+        inner = getattr(self.model, "model", self.model)
+        original = getattr(inner, "get_image_features", None)
+        if original is None:
+            return
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._vision_ms += (time.perf_counter() - t) * 1000
+
+        inner.get_image_features = timed  # instance attribute: shadows the method for this model only
+
+    # ---- request ----
+    def prepare(self, images, prompt: str) -> dict:
+        """Chat template + processor: the model inputs for one user turn (images first, then text)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RuntimeError_("the prompt is empty")
+        imgs = open_images(images)
+        content = [{"type": "image"} for _ in imgs] + [{"type": "text", "text": prompt}]
+        messages = [{"role": "user", "content": content}]
+        try:
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except ValueError as exc:
+            raise RuntimeError_(f"{self.path}: the processor has no usable chat template ({exc})") from None
+        try:
+            return self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="pt")
+        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise ImageRejected(f"the {type(self.processor).__name__} rejected the input: {exc}") from None
+
+    def generate(self, images, prompt: str, max_new_tokens: int = 32, stream: bool = False) -> Generation | Stream:
+        t_call = time.perf_counter()
+        inputs = self.prepare(images, prompt)
+        t_pre = time.perf_counter()
+        if stream:
+            return Stream(self._stream(inputs, t_call, t_pre, max_new_tokens))
+        clock = _TokenClock()
+        self._vision_ms = 0.0
+        self._run(inputs, clock, max_new_tokens, torch.get_num_threads())
+        return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
+
+    def _stream(self, inputs: dict, t_call: float, t_pre: float, max_new_tokens: int):
+        sink: queue.Queue = queue.Queue()
+        clock = _TokenClock(sink)
+        failure: list[BaseException] = []
+        threads = torch.get_num_threads()  # intra-op threads are per OS thread: pass the setting on
+
+        def work():
+            try:
+                self._run(inputs, clock, max_new_tokens, threads)
+            except BaseException as exc:  # re-raised in the consumer's thread
+                failure.append(exc)
+                sink.put(None)
+
+        self._vision_ms = 0.0
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        ids: list[int] = []
+        shown = ""
+        while (piece := sink.get()) is not None:
+            ids.extend(piece)
+            text = self.tokenizer.decode(self._strip_eos(ids), skip_special_tokens=True)
+            if len(text) > len(shown) and not text.endswith("\ufffd"):  # wait for whole UTF-8 characters
+                yield text[len(shown):]
+                shown = text
+        worker.join()
+        if failure:
+            raise failure[0]
+        return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
+
+    def _run(self, inputs: dict, clock: _TokenClock, max_new_tokens: int, threads: int) -> None:
+        torch.set_num_threads(threads)
+        config = GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+            eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,
+        )
+        with torch.inference_mode():
+            self.model.generate(**inputs, generation_config=config, streamer=clock)
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def _strip_eos(self, ids: list[int]) -> list[int]:
+        stops = set(self._eos_ids())
+        return ids[:-1] if ids and ids[-1] in stops else ids
+
+    def _result(self, inputs: dict, clock: _TokenClock, t_call: float, t_pre: float, t_end: float) -> Generation:
+        ids = self._strip_eos(clock.tokens)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return Generation(text=text, token_ids=ids, timing=self._timing(inputs, clock, t_call, t_pre, t_end))
+
+    def _timing(self, inputs: dict, clock: _TokenClock, t_call: float, t_pre: float, t_end: float) -> Timing:
+        n_out = len(clock.tokens)
+        n_in = int(inputs["input_ids"].shape[1])
+        first = clock.token_at[0] if n_out else t_end
+        start = clock.prompt_at if clock.prompt_at is not None else t_pre
+        prefill_ms = max((first - start) * 1000 - self._vision_ms, 0.0)
+        decode_ms = (clock.token_at[-1] - first) * 1000 if n_out > 1 else 0.0
+        per_token = decode_ms / (n_out - 1) if n_out > 1 else 0.0
+        return Timing(
+            load_ms=self.load_ms,
+            preprocess_ms=(t_pre - t_call) * 1000,
+            vision_encode_ms=self._vision_ms,
+            prefill_ms=prefill_ms,
+            prefill_tok_s=n_in / (prefill_ms / 1000) if prefill_ms > 0 else 0.0,
+            ttft_ms=(first - t_call) * 1000,
+            decode_ms_per_token=per_token,
+            decode_tok_s=1000 / per_token if per_token > 0 else 0.0,
+            e2e_ms=(t_end - t_call) * 1000,
+            tokens_in=n_in,
+            tokens_out=n_out,
+            peak_rss_mb=sysinfo.peak_rss_mb(),
+            extra={"threads": self.threads, "dtype": str(self.model.dtype).replace("torch.", ""),
+                   "generate_overhead_ms": ((start - t_pre) * 1000)},
+        )
+
+
+def _load_processor(path: str):
+    if not Path(path).is_dir():
+        raise RuntimeError_(f"model dir not found: {path}")
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RuntimeError_(f"cannot load the processor of {path}: {exc}") from None
+    if not hasattr(processor, "image_processor"):
+        # e.g. a processor whose video processor needs torchvision: Auto falls back to the tokenizer
+        raise RuntimeError_(f"{path}: AutoProcessor returned {type(processor).__name__}, not an image processor "
+                            "pipeline (is torchvision installed? is preprocessor_config.json present?)")
+    return processor
