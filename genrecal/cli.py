@@ -131,7 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_transformers() -> None:
+    """Our own progress bars say what runs; transformers' per-load bars are noise on a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _run(func, args) -> int:
+    _quiet_transformers()
     try:
         return func(args)
     except USER_ERRORS as exc:

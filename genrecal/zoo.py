@@ -82,7 +82,8 @@ def _model_and_trainer(spec: TokenizerSpec, specials: list[str]):
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(
-            vocab_size=spec.vocab_size, special_tokens=specials, unk_token=spec.unk, show_progress=False
+            vocab_size=spec.vocab_size, special_tokens=specials, unk_token=spec.unk, show_progress=False,
+            initial_alphabet=["\n"],  # chat templates use newlines; the corpus lines have none
         )
     else:
         raise ValueError(f"unknown tokenizer algorithm {spec.algorithm!r} (bpe, wordpiece, unigram)")

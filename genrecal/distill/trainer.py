@@ -87,18 +87,40 @@ def prepare(cfg: DistillConfig, progress: bool = True):
     return student, teacher, recal, pairs, report
 
 
+RUN_CONFIG = "run_config.json"
+# fields that may change between a run and its resume; everything else must match
+RESUMABLE_CHANGES = {"resume", "dry_run", "checkpoint_every", "keep_checkpoints"}
+
+
+def _check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path):
+    """Refuse to overwrite a run by accident, or to resume it with different settings."""
+    latest = latest_checkpoint(ckpt_root)
+    saved = out / RUN_CONFIG
+    if latest is not None and not cfg.resume:
+        raise ConfigError(f"{out} already holds a run (checkpoint {latest.name}); pass --resume to continue "
+                          "it, or choose another --out")
+    if cfg.resume and latest is not None and saved.exists():
+        old = json.loads(saved.read_text())
+        new = json.loads(json.dumps(cfg.to_dict(), default=list))
+        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+        if diff:
+            raise ConfigError(f"--resume with settings that differ from the run in {out}: {', '.join(diff)}")
+    return latest if cfg.resume else None
+
+
 def train(cfg: DistillConfig, progress: bool = True) -> Path:
     set_seed(cfg.seed)
     acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     out = Path(cfg.out)
     ckpt_root = out / "checkpoints"
+    resume_from = _check_run_dir(cfg, out, ckpt_root)
     student, teacher, recal, pairs, report = prepare(cfg, progress and acc.is_main_process)
     modules = {"student": student.model, "recal": recal}
-    resume_from = latest_checkpoint(ckpt_root) if cfg.resume else None
     state = load_progress(resume_from) if resume_from else Progress(0, 0, 0, 0)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         outputs.truncate_log(out / outputs.LOG_NAME, state.log_lines)
+        (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
         (out / "skips.json").write_text(json.dumps(report.as_dict(), indent=2))
     acc.wait_for_everyone()
     stages = cfg.stage_names()

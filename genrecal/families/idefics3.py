@@ -53,8 +53,12 @@ SIZES = {
     "base": dict(d=128, layers=2, vd=128, vlayers=2, image=64, patch=8),
     # GGUF tests: text rows 256/768 wide (multiples of 256, so K-quants really run); vision FFN 2x its width
     "gguf": dict(d=256, ffn=768, layers=2, vd=64, vlayers=2, image=64, patch=8),
+    # benchmarks: SmolVLM-256M's shapes (SmolLM2-135M text body, SigLIP-B/16 at 512 px, pixel shuffle 4
+    # -> 64 image tokens); ~190M parameters with the zoo's small vocabulary
+    "small": dict(d=576, ffn=1536, layers=30, heads=9, kv=3, rope_theta=100000.0,
+                  vd=768, vffn=3072, vlayers=12, vheads=12, image=512, patch=16, scale=4),
 }
-SCALE_FACTOR = 2
+SCALE_FACTOR = 2  # pixel-shuffle factor unless a size sets "scale"
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,12 @@ class IdeficsClasses:
 def image_seq_len(size: str) -> int:
     """`<image>` tokens per image: (image/patch)^2 / scale_factor^2."""
     s = SIZES[size]
-    return (s["image"] // s["patch"]) ** 2 // SCALE_FACTOR**2
+    return (s["image"] // s["patch"]) ** 2 // s.get("scale", SCALE_FACTOR) ** 2
+
+
+def _rope(s: dict) -> dict:
+    """Text RoPE settings for a size that pins rope_theta (SmolLM2 uses 100000), else the default."""
+    return {"rope_parameters": {"rope_type": "default", "rope_theta": s["rope_theta"]}} if "rope_theta" in s else {}
 
 
 def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
@@ -79,18 +88,20 @@ def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
     s = SIZES[size]
     config = classes.config(
         vision_config=dict(
-            hidden_size=s["vd"], intermediate_size=2 * s["vd"], num_hidden_layers=s["vlayers"],
-            num_attention_heads=4, image_size=s["image"], patch_size=s["patch"],
+            hidden_size=s["vd"], intermediate_size=s.get("vffn", 2 * s["vd"]), num_hidden_layers=s["vlayers"],
+            num_attention_heads=s.get("vheads", 4), image_size=s["image"], patch_size=s["patch"],
         ),
         text_config=dict(
             model_type="llama", vocab_size=len(tokenizer), hidden_size=s["d"],
             intermediate_size=s.get("ffn", 2 * s["d"]),
-            num_hidden_layers=s["layers"], num_attention_heads=4, num_key_value_heads=2,
+            num_hidden_layers=s["layers"], num_attention_heads=s.get("heads", 4),
+            num_key_value_heads=s.get("kv", 2),
+            **_rope(s),
             max_position_embeddings=1024, rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
         ),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        scale_factor=SCALE_FACTOR,
+        scale_factor=s.get("scale", SCALE_FACTOR),
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )

@@ -12,6 +12,7 @@ images through it), so `prefill_ms` excludes them.
 """
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -71,7 +72,7 @@ class TorchRuntime:
         except (OSError, ValueError, KeyError) as exc:
             raise RuntimeError_(f"cannot load {self.path} as an image-text-to-text model: {exc}") from None
         self.family = self.model.config.model_type
-        self._vision_ms = 0.0
+        self._vision_spans: list[tuple[float, float]] = []
         self._time_vision()
         self.load_ms = (time.perf_counter() - t0) * 1000
 
@@ -82,12 +83,13 @@ class TorchRuntime:
         if original is None:
             return
 
+        @functools.wraps(original)  # generate() inspects this signature to pick the encoder's inputs
         def timed(*args, **kwargs):
             t = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                self._vision_ms += (time.perf_counter() - t) * 1000
+                self._vision_spans.append((t, time.perf_counter()))
 
         inner.get_image_features = timed  # instance attribute: shadows the method for this model only
 
@@ -115,7 +117,7 @@ class TorchRuntime:
         if stream:
             return Stream(self._stream(inputs, t_call, t_pre, max_new_tokens))
         clock = _TokenClock()
-        self._vision_ms = 0.0
+        self._vision_spans = []
         self._run(inputs, clock, max_new_tokens, torch.get_num_threads())
         return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
 
@@ -132,7 +134,7 @@ class TorchRuntime:
                 failure.append(exc)
                 sink.put(None)
 
-        self._vision_ms = 0.0
+        self._vision_spans = []
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
         ids: list[int] = []
@@ -146,6 +148,9 @@ class TorchRuntime:
         worker.join()
         if failure:
             raise failure[0]
+        text = self.tokenizer.decode(self._strip_eos(ids), skip_special_tokens=True)
+        if text.startswith(shown) and len(text) > len(shown):
+            yield text[len(shown):]  # what was held back waiting for a whole character
         return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
 
     def _run(self, inputs: dict, clock: _TokenClock, max_new_tokens: int, threads: int) -> None:
@@ -177,13 +182,17 @@ class TorchRuntime:
         n_in = int(inputs["input_ids"].shape[1])
         first = clock.token_at[0] if n_out else t_end
         start = clock.prompt_at if clock.prompt_at is not None else t_pre
-        prefill_ms = max((first - start) * 1000 - self._vision_ms, 0.0)
+        vision_ms = sum(b - a for a, b in self._vision_spans) * 1000
+        # transformers 5.23 encodes images before handing over the prompt; older paths do it inside
+        # the prefill forward: subtract only the vision time that fell inside [start, first]
+        inside = sum(max(0.0, min(b, first) - max(a, start)) for a, b in self._vision_spans) * 1000
+        prefill_ms = max((first - start) * 1000 - inside, 0.0)
         decode_ms = (clock.token_at[-1] - first) * 1000 if n_out > 1 else 0.0
         per_token = decode_ms / (n_out - 1) if n_out > 1 else 0.0
         return Timing(
             load_ms=self.load_ms,
             preprocess_ms=(t_pre - t_call) * 1000,
-            vision_encode_ms=self._vision_ms,
+            vision_encode_ms=vision_ms,
             prefill_ms=prefill_ms,
             prefill_tok_s=n_in / (prefill_ms / 1000) if prefill_ms > 0 else 0.0,
             ttft_ms=(first - t_call) * 1000,
@@ -194,7 +203,7 @@ class TorchRuntime:
             tokens_out=n_out,
             peak_rss_mb=sysinfo.peak_rss_mb(),
             extra={"threads": self.threads, "dtype": str(self.model.dtype).replace("torch.", ""),
-                   "generate_overhead_ms": ((start - t_pre) * 1000)},
+                   "generate_overhead_ms": max((start - t_pre) * 1000 - (vision_ms - inside), 0.0)},
         )
 
 

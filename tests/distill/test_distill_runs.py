@@ -109,7 +109,17 @@ def test_dry_run_prints_doctor_report(zoo_dir, evqa_train, capsys):
 def test_resume_after_finish_is_a_noop(zoo_dir, evqa_train, tmp_path):
     out = tmp_path / "r"
     assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl") == 0
-    first = torch.load if False else None
     n = len(log_lines(out))
     assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl", "--resume") == 0
     assert len(log_lines(out)) == n
+
+
+def test_existing_run_is_not_overwritten_or_resumed_differently(zoo_dir, evqa_train, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl") == 0
+    before = (out / "student" / "model.safetensors").read_bytes()
+    assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl", "--resume", "--lr", "0.5") == 2
+    assert "lr" in capsys.readouterr().err
+    assert (out / "student" / "model.safetensors").read_bytes() == before

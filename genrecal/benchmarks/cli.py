@@ -1,0 +1,114 @@
+"""`genrecal-bench`: latency, accuracy, on-device bundles and reports.
+
+    genrecal-bench latency  --artifact PATH [--runtime R] [--threads N] [--profile P] [--warmup K]
+                            [--runs N] [--json FILE]
+    genrecal-bench accuracy --artifact PATH --data easy-vqa|FILE [--limit N] [--json FILE]
+    genrecal-bench bundle   --artifact PATH --profile P --out DIR
+    genrecal-bench report   RESULTS... --out DIR
+
+PATH is an HF model dir (torch) or one `genrecal-export` output dir (runtime from its manifest).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genrecal.benchmarks.profiles import PROFILES
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", required=True, help="HF model dir or one export dir (e.g. OUT/onnx-int8)")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime", "llamacpp", "tensorrt"),
+                   help="default: the profile's runtime if the artifact's format allows it, else the format's")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the profile's; host: all usable cores)")
+    p.add_argument("--profile", default="host", help=f"device profile: {', '.join(PROFILES)} (default host)")
+    p.add_argument("--role", choices=("teacher", "student", "model"), help="for the report's teacher vs student")
+    p.add_argument("--label", help="name in reports (default: '<role> <runtime> <precision>')")
+    p.add_argument("--json", help="write the result record to this file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genrecal-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    lat = sub.add_parser("latency", help="warm-up + N timed runs: median/p90 per phase, % of bandwidth bound")
+    _common(lat)
+    lat.add_argument("--warmup", type=int, default=1)
+    lat.add_argument("--runs", type=int, default=5)
+    lat.add_argument("--max-new-tokens", type=int, default=32, dest="max_new_tokens")
+    lat.add_argument("--image", help="request image (default: easy-vqa's first test question)")
+    lat.add_argument("--prompt", help="request text (default: that question)")
+    lat.add_argument("--no-bandwidth", action="store_false", dest="measure_bandwidth",
+                     help="skip measuring memory bandwidth (no %% of bound)")
+    acc = sub.add_parser("accuracy", help="exact match + VQA soft accuracy of the artifact")
+    _common(acc)
+    acc.add_argument("--data", default="easy-vqa", help="easy-vqa or a LLaVA JSON/JSONL file or dir")
+    acc.add_argument("--limit", type=int, default=100, help="first N questions (default 100)")
+    acc.add_argument("--seed", type=int, default=0)
+    acc.add_argument("--max-new-tokens", type=int, default=8, dest="max_new_tokens")
+    bun = sub.add_parser("bundle", help="self-contained folder to run on a device")
+    bun.add_argument("--artifact", required=True)
+    bun.add_argument("--profile", required=True, help=", ".join(PROFILES))
+    bun.add_argument("--out", required=True)
+    bun.add_argument("--runtime", choices=("torch", "onnxruntime", "llamacpp", "tensorrt"))
+    bun.add_argument("--role", choices=("teacher", "student", "model"))
+    bun.add_argument("--label")
+    rep = sub.add_parser("report", help="Markdown + PNG report from result JSON files/dirs")
+    rep.add_argument("results", nargs="+", help="result JSON files or dirs holding them")
+    rep.add_argument("--out", required=True)
+    return parser
+
+
+def run_latency(args) -> int:
+    from genrecal.benchmarks.latency import LatencyConfig, format_latency, run_latency
+    from genrecal.benchmarks.results import write_json
+
+    keys = ("artifact", "runtime", "threads", "profile", "warmup", "runs", "max_new_tokens", "image", "prompt",
+            "role", "label", "measure_bandwidth")
+    result = run_latency(LatencyConfig(**{k: getattr(args, k) for k in keys}))
+    print(format_latency(result))
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}")
+    return 0
+
+
+def run_accuracy(args) -> int:
+    from genrecal.benchmarks.accuracy import AccuracyConfig, format_accuracy, run_accuracy
+    from genrecal.benchmarks.results import write_json
+
+    keys = ("artifact", "data", "limit", "seed", "runtime", "threads", "profile", "max_new_tokens", "role", "label")
+    result = run_accuracy(AccuracyConfig(**{k: getattr(args, k) for k in keys}))
+    print(format_accuracy(result))
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}")
+    return 0
+
+
+def run_bundle(args) -> int:
+    from genrecal.benchmarks.bundle import make_bundle
+
+    out = make_bundle(args.artifact, args.profile, args.out, args.runtime, args.role, args.label)
+    print(f"wrote {out}\non the device: cd {out.name} && ./run.sh setup && ./run.sh\n"
+          f"then: genrecal-bench report {out.name}/results ... --out report")
+    return 0
+
+
+def run_report(args) -> int:
+    from genrecal.benchmarks.report import write_report
+
+    print(f"wrote {write_report(args.results, args.out)}")
+    return 0
+
+
+COMMANDS = {"latency": run_latency, "accuracy": run_accuracy, "bundle": run_bundle, "report": run_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point used by `genrecal-bench` (genrecal.cli wraps it: user errors print one line)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":  # `python -m genrecal.benchmarks.cli` (the bundle's run.sh)
+    from genrecal.cli import bench_main
+
+    sys.exit(bench_main())

@@ -1,0 +1,178 @@
+"""export_gguf: a clean HF student dir -> a self-contained llama.cpp artifact dir, checked.
+
+    python -c "from genrecal.export.gguf import export_gguf; export_gguf('student', 'out/gguf', 'q4_k_m')"
+
+Steps: refuse unsupported families before loading weights; write the text GGUF (f32/f16/q8_0 with
+gguf-py, q4_k_m through llama.cpp from an F32 intermediate) and the F16 mmproj; read the tensor types
+back; validate the pair against llama.cpp's needs; then (check=True) compare with PyTorch — a
+full-precision copy tightly (conversion bugs) and the artifact itself by agreement and accuracy
+(quantisation noise). The dir appears only when everything passed (build_dir_atomically).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+from genrecal.export.gguf import layout
+from genrecal.export.gguf.layout import GgufExportError
+from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256
+
+TARGET = "phone"
+
+
+def family_writer(model_type: str):
+    """The writer module for a transformers model_type, or GgufExportError naming the supported ones."""
+    if model_type not in layout.FAMILY_WRITERS:
+        raise GgufExportError(layout.unsupported_family_message(model_type))
+    return importlib.import_module(f"genrecal.export.gguf.{layout.FAMILY_WRITERS[model_type]}")
+
+
+def _model_type(hf_dir: Path) -> str:
+    config = hf_dir / "config.json"
+    if not config.is_file():
+        raise GgufExportError(f"{hf_dir} is not a transformers model dir (no config.json)")
+    return json.loads(config.read_text()).get("model_type", "?")
+
+
+def load_source(hf_dir: Path):
+    """(model in F32 eval mode, processor) from a transformers dir, offline."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(hf_dir)
+    if not hasattr(processor, "image_processor"):
+        raise GgufExportError(f"{hf_dir}: AutoProcessor returned {type(processor).__name__}, not a VLM processor "
+                              "(is torchvision installed?)")
+    return model, processor
+
+
+def write_text_gguf(path: Path, writer, model, tokenizer, template: str, precision: str) -> dict:
+    """model.gguf at f32/f16/q8_0: hyper-parameters, tokenizer, chat template, decoder tensors."""
+    from genrecal.export.gguf.tokenizer import add_chat_template, add_tokenizer
+    from genrecal.export.gguf.writer import TensorWriter
+
+    n_vocab = model.get_input_embeddings().weight.shape[0]
+    out = TensorWriter(path, writer.TEXT_ARCH, precision)
+    out.gguf.add_name(f"genrecal {model.config.model_type} student")
+    writer.add_text_keys(out.gguf, model, n_vocab)
+    facts = add_tokenizer(out.gguf, tokenizer, n_vocab)
+    add_chat_template(out.gguf, template, writer.IMAGE_PLACEHOLDER)
+    for name, arr in writer.text_tensors(model):
+        out.add(name, arr)
+    out.finish()
+    return {"tokenizer_pre": facts.pre, "n_vocab": n_vocab, "add_bos": facts.add_bos,
+            "tensor_types": dict(out.types), "fallbacks": out.fallbacks}
+
+
+def _write_pair(tmp: Path, scratch: Path, writer, model, processor, template: str, quant: str, threads) -> dict:
+    """Write model.gguf + mmproj.gguf into tmp (the F32 intermediate, if any, into scratch)."""
+    from genrecal.export.gguf.mmproj import write_mmproj
+    from genrecal.export.gguf.quantize import llama_quantize, tensor_report
+
+    model_path = tmp / layout.MODEL_FILE
+    if quant in layout.KQUANT_TYPES:
+        f32_path = scratch / "model-f32.gguf"
+        text = write_text_gguf(f32_path, writer, model, processor.tokenizer, template, "f32")
+        llama_quantize(f32_path, model_path, quant, threads)
+    else:
+        text = write_text_gguf(model_path, writer, model, processor.tokenizer, template, quant)
+    report = tensor_report(model_path, quant)
+    report["fallbacks"] = report["fallbacks"] + text.pop("fallbacks")
+    text.pop("tensor_types")
+    spec = writer.vision_spec(model, processor.image_processor)
+    vision = write_mmproj(tmp / layout.MMPROJ_FILE, spec, writer.vision_tensors(model))
+    return {"text": text, "quant": report, "vision": vision}
+
+
+def _reference_path(tmp: Path, scratch: Path, writer, model, processor, template: str, quant: str) -> Path:
+    """A full-precision text GGUF to check the conversion itself: the artifact when it is f32/f16."""
+    if quant in ("f32", "f16"):
+        return tmp / layout.MODEL_FILE
+    ref = scratch / "model-f32.gguf"
+    if not ref.is_file():
+        write_text_gguf(ref, writer, model, processor.tokenizer, template, "f32")
+    return ref
+
+
+def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool = True, *,
+                threads: int | None = None, samples: int = 3, steps: int = 16, accuracy_limit: int = 16,
+                strict_quant: bool = False) -> Manifest:
+    """Export a transformers VLM dir to `out_dir` (model.gguf, mmproj.gguf, genrecal_manifest.json).
+
+    quant: f32 | f16 | q8_0 | q4_k_m (text model; the mmproj stays F16). check: compare with PyTorch
+    on `samples` easy-vqa test images for `steps` greedy steps, and exact-match accuracy on
+    `accuracy_limit` questions (both recorded in manifest.parity; a failed tight check raises).
+    strict_quant: raise when llama.cpp silently used a non-K type for some weight (default: warn and
+    record it in manifest.extra["quantization"]).
+    """
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    if quant not in layout.QUANTS:
+        raise GgufExportError(f"unknown GGUF precision {quant!r}; choose one of {', '.join(layout.QUANTS)}")
+    model_type = _model_type(hf_dir)
+    writer = family_writer(model_type)  # refuse before loading any weights
+    model, processor = load_source(hf_dir)
+    from genrecal.export.gguf.tokenizer import read_chat_template
+
+    template = read_chat_template(hf_dir, processor.tokenizer)
+    source_sha = dir_sha256(hf_dir)
+
+    def build(tmp: Path) -> Manifest:
+        with tempfile.TemporaryDirectory(prefix="genrecal-gguf-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            written = _write_pair(tmp, scratch, writer, model, processor, template, quant, threads)
+            _check_quant(written["quant"], strict_quant)
+            from genrecal.export.gguf.validate import validate_pair
+
+            validate_pair(tmp / layout.MODEL_FILE, tmp / layout.MMPROJ_FILE)  # before llama.cpp loads them
+            extra = _extra(writer, processor, written)
+            parity = {"checked": False}
+            if check:
+                ref = _reference_path(tmp, scratch, writer, model, processor, template, quant)
+                parity = _parity(model, processor, tmp, ref, extra, quant, threads, samples, steps, accuracy_limit)
+        return Manifest(format="gguf", target=TARGET, family=model_type, precision=quant,
+                        source_sha256=source_sha, parity=parity, extra=extra)
+
+    return build_dir_atomically(out_dir, build)
+
+
+def _check_quant(report: dict, strict: bool) -> None:
+    if report.get("fallbacks") and report["requested"] in layout.KQUANT_TYPES:
+        msg = f"{report['warning']}: {', '.join(report['fallbacks'][:6])}"
+        if strict:
+            raise GgufExportError(msg)
+        warnings.warn(msg, stacklevel=3)
+
+
+def _extra(writer, processor, written: dict) -> dict:
+    return {
+        "model_file": layout.MODEL_FILE,
+        "mmproj_file": layout.MMPROJ_FILE,
+        layout.EXTRA_TEXT_ARCH: writer.TEXT_ARCH,
+        layout.EXTRA_PROJECTOR: writer.PROJECTOR_TYPE,
+        layout.EXTRA_PLACEHOLDER: writer.IMAGE_PLACEHOLDER,
+        layout.EXTRA_IMAGE_RULE: writer.image_rule(processor.image_processor),
+        layout.EXTRA_QUANT: written["quant"],
+        "mmproj": {"precision": "f16", **written["vision"]},
+        "tokenizer": {k: written["text"][k] for k in ("tokenizer_pre", "n_vocab", "add_bos")},
+    }
+
+
+def _parity(model, processor, tmp: Path, ref: Path, extra: dict, quant: str, threads, samples: int, steps: int,
+            accuracy_limit: int) -> dict:
+    from genrecal.export.gguf import parity
+
+    spec = parity.PairSpec(mmproj=tmp / layout.MMPROJ_FILE, image_placeholder=extra[layout.EXTRA_PLACEHOLDER],
+                           image_rule=extra[layout.EXTRA_IMAGE_RULE], threads=threads or 1)
+    data = parity.easy_vqa_samples(samples)
+    result = {"checked": True, "samples": len(data), "steps": steps}
+    result["reference"] = parity.compare(model, processor, spec, ref, data, steps)
+    result["reference"]["precision"] = "f16" if quant == "f16" else "f32"
+    if quant not in ("f32", "f16"):
+        result["artifact"] = parity.compare(model, processor, spec, tmp / layout.MODEL_FILE, data, steps)
+    result["accuracy"] = parity.accuracy(model, processor, spec, tmp / layout.MODEL_FILE, accuracy_limit)
+    parity.enforce(result, quant)
+    return result

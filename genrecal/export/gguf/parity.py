@@ -1,0 +1,218 @@
+"""PyTorch vs llama.cpp on easy-vqa: logits, greedy tokens, image embeddings, exact-match accuracy.
+
+For each sample the prompt is rendered and tokenised by llama.cpp (libmtmd), and PyTorch is fed the
+very same ids (each image chunk -> that many image tokens) with the HF image processor's pixels, so
+any difference is numerical, not a tokenisation or template difference; whether HF's own processor
+gives the same ids is reported separately (`prompt_ids_equal`). PyTorch decodes `steps` greedy tokens;
+llama.cpp is teacher-forced on them (F32 KV cache) and its logits are compared at every step. Because
+both run the same deterministic computation on the same prefix, "top-1 agrees at every step" is
+exactly "llama.cpp's own greedy continuation is identical".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genrecal.export.gguf.layout import GgufExportError
+
+# max |logit diff| allowed for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache);
+# measured on the tiny gguf-size zoo models: see tests/export/test_gguf.py and the manifest.
+LOGIT_TOL = {"f32": 2e-2, "f16": 5e-2}
+EMBED_REL_TOL = 2e-2  # max |image-embedding diff| / max |embedding| (mmproj is F16)
+TOP1_FLOOR = {"q8_0": 0.75, "q4_k_m": 0.5}  # teacher-forced top-1 agreement, random tiny weights
+ANSWER_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Everything but the text GGUF needed to run an exported pair."""
+
+    mmproj: Path
+    image_placeholder: str
+    image_rule: dict
+    threads: int | None = None
+
+
+def easy_vqa_samples(n: int, seed: int = 0) -> list[tuple[str, str, Path]]:
+    from genrecal.data import load_easy_vqa_questions
+
+    return load_easy_vqa_questions("test", limit=n, seed=seed)
+
+
+def _image(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _session(spec: PairSpec, model_path: Path, f32_kv: bool):
+    from genrecal.runtimes.llamacpp import LlamaCppSession
+
+    return LlamaCppSession(model_path, spec.mmproj, image_placeholder=spec.image_placeholder,
+                           image_rule=spec.image_rule, threads=spec.threads, f32_kv=f32_kv)
+
+
+def _hf_inputs(processor, question: str, image) -> dict:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return dict(processor(text=[text], images=[[image]], return_tensors="pt"))
+
+
+def _image_token_id(model) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index"))
+
+
+def torch_greedy(model, inputs: dict, steps: int, stop_ids: set[int] = frozenset()):
+    """Greedy decode by full forwards: (logits [n, vocab], tokens [n], image rows of inputs_embeds)."""
+    import torch
+
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured.setdefault("embeds", kwargs.get("inputs_embeds"))
+
+    hook = model.get_decoder().register_forward_pre_hook(grab, with_kwargs=True)
+    ids, logits, tokens = inputs["input_ids"], [], []
+    image_id = _image_token_id(model)
+    # image inputs only; per-token tensors are rebuilt for the growing sequence (Qwen2-VL's
+    # mm_token_type_ids marks image positions with 1)
+    pixels = {k: v for k, v in inputs.items() if v.dim() < 2 or v.shape[:2] != inputs["input_ids"].shape}
+    try:
+        with torch.no_grad():
+            for _ in range(steps):
+                extra = dict(pixels)
+                if "mm_token_type_ids" in inputs:
+                    extra["mm_token_type_ids"] = (ids == image_id).long()
+                out = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
+                step = out.logits[0, -1].float()
+                logits.append(step.numpy())
+                tokens.append(int(step.argmax()))
+                if tokens[-1] in stop_ids:
+                    break
+                ids = torch.cat([ids, ids.new_tensor([[tokens[-1]]])], dim=1)
+    finally:
+        hook.remove()
+    rows = captured["embeds"][0][inputs["input_ids"][0] == image_id].float().numpy()
+    return np.stack(logits), tokens, rows
+
+
+def _layout_ids(layout, image_token_id: int) -> list[int]:
+    ids = []
+    for kind, x in layout:
+        ids.extend(x if kind == "text" else [image_token_id] * int(x))
+    return ids
+
+
+def _compare_sample(session, model, processor, sample, steps: int) -> dict:
+    import torch
+
+    question, _answer, path = sample
+    image = _image(path)
+    hf = _hf_inputs(processor, question, image)
+    pre = session.prefill(session.render(question, 1), [image], keep_image_embeds=True)
+    ids = _layout_ids(pre.layout, _image_token_id(model))
+    inputs = {**hf, "input_ids": torch.tensor([ids])}
+    n_img = int((hf["input_ids"][0] == _image_token_id(model)).sum())
+    if n_img != sum(int(x) for k, x in pre.layout if k == "image"):
+        raise GgufExportError(f"llama.cpp made {pre.layout} image rows, the HF processor {n_img}: the image "
+                              "preprocessing differs (image size / merge / scale factor keys)")
+    pt_logits, pt_tokens, pt_rows = torch_greedy(model, inputs, steps)
+    ll_logits = [pre.logits] + [session.step(t) for t in pt_tokens[:-1]]
+    ll_logits = np.stack(ll_logits)
+    ll_rows = np.concatenate(pre.image_embeds)
+    return {
+        "max_abs_logit_diff": float(np.abs(ll_logits - pt_logits).max()),
+        "first_token_logit_diff": float(np.abs(ll_logits[0] - pt_logits[0]).max()),
+        "logit_scale": float(np.abs(pt_logits).max()),
+        "top1": [int(a == b) for a, b in zip(ll_logits.argmax(-1), pt_tokens)],
+        "image_embed_max_diff": float(np.abs(ll_rows - pt_rows).max()),
+        "image_embed_scale": float(np.abs(pt_rows).max()),
+        "prompt_ids_equal": hf["input_ids"][0].tolist() == ids,
+        "torch_tokens": pt_tokens,
+    }
+
+
+def compare(model, processor, spec: PairSpec, model_path: Path, data, steps: int) -> dict:
+    """Per-step logits and top-1 (teacher-forced on PyTorch's greedy tokens), F32 KV cache."""
+    with _session(spec, model_path, f32_kv=True) as session:
+        rows = [_compare_sample(session, model, processor, s, steps) for s in data]
+        tok = _tokenizer_agreement(session, processor.tokenizer, data)
+    top1 = [x for r in rows for x in r["top1"]]
+    return {
+        "max_abs_logit_diff": max(r["max_abs_logit_diff"] for r in rows),
+        "first_token_logit_diff": max(r["first_token_logit_diff"] for r in rows),
+        "logit_scale": max(r["logit_scale"] for r in rows),
+        "top1_agreement": sum(top1) / len(top1),
+        "greedy_identical": sum(all(r["top1"]) for r in rows),  # samples whose whole continuation matched
+        "image_embed_max_diff": max(r["image_embed_max_diff"] for r in rows),
+        "image_embed_rel_diff": max(r["image_embed_max_diff"] / max(r["image_embed_scale"], 1e-12) for r in rows),
+        "prompt_ids_equal": all(r["prompt_ids_equal"] for r in rows),
+        "tokenizer_agreement": tok,
+        "kv_cache": "f32",
+        "per_sample_top1": [r["top1"] for r in rows],
+    }
+
+
+def _tokenizer_agreement(session, tokenizer, data) -> str:
+    """Plain-text tokenisation llama.cpp vs HF on the questions, answers and a few edge strings."""
+    texts = [q for q, _, _ in data] + [a for _, a, _ in data] + ["Is there a red circle?", "  two  spaces", "x\n\ny"]
+    same = sum(session.llama.tokenize(t.encode(), add_bos=False, special=False) ==
+               tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
+    return f"{same}/{len(texts)}"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", "", text.strip().lower()).strip()
+
+
+def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, seed: int = 1) -> dict:
+    """Exact-match accuracy on `limit` easy-vqa test questions: PyTorch (HF processor path) and the
+    artifact (genrecal's llama.cpp path, default F16 KV cache, as the runtime runs it)."""
+    if limit <= 0:
+        return {"n": 0}
+    data = easy_vqa_samples(limit, seed)
+    eos = {i for i in (processor.tokenizer.eos_token_id,) if i is not None}
+    pt_answers, ll_answers = [], []
+    with _session(spec, model_path, f32_kv=False) as session:
+        for question, _answer, path in data:
+            image = _image(path)
+            _, tokens, _ = torch_greedy(model, _hf_inputs(processor, question, image), ANSWER_TOKENS, eos)
+            pt_answers.append(processor.tokenizer.decode(tokens, skip_special_tokens=True))
+            pre = session.prefill(session.render(question, 1), [image])
+            ll_answers.append(session.detokenize(session.greedy_ids(pre.logits, ANSWER_TOKENS)).decode(errors="replace"))
+    gold = [_norm(a) for _, a, _ in data]
+    return {
+        "n": len(data),
+        "torch_exact_match": sum(_norm(p) == g for p, g in zip(pt_answers, gold)) / len(data),
+        "gguf_exact_match": sum(_norm(p) == g for p, g in zip(ll_answers, gold)) / len(data),
+        "answer_agreement": sum(_norm(p) == _norm(q) for p, q in zip(pt_answers, ll_answers)) / len(data),
+        "examples": [{"q": q, "gold": a, "torch": p, "gguf": g}
+                     for (q, a, _), p, g in list(zip(data, pt_answers, ll_answers))[:3]],
+    }
+
+
+def enforce(result: dict, quant: str) -> None:
+    """Raise GgufExportError when a check fails; record thresholds and `passed` in `result`."""
+    ref = result["reference"]
+    tol = LOGIT_TOL[ref["precision"]]
+    result["thresholds"] = {"max_abs_logit_diff": tol, "image_embed_rel_diff": EMBED_REL_TOL,
+                            "greedy_identical": "all samples", **({"top1_agreement": TOP1_FLOOR[quant]}
+                                                                  if quant in TOP1_FLOOR else {})}
+    problems = []
+    if ref["max_abs_logit_diff"] > tol:
+        problems.append(f"{ref['precision']} logits differ from PyTorch by {ref['max_abs_logit_diff']:.3g} > {tol}")
+    if ref["greedy_identical"] != result["samples"]:
+        problems.append(f"greedy continuation differs on {result['samples'] - ref['greedy_identical']} sample(s)")
+    if ref["image_embed_rel_diff"] > EMBED_REL_TOL:
+        problems.append(f"image embeddings differ by {ref['image_embed_rel_diff']:.3g} (relative) > {EMBED_REL_TOL}")
+    art = result.get("artifact")
+    if art is not None and art["top1_agreement"] < TOP1_FLOOR[quant]:
+        problems.append(f"{quant} top-1 agreement {art['top1_agreement']:.2f} < {TOP1_FLOOR[quant]}")
+    result["passed"] = not problems
+    if problems:
+        raise GgufExportError("GGUF parity check failed: " + "; ".join(problems))

@@ -1,0 +1,156 @@
+"""The tokenizer and chat template, written into the text GGUF so llama.cpp needs nothing else.
+
+Byte-level BPE (`tokenizers` BPE + ByteLevel) is llama.cpp's `gpt2` tokenizer model; its vocabulary
+is already in the byte-to-unicode alphabet, so tokens and merges are copied as they are (merges
+joined with a space). `tokenizer.ggml.pre` names the pre-tokenizer regex llama.cpp must apply —
+without it llama.cpp falls back to 'default' and splits text differently from HF. Special added
+tokens are typed CONTROL (else llama.cpp tokenises "<|im_start|>" as plain text).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from genrecal.export.gguf.layout import GgufExportError
+
+T = gguf.TokenType
+# pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name
+_SPLIT_REGEX = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "llama-bpe",
+}
+
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """What the manifest and the parity check need to know about the written tokenizer."""
+
+    pre: str
+    n_tokens: int
+    bos_id: int | None
+    eos_id: int | None
+    add_bos: bool
+    add_eos: bool
+
+
+def pre_tokenizer_name(pre: dict | None) -> str:
+    """llama.cpp's name for a tokenizers pre_tokenizer config, or GgufExportError."""
+    kind = (pre or {}).get("type")
+    if kind == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    if kind == "Sequence":
+        parts = pre["pretokenizers"]
+        types = [p["type"] for p in parts]
+        if types == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
+            return "smollm"
+        if types == ["Split", "ByteLevel"] and not parts[1].get("use_regex", True):
+            regex = parts[0].get("pattern", {}).get("Regex")
+            if regex in _SPLIT_REGEX:
+                return _SPLIT_REGEX[regex]
+    raise GgufExportError(f"pre-tokenizer {json.dumps(pre)[:200]} has no llama.cpp equivalent known to genrecal "
+                          "(supported: GPT-2 ByteLevel, SmolLM digits+ByteLevel, Qwen2 and Llama-3 Split regexes)")
+
+
+def _token_table(tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
+    vocab = tokenizer.get_vocab()  # str -> id, added tokens included
+    if max(vocab.values()) >= n_vocab:
+        raise GgufExportError(f"tokenizer has ids up to {max(vocab.values())} but the model embeds only {n_vocab}")
+    tokens: list[str | None] = [None] * n_vocab
+    for text, idx in vocab.items():
+        tokens[idx] = text
+    added = {idx: tok for idx, tok in tokenizer.added_tokens_decoder.items()}
+    types = []
+    for idx, text in enumerate(tokens):
+        if text is None:  # embedding rows beyond the tokenizer (padding for alignment)
+            tokens[idx] = f"[PAD{idx}]"
+            types.append(T.UNUSED)
+        elif idx in added:
+            types.append(T.CONTROL if added[idx].special else T.USER_DEFINED)
+        else:
+            types.append(T.NORMAL)
+    return tokens, types
+
+
+def _adds(tokenizer, token_id: int | None, first: bool) -> bool:
+    """Does the HF tokenizer itself add this special token when encoding text?"""
+    if token_id is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0 if first else -1] == token_id
+
+
+def add_tokenizer(w: gguf.GGUFWriter, tokenizer, n_vocab: int) -> TokenizerFacts:
+    """Write vocab, merges, token types, special ids and add_bos/add_eos into `w`."""
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = data["model"]
+    if model.get("type") != "BPE" or (data.get("decoder") or {}).get("type") != "ByteLevel":
+        raise GgufExportError(f"tokenizer model {model.get('type')!r}: only byte-level BPE is written to GGUF "
+                              "(llama.cpp cannot match cased WordPiece; Unigram is not implemented here)")
+    pre = pre_tokenizer_name(data.get("pre_tokenizer"))
+    tokens, types = _token_table(tokenizer, n_vocab)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types([int(t) for t in types])
+    w.add_token_merges(merges)
+    facts = TokenizerFacts(pre=pre, n_tokens=len(tokens), bos_id=tokenizer.bos_token_id,
+                           eos_id=tokenizer.eos_token_id, add_bos=_adds(tokenizer, tokenizer.bos_token_id, True),
+                           add_eos=_adds(tokenizer, tokenizer.eos_token_id, False))
+    for value, add in ((facts.bos_id, w.add_bos_token_id), (facts.eos_id, w.add_eos_token_id),
+                       (tokenizer.pad_token_id, w.add_pad_token_id), (tokenizer.unk_token_id, w.add_unk_token_id)):
+        if value is not None:
+            add(int(value))
+    w.add_add_bos_token(facts.add_bos)
+    w.add_add_eos_token(facts.add_eos)
+    return facts
+
+
+def read_chat_template(hf_dir: Path, tokenizer) -> str:
+    """transformers 5 saves the template as chat_template.jinja; older dirs keep it in a json."""
+    path = Path(hf_dir) / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text()
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and template:
+        return template
+    legacy = Path(hf_dir) / "chat_template.json"
+    if legacy.is_file():
+        return json.loads(legacy.read_text())["chat_template"]
+    raise GgufExportError(f"{hf_dir} has no chat template (chat_template.jinja): the runtime needs one")
+
+
+def render_chat(template: str, messages: list[dict], **extra) -> str:
+    """Render like llama-cpp-python's MTMDChatHandler does (sandboxed Jinja, trim/lstrip blocks)."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, **extra)
+
+
+def check_chat_template(template: str, image_placeholder: str) -> None:
+    """The template must loop over list content: image parts -> the placeholder, text parts -> text.
+
+    llama-cpp-python's MTMDChatHandler turns image parts into text parts holding its media marker,
+    and genrecal's runtime substitutes the placeholder; both need per-part rendering.
+    """
+    probe = "genrecal-probe-7f3a"
+    content = [{"type": "image"}, {"type": "text", "text": probe}]
+    try:
+        text = render_chat(template, [{"role": "user", "content": content}], bos_token="", eos_token="")
+    except TemplateError as exc:
+        raise GgufExportError(f"chat template does not render list content: {exc}") from None
+    if probe not in text or text.count(image_placeholder) != 1:
+        raise GgufExportError(
+            f"chat template must render each content part (text parts as text, image parts as "
+            f"{image_placeholder!r}); it rendered {text!r}")
+
+
+def add_chat_template(w: gguf.GGUFWriter, template: str, image_placeholder: str) -> None:
+    check_chat_template(template, image_placeholder)
+    w.add_chat_template(template)

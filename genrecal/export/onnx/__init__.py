@@ -1,0 +1,85 @@
+"""ONNX export: per-family graphs (onnx-community layout), precisions, parity, genai config.
+
+`OnnxBuild(hf_dir, work_dir)` exports the fp32 graphs once and derives every precision from them;
+`OnnxBuild.build(final_dir, precision, target)` writes one self-contained artifact dir with its
+manifest (and parity results unless check=False).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256, write_manifest
+
+
+class OnnxBuild:
+    """One student's ONNX exports for one run: the fp32 graphs and the PyTorch reference are
+    computed at most once and shared by every precision."""
+
+    def __init__(self, hf_dir: Path, work_dir: Path, check: bool = True):
+        self.hf_dir, self.work_dir, self.check = Path(hf_dir), Path(work_dir), check
+        self._student = self._facts = self._reference = self._source = None
+
+    def student(self):
+        if self._student is None:
+            from genrecal.export.onnx.graphs import load_student
+
+            self._student = load_student(self.hf_dir)
+        return self._student
+
+    def fp32(self) -> tuple[Path, dict]:
+        """(dir of the fp32 graphs + processor files, model facts)."""
+        src = self.work_dir / "onnx-fp32-graphs"
+        if self._facts is None:
+            from genrecal.export.onnx.graphs import export_fp32_graphs
+
+            model, processor = self.student()
+            self._facts = export_fp32_graphs(model, processor, self.hf_dir, src)
+        return src, self._facts
+
+    def reference(self):
+        if self._reference is None:
+            from genrecal.export.onnx.parity import torch_reference
+
+            self._reference = torch_reference(*self.student())
+        return self._reference
+
+    def source_sha256(self) -> str:
+        self._source = self._source or dir_sha256(self.hf_dir)
+        return self._source
+
+    def write_precision(self, dst: Path, precision: str) -> dict:
+        """Graphs at `precision` + processor/config files into `dst`; returns manifest extra."""
+        from genrecal.export.onnx.quantize import convert_graphs
+
+        src, facts = self.fp32()
+        ops = convert_graphs(src, dst, precision)
+        for path in src.iterdir():
+            if path.is_file() and path.suffix != ".onnx":
+                shutil.copyfile(path, dst / path.name)
+        return {**facts, **ops}
+
+    def manifest(self, dst: Path, precision: str, target: str, extra: dict) -> Manifest:
+        return Manifest(format="onnx", target=target, family=self.student()[0].config.model_type,
+                        precision=precision, source_sha256=self.source_sha256(), extra=extra)
+
+    def check_dir(self, dst: Path, manifest: Manifest) -> dict:
+        """Parity of the artifact being built in `dst` (run through OnnxRuntime, manifest and all)."""
+        if not self.check:
+            return {"note": "not checked (--no-check)"}
+        from genrecal.export.onnx.parity import check_artifact
+        from genrecal.runtimes.onnxruntime import OnnxRuntime
+
+        write_manifest(dst, manifest)  # provisional: the runtime opens dirs by their manifest
+        return check_artifact(OnnxRuntime(dst), self.reference(), manifest.precision)
+
+    def build(self, final_dir: Path, precision: str, target: str) -> Manifest:
+        def build(tmp: Path) -> Manifest:
+            manifest = self.manifest(tmp, precision, target, self.write_precision(tmp, precision))
+            manifest.parity = self.check_dir(tmp, manifest)
+            return manifest
+
+        return build_dir_atomically(Path(final_dir), build)
+
+
+__all__ = ["OnnxBuild"]

@@ -1,0 +1,102 @@
+"""onnxruntime-genai's `genai_config.json`, for the families its runtime knows (qwen2_5_vl here).
+
+onnxruntime-genai's Qwen2.5-VL pipeline merges image features inside its *embedding* graph
+(input_ids + image_features -> inputs_embeds), unlike the onnx-community `embed_tokens.onnx`
+(input_ids only). So for these families we also write `embed_tokens_genai.onnx`, a tiny graph that
+embeds and scatters the features into the image-token rows; genai computes the M-RoPE ids itself
+from `vision_start_token_id`, `image_token_id` and `spatial_merge_size`.
+
+Untested here: onnxruntime-genai is not installed on this machine (no hub/network), and genai's
+image preprocessing reads an onnxruntime-extensions processor config that is not written.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from genrecal.export import layout
+
+GENAI_EMBED_GRAPH = "embed_tokens_genai.onnx"
+
+
+class GenaiEmbedding(nn.Module):
+    """input_ids [B, L], image_features [N, D] -> inputs_embeds [B, L, D] with the N image-token
+    rows replaced by the features (N may be 0 for a text-only prompt)."""
+
+    def __init__(self, model: nn.Module, image_token_id: int):
+        super().__init__()
+        self.embed = model.get_input_embeddings()
+        self.image_token_id = image_token_id
+
+    def forward(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        embeds = self.embed(input_ids)  # [B, L, D]
+        rows = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(rows, image_features.to(embeds.dtype))
+
+
+def export_genai_embedding(model: nn.Module, image_token_id: int, path: Path) -> None:
+    ids = torch.full((2, 5), image_token_id, dtype=torch.long)
+    ids[:, 0] = 0 if image_token_id != 0 else 1  # a text row and image rows, so both paths are traced
+    feats = torch.randn(int((ids == image_token_id).sum()), model.config.get_text_config().hidden_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(GenaiEmbedding(model, image_token_id).eval(), (ids, feats), str(path),
+                          input_names=["input_ids", "image_features"], output_names=["inputs_embeds"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "image_features": {0: "num_image_tokens"},
+                                        "inputs_embeds": {0: "batch", 1: "seq"}},
+                          opset_version=layout.OPSET, dynamo=False)
+
+
+def genai_config(config, facts: dict) -> dict:
+    """The genai_config.json dict for a Qwen2.5-VL-style artifact."""
+    text = config.get_text_config()
+    session = {"log_id": "onnxruntime-genai", "provider_options": []}
+    vision = config.vision_config
+    return {
+        "model": {
+            "type": config.model_type,
+            "bos_token_id": text.bos_token_id,
+            "eos_token_id": facts["eos_token_ids"],
+            "pad_token_id": facts["pad_token_id"],
+            "image_token_id": config.image_token_id,
+            "video_token_id": config.video_token_id,
+            "vision_start_token_id": config.vision_start_token_id,
+            "context_length": text.max_position_embeddings,
+            "vocab_size": facts["vocab_size"],
+            "decoder": {
+                "filename": layout.DECODER_GRAPH, "session_options": session,
+                "head_size": facts["head_dim"], "hidden_size": facts["hidden_size"],
+                "num_attention_heads": text.num_attention_heads, "num_hidden_layers": facts["num_layers"],
+                "num_key_value_heads": facts["num_kv_heads"],
+                "inputs": {"inputs_embeds": "inputs_embeds", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+            "embedding": {
+                "filename": GENAI_EMBED_GRAPH, "session_options": session,
+                "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
+                "outputs": {"inputs_embeds": "inputs_embeds"},
+            },
+            "vision": {
+                "filename": layout.VISION_GRAPH, "session_options": session,
+                "spatial_merge_size": vision.spatial_merge_size,
+                "tokens_per_second": float(getattr(vision, "tokens_per_second", 2.0)),
+                "inputs": {"pixel_values": "pixel_values", "image_grid_thw": "image_grid_thw"},
+                "outputs": {"image_features": "image_features"},
+            },
+        },
+        "search": {"do_sample": False, "num_beams": 1, "max_length": min(text.max_position_embeddings, 4096),
+                   "min_length": 0, "past_present_share_buffer": False, "repetition_penalty": 1.0,
+                   "temperature": 1.0, "top_k": 1, "top_p": 1.0, "num_return_sequences": 1},
+    }
+
+
+def write_genai(model: nn.Module, facts: dict, out_dir: Path) -> None:
+    export_genai_embedding(model, facts["image_token_id"], out_dir / GENAI_EMBED_GRAPH)
+    (out_dir / layout.GENAI_CONFIG).write_text(json.dumps(genai_config(model.config, facts), indent=2) + "\n")

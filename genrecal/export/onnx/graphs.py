@@ -1,0 +1,158 @@
+"""Export a clean HF student to the three fp32 ONNX graphs (onnx-community layout).
+
+    model, processor = load_student(Path("out/hf"))
+    facts = export_fp32_graphs(model, processor, Path("out/hf"), Path("work/fp32"))
+
+The decoder and embedding graphs are traced with TorchScript (exact and ~20x faster than dynamo
+for these wrappers); the vision graph uses the exporter its family's spec names. Trace sizes are
+>= 2 on every dynamic axis because the exporters specialise sizes 0 and 1.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from genrecal.errors import GenrecalError
+from genrecal.export import layout
+from genrecal.export.onnx.genai import write_genai
+from genrecal.export.onnx.wrappers import Decoder, EmbedTokens, kv_shape
+from genrecal.families import get_family
+from genrecal.families.base import image_token_id
+from genrecal.families.onnx_base import OnnxSpec, names, onnx_spec
+
+# files copied next to the graphs so an artifact dir is self-contained (processor + configs)
+SIDE_FILES = ("config.json", "generation_config.json")
+
+
+class OnnxExportError(GenrecalError):
+    """A graph that failed to export or failed onnx.checker."""
+
+
+def load_student(hf_dir: Path):
+    """(model, processor) in eager attention, the reference every parity check compares against."""
+    model = AutoModelForImageTextToText.from_pretrained(hf_dir, attn_implementation="eager",
+                                                        trust_remote_code=False).eval()
+    processor = AutoProcessor.from_pretrained(hf_dir, trust_remote_code=False)
+    return model, processor
+
+
+def chat_prompt(processor, question: str, n_images: int) -> str:
+    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+def trace_vision_inputs(spec: OnnxSpec, processor) -> tuple[torch.Tensor, ...]:
+    """Processor output for two images of different sizes, through the runtime's own feed function."""
+    rng = np.random.RandomState(0)
+    images = [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((64, 64), (48, 64))]
+    enc = processor(text=[chat_prompt(processor, "What shape is it?", 2)], images=[images], return_tensors="np")
+    feeds = spec.vision_feeds(dict(enc))
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in spec.vision_inputs)
+
+
+def _export(module, args, path: Path, inputs, outputs, axes, exporter: str) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints are expected here
+        if exporter == "dynamo":
+            dims = {}
+            shapes = tuple({ax: dims.setdefault(name, torch.export.Dim(name, min=1)) for ax, name in axes[i].items()}
+                           for i in inputs)
+            torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
+                              dynamic_shapes=shapes, opset_version=max(layout.OPSET, 18), dynamo=True,
+                              external_data=False, verbose=False)
+        else:
+            torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
+                              dynamic_axes={k: v for k, v in axes.items() if k in (*inputs, *outputs)},
+                              opset_version=layout.OPSET, dynamo=False)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxExportError(f"{path.name} failed onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def export_vision(model, processor, spec: OnnxSpec, path: Path) -> None:
+    wrapper = spec.wrap_vision(model).eval()
+    args = trace_vision_inputs(spec, processor)
+    axes = {**spec.vision_axes, "image_features": {0: "num_image_tokens"}}
+    _export(wrapper, args, path, spec.vision_inputs, ("image_features",), axes, spec.exporter)
+
+
+def export_embed(model, path: Path) -> None:
+    ids = torch.ones(2, 3, dtype=torch.long)  # [B, L]
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "inputs_embeds": {0: "batch", 1: "seq"}}
+    _export(EmbedTokens(model).eval(), (ids,), path, ("input_ids",), ("inputs_embeds",), axes, "torchscript")
+
+
+def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
+    cfg = model.config.get_text_config()
+    n_layers, (kv_heads, head_dim) = cfg.num_hidden_layers, kv_shape(cfg)
+    batch, seq, past = 2, 3, 4
+    embeds = torch.randn(batch, seq, cfg.hidden_size)  # [B, L, D]
+    mask = torch.ones(batch, past + seq, dtype=torch.long)  # [B, past + L]
+    pos = torch.arange(past, past + seq).expand(batch, seq)  # [B, L]
+    pos_axes = {0: "batch", 1: "seq"}
+    if spec.mrope:
+        pos, pos_axes = pos.unsqueeze(0).expand(3, batch, seq).contiguous(), {1: "batch", 2: "seq"}  # [3, B, L]
+    cache = [torch.randn(batch, kv_heads, past, head_dim) for _ in range(2 * n_layers)]
+    axes = {"inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total_len"},
+            "position_ids": pos_axes, "logits": {0: "batch", 1: "seq"}}
+    axes.update({n: {0: "batch", 2: "past_len"} for n in layout.past_names(n_layers)})
+    axes.update({n: {0: "batch", 2: "total_len"} for n in layout.present_names(n_layers)})
+    _export(Decoder(model).eval(), (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers),
+            layout.decoder_outputs(n_layers), axes, "torchscript")
+
+
+def model_facts(model, processor, spec: OnnxSpec) -> dict:
+    """What the runtime needs besides the graphs (stored in the manifest's `extra`)."""
+    cfg = model.config.get_text_config()
+    kv_heads, head_dim = kv_shape(cfg)
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
+        else cfg.eos_token_id
+    vision_cfg = getattr(model.config, "vision_config", None)
+    return {
+        "graphs": dict(layout.GRAPHS),
+        "vision_inputs": list(spec.vision_inputs),
+        "exporters": {"vision": spec.exporter, "embed": "torchscript", "decoder": "torchscript"},
+        "num_layers": cfg.num_hidden_layers, "num_kv_heads": kv_heads, "head_dim": head_dim,
+        "hidden_size": cfg.hidden_size, "vocab_size": cfg.vocab_size,
+        "image_token_id": image_token_id(processor, get_family(spec.family, role="export")),
+        "eos_token_ids": sorted(set(eos if isinstance(eos, list) else [eos])),
+        "pad_token_id": processor.tokenizer.pad_token_id,
+        "mrope": spec.mrope,
+        "spatial_merge_size": getattr(vision_cfg, "spatial_merge_size", None) if spec.mrope else None,
+        "opset": layout.OPSET,
+    }
+
+
+def genai_families() -> list[str]:
+    return [name for name in names() if onnx_spec(name).genai]
+
+
+def export_fp32_graphs(model, processor, hf_dir: Path, out_dir: Path) -> dict:
+    """Write the three fp32 graphs + processor + configs of the student loaded from `hf_dir` into
+    `out_dir` (plus genai_config.json where onnxruntime-genai knows the family); returns model facts."""
+    spec = onnx_spec(model.config.model_type)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export_vision(model, processor, spec, out_dir / layout.VISION_GRAPH)
+    export_embed(model, out_dir / layout.EMBED_GRAPH)
+    export_decoder(model, spec, out_dir / layout.DECODER_GRAPH)
+    processor.save_pretrained(out_dir)
+    for name in SIDE_FILES:
+        if (Path(hf_dir) / name).is_file():
+            shutil.copyfile(Path(hf_dir) / name, out_dir / name)
+    facts = model_facts(model, processor, spec)
+    if spec.genai:
+        write_genai(model, facts, out_dir)
+        facts["genai"] = layout.GENAI_CONFIG
+    else:
+        facts["genai"] = (f"not written: onnxruntime-genai has no {spec.family} pipeline "
+                          f"(genai_config.json is written for: {', '.join(genai_families())})")
+    return facts

@@ -1,0 +1,460 @@
+"""llama.cpp backend: a GGUF export dir (model.gguf + mmproj.gguf) run through llama-cpp-python.
+
+    rt = LlamaCppRuntime("out/student-gguf", threads=4)
+    gen = rt.generate([Image.open("cat.png")], "What shape is in the image?", max_new_tokens=16)
+    print(gen.text, gen.timing.vision_encode_ms, gen.timing.decode_tok_s)
+
+The dir is opened by its manifest (`load_manifest` refuses a file whose sha256 changed), the pair is
+validated with gguf-py before llama.cpp touches it (a missing vision tensor would segfault), and the
+prompt goes through libmtmd's own calls one chunk at a time — not `MTMDChatHandler` — so the vision
+encoder, the prompt prefill and each decode step are timed separately. llama.cpp's log is captured
+(never printed unless verbose) and its error lines are put into the exceptions raised here.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from genrecal.manifest import load_manifest
+from genrecal.runtimes import sysinfo
+from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.images import open_images
+
+DEFAULT_CTX = 4096  # capped at the model's training context
+_ERROR_LEVELS = (2, 3)  # ggml_log_level WARN, ERROR
+
+
+# ---- llama.cpp's log: captured, so verbose=False hides noise but errors still reach the user ----
+class _LogBuffer:
+    def __init__(self):
+        self.lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=400)
+        self.verbose = 0
+        self.lock = threading.Lock()
+        self.installed = False
+
+
+_LOG = _LogBuffer()
+
+
+@dataclass
+class _LogWindow:
+    lines: list = field(default_factory=list)
+
+    def errors(self) -> str:
+        """WARN/ERROR lines logged inside the window, joined; '' when there were none."""
+        picked = [text.strip() for level, text in self.lines if level in _ERROR_LEVELS and text.strip()]
+        return " | ".join(picked[-6:])
+
+
+def _install_log_callback() -> None:
+    import llama_cpp
+    import llama_cpp.mtmd_cpp as mtmd
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, user_data):
+        msg = text.decode("utf-8", errors="replace") if text else ""
+        with _LOG.lock:
+            if level == 5 and _LOG.lines:  # GGML_LOG_LEVEL_CONT: continuation of the previous line
+                prev_level, prev = _LOG.lines.pop()
+                _LOG.lines.append((prev_level, prev + msg))
+            else:
+                _LOG.lines.append((level, msg))
+        if _LOG.verbose:
+            print(msg, end="", flush=True)
+
+    _LOG.callback = callback  # keep the ctypes thunk alive for the life of the process
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    mtmd.mtmd_log_set(callback, ctypes.c_void_p(0))
+    mtmd.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
+    _LOG.installed = True
+
+
+@contextlib.contextmanager
+def captured_log(verbose: bool = False) -> Iterator[_LogWindow]:
+    """Collect llama.cpp / libmtmd log lines emitted inside the block (printed too when verbose)."""
+    if not _LOG.installed:
+        _install_log_callback()
+    with _LOG.lock:
+        _LOG.lines.clear()
+    window = _LogWindow()
+    _LOG.verbose += int(verbose)
+    try:
+        yield window
+    finally:
+        _LOG.verbose -= int(verbose)
+        with _LOG.lock:
+            window.lines = list(_LOG.lines)
+
+
+# ---- images: replay the HF processor's sizing so llama.cpp sees the pixels PyTorch would ----
+def _qwen2vl_size(w: int, h: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
+    if hb * wb > max_pixels:
+        beta = math.sqrt(h * w / max_pixels)
+        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+    elif hb * wb < min_pixels:
+        beta = math.sqrt(min_pixels / (h * w))
+        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
+    return wb, hb
+
+
+def fit_image(image: Image.Image, rule: dict | None) -> Image.Image:
+    """Resize as the model's HF image processor would (rule from the manifest); RGB out."""
+    image = image.convert("RGB")
+    mode = (rule or {}).get("mode", "none")
+    if mode == "square":
+        size = (rule["size"], rule["size"])
+    elif mode == "qwen2vl":
+        size = _qwen2vl_size(*image.size, rule["factor"], rule["min_pixels"], rule["max_pixels"])
+    else:
+        return image
+    return image if image.size == size else image.resize(size, resample=rule.get("resample", 3))
+
+
+@dataclass
+class Prefill:
+    """The state right after the prompt: logits for the first new token and how the prompt was laid out."""
+
+    logits: np.ndarray  # [n_vocab]
+    layout: list[tuple[str, object]]  # ("text", [ids]) and ("image", n_embedding_rows), in prompt order
+    image_embeds: list[np.ndarray]  # [n_rows, n_embd] per image (only with keep_image_embeds)
+    preprocess_ms: float
+    vision_ms: float
+    prefill_ms: float
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(len(x) if kind == "text" else int(x) for kind, x in self.layout)
+
+
+class LlamaCppSession:
+    """model.gguf + mmproj.gguf loaded into llama.cpp; one greedy sequence at a time.
+
+    f32_kv keeps the KV cache in F32 (the default F16 cache alone moves logits by ~5e-3), which
+    the parity check uses; the runtime keeps llama.cpp's default.
+    """
+
+    def __init__(self, model_path: Path, mmproj_path: Path, *, image_placeholder: str, image_rule: dict | None = None,
+                 threads: int | None = None, n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
+        from genrecal.export.gguf.validate import validate_pair
+
+        self.facts = validate_pair(Path(model_path), Path(mmproj_path))  # before llama.cpp reads a byte
+        if not self.facts.chat_template:
+            raise RuntimeError_(f"{model_path} has no tokenizer.chat_template; re-export it")
+        self.placeholder, self.image_rule, self.verbose = image_placeholder, image_rule, verbose
+        self.threads = int(threads or os.cpu_count() or 1)
+        self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
+        self._mtmd = None
+        self.llama = self._load_llama(Path(model_path), f32_kv)
+        self._load_mtmd(Path(mmproj_path))
+
+    def _load_llama(self, path: Path, f32_kv: bool):
+        from llama_cpp import Llama
+
+        kv = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32
+        with captured_log(self.verbose) as log:
+            try:
+                return Llama(str(path), n_ctx=self.n_ctx, n_batch=512, n_ubatch=512, n_threads=self.threads,
+                             n_threads_batch=self.threads, n_gpu_layers=0, verbose=False, **kv)
+            except ValueError as exc:
+                raise RuntimeError_(f"llama.cpp could not load {path}: {log.errors() or exc}") from None
+
+    def _load_mtmd(self, path: Path) -> None:
+        import llama_cpp.mtmd_cpp as mtmd
+
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu, params.print_timings, params.n_threads = False, False, self.threads
+        params.warmup = False  # warm-up encodes a large dummy image: seconds of work, nothing learned
+        with captured_log(self.verbose) as log:
+            self._mtmd = mtmd.mtmd_init_from_file(str(path).encode(), self.llama.model, params)
+        if not self._mtmd:
+            raise RuntimeError_(f"libmtmd could not load {path}: {log.errors() or 'no log'}")
+        self.marker = mtmd.mtmd_default_marker().decode()
+        self.n_vocab = self.llama.n_vocab()
+        import llama_cpp
+
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+
+    # -- prompt --
+    def render(self, prompt: str, n_images: int) -> str:
+        """The model's chat template for one user turn (images first), image parts -> libmtmd's marker."""
+        from genrecal.export.gguf.tokenizer import render_chat
+
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+        text = render_chat(self.facts.chat_template, [{"role": "user", "content": content}],
+                           bos_token=self._piece(self.llama.token_bos()), eos_token=self._piece(self.llama.token_eos()))
+        if text.count(self.placeholder) != n_images:
+            raise RuntimeError_(f"chat template rendered {text.count(self.placeholder)} image placeholders "
+                                f"{self.placeholder!r} for {n_images} image(s)")
+        return text.replace(self.placeholder, self.marker)
+
+    def _piece(self, token: int) -> str:
+        try:
+            return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+        except Exception:  # noqa: BLE001 - an unset bos id has no piece; the template gets ""
+            return ""
+
+    def _chunks(self, text: str, images: list[Image.Image]):
+        import llama_cpp.mtmd_cpp as mtmd
+
+        bitmaps = []
+        for im in images:
+            fitted = fit_image(im, self.image_rule)
+            data = fitted.tobytes()  # RGBRGB..., row-major: libmtmd's bitmap layout
+            bitmaps.append(mtmd.mtmd_bitmap_init(fitted.size[0], fitted.size[1],
+                                                 (ctypes.c_uint8 * len(data)).from_buffer_copy(data)))
+        raw = text.encode("utf-8")
+        inp = mtmd.mtmd_input_text(raw, len(raw), True, True)  # add_special, parse_special
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            with captured_log(self.verbose) as log:
+                arr = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+                rc = mtmd.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(inp), arr, len(bitmaps))
+        finally:
+            for b in bitmaps:
+                mtmd.mtmd_bitmap_free(b)
+        if rc != 0:
+            mtmd.mtmd_input_chunks_free(chunks)
+            raise RuntimeError_(f"libmtmd could not tokenize the prompt (code {rc}): {log.errors() or 'no log'}")
+        return chunks
+
+    def prefill(self, prompt_text: str, images: list[Image.Image], keep_image_embeds: bool = False) -> Prefill:
+        """Start a fresh sequence: tokenize (+ preprocess images), encode images, decode the prompt."""
+        import llama_cpp.mtmd_cpp as mtmd
+
+        self.llama.reset()
+        self.llama._ctx.kv_cache_clear()
+        t0 = time.perf_counter()
+        chunks = self._chunks(prompt_text, images)
+        out = Prefill(np.empty(0), [], [], (time.perf_counter() - t0) * 1e3, 0.0, 0.0)
+        try:
+            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+                self._eval_chunk(mtmd.mtmd_input_chunks_get(chunks, i), out, keep_image_embeds)
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+        if not out.layout or out.layout[-1][0] != "text":
+            raise RuntimeError_("the prompt must end with text (the assistant turn), not an image")
+        out.logits = self.logits()
+        return out
+
+    def _eval_chunk(self, chunk, out: Prefill, keep: bool) -> None:
+        import llama_cpp
+        import llama_cpp.mtmd_cpp as mtmd
+
+        if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+            n = ctypes.c_size_t()
+            ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+            # libmtmd looks some marker tokens up by text (e.g. Idefics3's "\n\n"); a vocab without one
+            # yields LLAMA_TOKEN_NULL (-1), which llama_decode would reject: such entries are dropped
+            ids = [int(ptr[j]) for j in range(n.value) if ptr[j] >= 0]
+            t0 = time.perf_counter()
+            self.llama.eval(ids)
+            out.prefill_ms += (time.perf_counter() - t0) * 1e3
+            out.layout.append(("text", ids))
+            return
+        n_rows = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+        with captured_log(self.verbose) as log:
+            t0 = time.perf_counter()
+            rc = mtmd.mtmd_encode_chunk(self._mtmd, chunk)
+            out.vision_ms += (time.perf_counter() - t0) * 1e3
+            if rc != 0:
+                raise RuntimeError_(f"libmtmd failed to encode an image (code {rc}): {log.errors() or 'no log'}")
+            embd = mtmd.mtmd_get_output_embd(self._mtmd)
+            if keep:
+                out.image_embeds.append(np.ctypeslib.as_array(embd, shape=(n_rows * self.facts.n_embd,))
+                                        .reshape(n_rows, self.facts.n_embd).copy())
+            new_past = llama_cpp.llama_pos(0)
+            t0 = time.perf_counter()
+            rc = mtmd.mtmd_helper_decode_image_chunk(self._mtmd, self.llama._ctx.ctx, chunk, embd, self.llama.n_tokens,
+                                                     0, self.llama.n_batch, ctypes.byref(new_past),
+                                                     mtmd.mtmd_helper_post_decode_callback(), None)
+            out.prefill_ms += (time.perf_counter() - t0) * 1e3
+        if rc != 0:
+            raise RuntimeError_(f"llama.cpp failed to decode image embeddings (code {rc}): {log.errors() or 'no log'}")
+        self.llama.n_tokens = new_past.value  # M-RoPE: an image takes max(h, w) positions, not n_rows
+        out.layout.append(("image", n_rows))
+
+    # -- decoding --
+    def logits(self) -> np.ndarray:
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token; logits for the next."""
+        self.llama.eval([int(token)])
+        return self.logits()
+
+    def greedy_ids(self, logits: np.ndarray, max_new_tokens: int) -> list[int]:
+        """Greedy continuation from `logits` until an end-of-generation token or max_new_tokens."""
+        ids: list[int] = []
+        token = int(np.argmax(logits))
+        while len(ids) < max_new_tokens and not self.is_eog(token):
+            ids.append(token)
+            if len(ids) < max_new_tokens:
+                token = int(np.argmax(self.step(token)))
+        return ids
+
+    def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, int(token)))
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        return self.llama.detokenize(list(ids))
+
+    def perf(self) -> dict:
+        """llama.cpp's own counters for this context (prompt eval = batches > 1 token, eval = single)."""
+        import llama_cpp
+
+        p = llama_cpp.llama_perf_context(self.llama._ctx.ctx)
+        return {"t_p_eval_ms": p.t_p_eval_ms, "n_p_eval": p.n_p_eval, "t_eval_ms": p.t_eval_ms, "n_eval": p.n_eval}
+
+    def reset_perf(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(self.llama._ctx.ctx)
+
+    def close(self) -> None:
+        if self._mtmd:
+            import llama_cpp.mtmd_cpp as mtmd
+
+            mtmd.mtmd_free(self._mtmd)
+            self._mtmd = None
+        if getattr(self, "llama", None) is not None:
+            self.llama.close()
+            self.llama = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+
+# ---- the Runtime ----
+def _drain(gen) -> Generation:
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+class LlamaCppRuntime:
+    """A GGUF export dir (see genrecal.export.gguf) behind the `Runtime` protocol; greedy decoding.
+
+    threads: llama.cpp and libmtmd CPU threads (default: all cores). n_ctx: context length (default
+    4096, capped at the model's). Timing fields are wall-clock around each llama.cpp call; llama.cpp's
+    own counters are in `Timing.extra["llama_perf"]` (see `_timing`).
+    """
+
+    name = "llamacpp"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, n_ctx: int | None = None,
+                 verbose: bool = False):
+        from genrecal.export.gguf import layout
+
+        root = Path(path)
+        self.path = str(root)
+        self.manifest = load_manifest(root)  # verifies every file's sha256: a tampered file is refused
+        if self.manifest.format != "gguf":
+            raise RuntimeError_(f"{root} holds a {self.manifest.format!r} export; LlamaCppRuntime runs 'gguf'")
+        self.family = self.manifest.family
+        extra = self.manifest.extra
+        t0 = time.perf_counter()
+        self.session = LlamaCppSession(root / layout.MODEL_FILE, root / layout.MMPROJ_FILE,
+                                       image_placeholder=extra[layout.EXTRA_PLACEHOLDER],
+                                       image_rule=extra.get(layout.EXTRA_IMAGE_RULE), threads=threads,
+                                       n_ctx=n_ctx, verbose=verbose)
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.threads = self.session.threads
+
+    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int = 32,
+                 stream: bool = False) -> Generation | Stream:
+        pieces = self._run(images, prompt, max_new_tokens)
+        return Stream(pieces) if stream else _drain(pieces)
+
+    def _run(self, images, prompt: str, max_new_tokens: int):
+        s = self.session
+        t_start = time.perf_counter()
+        opened = open_images(images)
+        text = s.render(prompt, len(opened))
+        t_render = (time.perf_counter() - t_start) * 1e3
+        s.reset_perf()
+        pre = s.prefill(text, opened)
+        ids: list[int] = []
+        token = int(np.argmax(pre.logits))
+        ttft_ms = (time.perf_counter() - t_start) * 1e3
+        decode_ms, steps, shown, stop = 0.0, 0, "", "max_new_tokens"
+        while len(ids) < max_new_tokens:
+            if s.is_eog(token):
+                stop = "eos"
+                break
+            ids.append(token)
+            now = s.detokenize(ids).decode("utf-8", errors="ignore")
+            if len(now) > len(shown):
+                yield now[len(shown):]
+                shown = now
+            if len(ids) == max_new_tokens:
+                break
+            t0 = time.perf_counter()
+            token = int(np.argmax(s.step(token)))
+            decode_ms += (time.perf_counter() - t0) * 1e3
+            steps += 1
+        e2e_ms = (time.perf_counter() - t_start) * 1e3
+        timing = self._timing(pre, t_render, ttft_ms, decode_ms, steps, e2e_ms, len(ids), stop)
+        return Generation(text=s.detokenize(ids).decode("utf-8", errors="replace"), token_ids=ids, timing=timing)
+
+    def _timing(self, pre: Prefill, render_ms: float, ttft_ms: float, decode_ms: float, steps: int, e2e_ms: float,
+                n_out: int, stop: str) -> Timing:
+        perf = self.session.perf()
+        # llama.cpp times single-token decodes itself (t_eval_ms / n_eval); prefer it over wall-clock
+        per_tok = perf["t_eval_ms"] / perf["n_eval"] if perf["n_eval"] else (decode_ms / steps if steps else 0.0)
+        return Timing(
+            load_ms=self.load_ms,
+            preprocess_ms=render_ms + pre.preprocess_ms,
+            vision_encode_ms=pre.vision_ms,
+            prefill_ms=pre.prefill_ms,
+            prefill_tok_s=pre.tokens_in / (pre.prefill_ms / 1e3) if pre.prefill_ms else 0.0,
+            ttft_ms=ttft_ms,
+            decode_ms_per_token=per_tok,
+            decode_tok_s=1e3 / per_tok if per_tok else 0.0,
+            e2e_ms=e2e_ms,
+            tokens_in=pre.tokens_in,
+            tokens_out=n_out,
+            peak_rss_mb=sysinfo.peak_rss_mb(),
+            extra={
+                "threads": self.threads,
+                "stop": stop,
+                "image_tokens": sum(int(x) for kind, x in pre.layout if kind == "image"),
+                "llama_perf": perf,
+                "decode_wall_ms_per_token": decode_ms / steps if steps else 0.0,
+                "how": ("wall-clock (time.perf_counter) around each call: preprocess = chat template + image "
+                        "resize + mtmd_tokenize (libmtmd's image preprocessing); vision_encode = "
+                        "mtmd_encode_chunk; prefill = llama_decode of text chunks + image embeddings; "
+                        "decode_ms_per_token = llama_perf_context t_eval_ms/n_eval (llama.cpp's own "
+                        "counter, single-token decodes); ttft from generate() entry to the first token's "
+                        "argmax; peak_rss_mb = this process's high-water mark (getrusage)"),
+            },
+        )
+
+    def close(self) -> None:
+        self.session.close()

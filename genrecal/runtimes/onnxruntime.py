@@ -1,0 +1,231 @@
+"""ONNX Runtime backend for a genrecal ONNX artifact dir (onnx-community layout).
+
+    from genrecal.runtimes.onnxruntime import OnnxRuntime
+    rt = OnnxRuntime("out/onnx-int8", threads=4)
+    print(rt.generate([image], "What shape is in the image?").text)
+
+The dir is opened by its manifest: every file's sha256 is verified first, so a modified graph is
+refused. The loop: processor -> vision_encoder -> embed_tokens -> image features written into the
+image-token rows -> decoder prefill with an empty cache -> greedy decode with the KV cache.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from genrecal.families.onnx_base import onnx_spec
+from genrecal.manifest import Manifest, load_manifest
+from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
+
+
+@dataclass
+class Trace:
+    """Greedy (or teacher-forced) run: per-step logits and the tokens taken."""
+
+    prefill_logits: np.ndarray  # [L, V], every prompt position
+    step_logits: list[np.ndarray] = field(default_factory=list)  # one [V] per token taken (step 0 = prefill)
+    tokens: list[int] = field(default_factory=list)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+class OnnxRuntime:
+    """A Runtime (see runtimes/base.py) over `vision_encoder`, `embed_tokens`, `decoder_model_merged`."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        t0 = time.perf_counter()
+        self.path = str(path)
+        self.manifest: Manifest = load_manifest(Path(path))  # verifies every checksum
+        if self.manifest.format != "onnx":
+            raise RuntimeError_(f"{path} holds a {self.manifest.format!r} artifact, not ONNX")
+        self.family = self.manifest.family
+        self.precision = self.manifest.precision
+        self.threads = threads
+        self.facts = self.manifest.extra
+        self.spec = onnx_spec(self.family)
+        self.sessions = {role: self._session(Path(path) / name, threads, providers)
+                         for role, name in self.facts["graphs"].items()}
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=False)
+        self.eos = set(self.facts["eos_token_ids"])
+        self.load_ms = _ms(t0)
+
+    def _session(self, graph: Path, threads: int | None, providers):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        # ORT_ENABLE_ALL can fuse RMSNorm into an fp16 kernel and widen fp16 error; BASIC keeps it
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if self.precision == "fp16"
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        try:
+            return ort.InferenceSession(str(graph), opts, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types; say which graph
+            raise RuntimeError_(f"onnxruntime cannot load {graph.name}: {str(exc).splitlines()[0]}") from None
+
+    # ---- the pieces, public so parity checks can drive them ----
+    def prepare(self, images: list, prompt: str) -> dict:
+        """Chat template + processor -> numpy inputs (input_ids [1, L], pixel tensors, ...)."""
+        return prepare_inputs(self.processor, images, prompt)
+
+    def encode_images(self, enc: dict) -> np.ndarray | None:
+        """image_features [n_image_tokens, D], or None for a text-only prompt."""
+        if "pixel_values" not in enc:
+            return None
+        feeds = self.spec.vision_feeds(enc)
+        return self.sessions["vision"].run(None, feeds)[0]
+
+    def embed(self, input_ids: np.ndarray, image_features: np.ndarray | None) -> np.ndarray:
+        """inputs_embeds [1, L, D] with the image features in the image-token rows."""
+        embeds = self.sessions["embed"].run(None, {"input_ids": input_ids.astype(np.int64)})[0]
+        rows = input_ids[0] == self.facts["image_token_id"]
+        n_rows = int(rows.sum())
+        n_feats = 0 if image_features is None else image_features.shape[0]
+        if n_rows != n_feats:
+            raise RuntimeError_(f"the prompt has {n_rows} image tokens but the vision encoder gave {n_feats} "
+                                "features (processor and graphs disagree; re-export)")
+        if n_rows:
+            embeds[0, rows] = image_features.astype(embeds.dtype)
+        return embeds
+
+    def position_ids(self, enc: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Prefill ids ([1, L] or M-RoPE [3, 1, L]) and the decode offset per row ([1, 1])."""
+        ids = enc["input_ids"]
+        if not self.facts["mrope"]:
+            return np.arange(ids.shape[1], dtype=np.int64)[None], np.zeros((1, 1), dtype=np.int64)
+        import torch
+
+        from genrecal.families.onnx_qwen2_vl import rope_index
+
+        cfg = SimpleNamespace(image_token_id=self.facts["image_token_id"],
+                              vision_config=SimpleNamespace(spatial_merge_size=self.facts["spatial_merge_size"]))
+        grid = enc.get("image_grid_thw")
+        pos, delta = rope_index(torch.from_numpy(ids), None if grid is None else torch.from_numpy(grid), None, cfg)
+        return pos.numpy(), delta.numpy()
+
+    def _decoder_step(self, embeds: np.ndarray, pos: np.ndarray, past: list[np.ndarray]):
+        n = self.facts["num_layers"]
+        total = past[0].shape[2] + embeds.shape[1]
+        feeds = {"inputs_embeds": embeds.astype(np.float32), "attention_mask": np.ones((1, total), np.int64),
+                 "position_ids": pos.astype(np.int64)}
+        feeds.update({f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}": past[i] for i in range(2 * n)})
+        out = self.sessions["decoder"].run(None, feeds)
+        return out[0], out[1:]  # logits [1, L, V], present (2 * n_layers)
+
+    def steps(self, enc: dict, max_new_tokens: int, forced: list[int] | None = None,
+              clock: dict | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Yield (token, last-position logits [V], prefill logits [L, V] on the first step only).
+
+        Greedy unless `forced` gives the tokens to feed (teacher forcing); stops after an EOS.
+        `clock` (optional) receives vision_ms / prefill_ms timestamps.
+        """
+        clock = {} if clock is None else clock
+        t0 = time.perf_counter()
+        feats = self.encode_images(enc)
+        clock["vision_ms"] = _ms(t0)
+        t0 = time.perf_counter()
+        ids = enc["input_ids"].astype(np.int64)
+        pos, delta = self.position_ids(enc)
+        n, kv, hd = self.facts["num_layers"], self.facts["num_kv_heads"], self.facts["head_dim"]
+        past = [np.zeros((1, kv, 0, hd), np.float32) for _ in range(2 * n)]  # empty cache on the first step
+        logits, past = self._decoder_step(self.embed(ids, feats), pos, past)
+        clock["prefill_ms"] = _ms(t0)
+        prefill = logits[0]
+        limit = max_new_tokens if forced is None else min(max_new_tokens, len(forced))
+        for i in range(limit):
+            last = logits[0, -1]
+            token = int(last.argmax()) if forced is None else int(forced[i])
+            yield token, last, prefill
+            prefill = None
+            if (forced is None and token in self.eos) or i + 1 == limit:
+                return
+            past_len = past[0].shape[2]
+            step_pos = (np.full((3, 1, 1), past_len, np.int64) + delta.reshape(1, 1, 1) if self.facts["mrope"]
+                        else np.full((1, 1), past_len, np.int64))
+            embeds = self.embed(np.array([[token]], np.int64), None)
+            logits, past = self._decoder_step(embeds, step_pos, past)
+
+    def logits_for(self, enc: dict, max_new_tokens: int = 16, forced: list[int] | None = None) -> Trace:
+        """Per-step logits of a greedy (or teacher-forced) run, for parity checks."""
+        trace = None
+        for token, last, prefill in self.steps(enc, max_new_tokens, forced):
+            trace = trace or Trace(prefill_logits=prefill)
+            trace.step_logits.append(last)
+            trace.tokens.append(token)
+        return trace
+
+    # ---- the Runtime API ----
+    def generate(self, images: list, prompt: str, max_new_tokens: int = 32,
+                 stream: bool = False) -> Generation | Stream:
+        pieces = self._generate(images, prompt, max_new_tokens)
+        if stream:
+            return Stream(pieces)
+        while True:
+            try:
+                next(pieces)
+            except StopIteration as stop:
+                return stop.value
+
+    def _generate(self, images, prompt, max_new_tokens) -> Iterator[str]:
+        start = time.perf_counter()
+        enc = self.prepare(images, prompt)
+        timing = Timing(load_ms=self.load_ms, preprocess_ms=_ms(start), tokens_in=int(enc["input_ids"].shape[1]))
+        clock, tokens, said, t_first = {}, [], "", None
+        for token, _, _ in self.steps(enc, max_new_tokens, clock=clock):
+            tokens.append(token)
+            t_first = t_first or time.perf_counter()
+            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+            if len(text) > len(said) and not text.endswith("\ufffd"):  # wait for whole characters
+                yield text[len(said):]
+                said = text
+        end = time.perf_counter()
+        timing.vision_encode_ms, timing.prefill_ms = clock.get("vision_ms", 0.0), clock.get("prefill_ms", 0.0)
+        timing.prefill_tok_s = timing.tokens_in / max(timing.prefill_ms / 1000.0, 1e-9)
+        timing.ttft_ms = (t_first - start) * 1000.0 if t_first else 0.0
+        timing.tokens_out = len(tokens)
+        if len(tokens) > 1:
+            timing.decode_ms_per_token = (end - t_first) * 1000.0 / (len(tokens) - 1)
+            timing.decode_tok_s = 1000.0 / max(timing.decode_ms_per_token, 1e-9)
+        timing.e2e_ms = (end - start) * 1000.0
+        timing.peak_rss_mb = peak_rss_mb()
+        timing.extra = {"threads": self.threads, "precision": self.precision, "family": self.family}
+        return Generation(text=said, token_ids=tokens, timing=timing)
+
+
+def prepare_inputs(processor, images: list, prompt: str) -> dict:
+    """One user turn (images first, then the question) through the model's chat template and
+    processor -> numpy arrays. Parity checks feed the same arrays to PyTorch."""
+    images = [_as_image(im) for im in images]
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
+    kwargs = {"images": [images]} if images else {}
+    return dict(processor(text=[text], return_tensors="np", **kwargs))
+
+
+def _as_image(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise RuntimeError_(f"cannot read image {image!r}: {exc}") from None

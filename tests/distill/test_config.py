@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from genrecal.distill.config import ConfigError, DistillConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_load(path):
+    cfg = load_config(str(path), {"student": "s", "teacher": "t", "data": "d", "out": "o"})
+    assert sum(cfg.stage_steps().values()) == cfg.max_steps
+
+
+def test_unknown_key_and_bad_values(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("lr: 1e-4\nlearning_rate: 3\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(str(bad), {})
+    with pytest.raises(ConfigError, match="method"):
+        DistillConfig(student="s", method="magic")
+    with pytest.raises(ConfigError, match="needs --teacher"):
+        DistillConfig(student="s", method="uld")
+    with pytest.raises(ConfigError, match="stage"):
+        DistillConfig(student="s", teacher="t", stages=("align", "polish"))
+
+
+def test_budget_split_counts_every_step():
+    cfg = DistillConfig(student="s", teacher="t", max_steps=7)
+    assert cfg.stage_steps() == {"align": 1, "distill": 4, "sft": 2}
+    assert DistillConfig(student="s", teacher="t", max_steps=300, stages=("distill", "sft")).stage_steps() == {
+        "distill": 225, "sft": 75}
