@@ -54,7 +54,8 @@ def provenance() -> dict:
 
     import genrecal
 
-    return {"version": genrecal.__version__, "path": str(Path(genrecal.__file__).parent), "argv": sys.argv}
+    return {"version": genrecal.__version__, "path": str(Path(genrecal.__file__).parent), "python": sys.executable,
+            "argv": sys.argv}
 
 
 def _hf_config(root: Path) -> dict:

@@ -52,10 +52,12 @@ class DistillObjective(nn.Module):
         self.student = student
         self.recal = recal
         self.cfg = cfg
+        self.attention_mass: float | None = None  # set by the main path (see _question_mass)
 
     def forward(self, stage: Stage, s_batch: dict, t_batch: dict | None = None,
                 t_feats: torch.Tensor | None = None, t_head: nn.Module | None = None) -> dict[str, torch.Tensor]:
         cfg, terms = self.cfg, {}
+        self.attention_mass = None
         s_feats = self.student.model(**model_inputs(s_batch)).last_hidden_state  # [B, L_s, d_s]
         s_rows, s_tgts = scored_rows(s_feats, s_batch["input_ids"], s_batch["answer_start"], s_batch["answer_end"])
         if "sft" in stage.losses or "uld" in stage.losses or "kd" in stage.losses:

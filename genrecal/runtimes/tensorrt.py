@@ -133,6 +133,10 @@ class TensorRTRuntime:
             raise RuntimeError_(f"the tensorrt runtime does not compute {self.family}'s M-RoPE position ids yet")
         self.facts = _model_facts(root, extra)
         files = {**ENGINES, **extra.get("engines", {})}
+        absent = [name for name in files.values() if not (root / name).is_file()]
+        if absent:
+            raise RuntimeError_(f"{root} has no {', '.join(absent)}: engines are built on the device; run "
+                                f"`genrecal-export build-engine {root}` there first")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.vision = _Engine(trt, torch, runtime, root / files["vision"])
         self.embed = _Engine(trt, torch, runtime, root / files["embed"])

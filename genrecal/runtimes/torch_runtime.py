@@ -118,18 +118,17 @@ class TorchRuntime:
             return Stream(self._stream(inputs, t_call, t_pre, max_new_tokens))
         clock = _TokenClock()
         self._vision_spans = []
-        self._run(inputs, clock, max_new_tokens, torch.get_num_threads())
+        self._run(inputs, clock, max_new_tokens, self.threads)
         return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
 
     def _stream(self, inputs: dict, t_call: float, t_pre: float, max_new_tokens: int):
         sink: queue.Queue = queue.Queue()
         clock = _TokenClock(sink)
         failure: list[BaseException] = []
-        threads = torch.get_num_threads()  # intra-op threads are per OS thread: pass the setting on
 
         def work():
             try:
-                self._run(inputs, clock, max_new_tokens, threads)
+                self._run(inputs, clock, max_new_tokens, self.threads)
             except BaseException as exc:  # re-raised in the consumer's thread
                 failure.append(exc)
                 sink.put(None)
@@ -154,7 +153,7 @@ class TorchRuntime:
         return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
 
     def _run(self, inputs: dict, clock: _TokenClock, max_new_tokens: int, threads: int) -> None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # process-wide, and per OS thread for the streaming worker
         config = GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
             eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,

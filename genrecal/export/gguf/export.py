@@ -18,6 +18,7 @@ from pathlib import Path
 
 from genrecal.export.gguf import layout
 from genrecal.export.gguf.layout import GgufExportError
+from genrecal.export.gguf.prompt import PromptFormat
 from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256
 
 TARGET = "phone"
@@ -129,6 +130,7 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
 
             validate_pair(tmp / layout.MODEL_FILE, tmp / layout.MMPROJ_FILE)  # before llama.cpp loads them
             extra = _extra(writer, processor, written)
+            extra["notes"] = writer.notes(model, processor.tokenizer)
             parity = {"checked": False}
             if check:
                 ref = _reference_path(tmp, scratch, writer, model, processor, template, quant)
@@ -153,8 +155,7 @@ def _extra(writer, processor, written: dict) -> dict:
         "mmproj_file": layout.MMPROJ_FILE,
         layout.EXTRA_TEXT_ARCH: writer.TEXT_ARCH,
         layout.EXTRA_PROJECTOR: writer.PROJECTOR_TYPE,
-        layout.EXTRA_PLACEHOLDER: writer.IMAGE_PLACEHOLDER,
-        layout.EXTRA_IMAGE_RULE: writer.image_rule(processor.image_processor),
+        layout.EXTRA_PROMPT: writer.prompt_format(processor.image_processor).to_dict(),
         layout.EXTRA_QUANT: written["quant"],
         "mmproj": {"precision": "f16", **written["vision"]},
         "tokenizer": {k: written["text"][k] for k in ("tokenizer_pre", "n_vocab", "add_bos")},
@@ -165,8 +166,8 @@ def _parity(model, processor, tmp: Path, ref: Path, extra: dict, quant: str, thr
             accuracy_limit: int) -> dict:
     from genrecal.export.gguf import parity
 
-    spec = parity.PairSpec(mmproj=tmp / layout.MMPROJ_FILE, image_placeholder=extra[layout.EXTRA_PLACEHOLDER],
-                           image_rule=extra[layout.EXTRA_IMAGE_RULE], threads=threads or 1)
+    prompt = PromptFormat.from_dict(extra[layout.EXTRA_PROMPT])
+    spec = parity.PairSpec(mmproj=tmp / layout.MMPROJ_FILE, prompt=prompt, threads=threads or 1)
     data = parity.easy_vqa_samples(samples)
     result = {"checked": True, "samples": len(data), "steps": steps}
     result["reference"] = parity.compare(model, processor, spec, ref, data, steps)

@@ -16,6 +16,7 @@ from gguf.constants import MODEL_TENSOR, VisionProjectorType
 
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.mmproj import VisionSpec
+from genrecal.export.gguf.prompt import PromptFormat
 from genrecal.export.gguf.writer import add_decoder_keys, decoder_tensors, tensor_name
 
 TEXT_ARCH = "llama"
@@ -90,9 +91,24 @@ def vision_spec(model, image_processor) -> VisionSpec:
     )
 
 
-def image_rule(image_processor) -> dict:
-    """Splitting off: HF squashes every image to max_image_size square (LANCZOS by default)."""
+def notes(model, tokenizer) -> list[str]:
+    """Known limits of other llama.cpp front-ends with this pair, recorded in the manifest."""
+    if "ĊĊ" in tokenizer.get_vocab():  # byte-level spelling of "\n\n"
+        return []
+    return ["llama-cpp-python's MTMDChatHandler cannot run this pair: libmtmd puts a '\\n\\n' token before "
+            "Idefics3 images and this vocabulary has none (llama_decode fails on the missing id); genrecal's "
+            "LlamaCppRuntime lays the prompt out like the HF processor instead"]
+
+
+def prompt_format(image_processor) -> PromptFormat:
+    """Splitting off: HF squashes every image to max_image_size square and writes
+    `<fake_token_around_image><global-img>` + image tokens + `<fake_token_around_image>`. libmtmd's
+    Idefics3 path would add a tile (and a "\n\n" token) even for an image that needs none, so the
+    layout is genrecal's. Splitting on: libmtmd tiles like HF (not covered by tests)."""
     if getattr(image_processor, "do_image_splitting", False):
-        return {"mode": "none"}  # llama.cpp's own idefics3 tiling decides
-    return {"mode": "square", "size": image_processor.max_image_size["longest_edge"],
+        return PromptFormat(placeholder=IMAGE_PLACEHOLDER)
+    rule = {"mode": "square", "size": image_processor.max_image_size["longest_edge"],
             "resample": int(image_processor.resample)}
+    layout = {"mode": "overview", "before": "<fake_token_around_image><global-img>",
+              "after": "<fake_token_around_image>"}
+    return PromptFormat(placeholder=IMAGE_PLACEHOLDER, image_rule=rule, image_layout=layout)

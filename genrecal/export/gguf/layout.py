@@ -32,8 +32,7 @@ NOT_IN_LLAMA_CPP = ("llava_onevision", "paligemma")
 # keys of Manifest.extra written by export and read by the runtime
 EXTRA_TEXT_ARCH = "text_arch"  # general.architecture of model.gguf, e.g. "qwen2vl", "llama"
 EXTRA_PROJECTOR = "projector_type"  # clip.projector_type of mmproj.gguf, e.g. "qwen2vl_merger"
-EXTRA_PLACEHOLDER = "image_placeholder"  # what the chat template renders for one {"type": "image"} part
-EXTRA_IMAGE_RULE = "image_rule"  # how the HF image processor sizes an image (replayed by the runtime)
+EXTRA_PROMPT = "prompt_format"  # genrecal.export.gguf.prompt.PromptFormat: placeholder, image size, layout
 EXTRA_QUANT = "quantization"  # requested precision, tensor-type counts, fallbacks
 
 

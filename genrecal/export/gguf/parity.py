@@ -10,6 +10,7 @@ exactly "llama.cpp's own greedy continuation is identical".
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from genrecal.export.gguf.layout import GgufExportError
+from genrecal.export.gguf.prompt import PromptFormat
 
-# max |logit diff| allowed for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache);
-# measured on the tiny gguf-size zoo models: see tests/export/test_gguf.py and the manifest.
-LOGIT_TOL = {"f32": 2e-2, "f16": 5e-2}
-EMBED_REL_TOL = 2e-2  # max |image-embedding diff| / max |embedding| (mmproj is F16)
-TOP1_FLOOR = {"q8_0": 0.75, "q4_k_m": 0.5}  # teacher-forced top-1 agreement, random tiny weights
+# max |logit diff| allowed for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache).
+# Measured on the tiny gguf-size zoo models (tests/export/test_gguf.py): Idefics3/SmolVLM 4e-4 (F32)
+# and 8e-4 (F16); Qwen2-VL 6e-3 at both, from llama.cpp ignoring qwen2vl's RMSNorm eps (qwen2_vl.notes).
+LOGIT_TOL = {"f32": 1e-2, "f16": 2e-2}
+EMBED_REL_TOL = 5e-3  # max |image-embedding diff| / max |embedding| (mmproj is F16); measured <= 7e-4
+# teacher-forced top-1 agreement of the quantised artifact: a floor that catches broken conversions,
+# not a quality bar (random tiny models measured 0.69-1.0 at Q4_K_M)
+TOP1_FLOOR = {"q8_0": 0.8, "q4_k_m": 0.5}
 ANSWER_TOKENS = 8
 
 
@@ -31,9 +36,22 @@ class PairSpec:
     """Everything but the text GGUF needed to run an exported pair."""
 
     mmproj: Path
-    image_placeholder: str
-    image_rule: dict
+    prompt: PromptFormat
     threads: int | None = None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run PyTorch with the same thread budget as llama.cpp: on a busy machine more threads than free
+    cores makes every op wait for descheduled workers (a 256-wide layer went from 14 ms to 330 ms)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def easy_vqa_samples(n: int, seed: int = 0) -> list[tuple[str, str, Path]]:
@@ -52,8 +70,7 @@ def _image(path: Path):
 def _session(spec: PairSpec, model_path: Path, f32_kv: bool):
     from genrecal.runtimes.llamacpp import LlamaCppSession
 
-    return LlamaCppSession(model_path, spec.mmproj, image_placeholder=spec.image_placeholder,
-                           image_rule=spec.image_rule, threads=spec.threads, f32_kv=f32_kv)
+    return LlamaCppSession(model_path, spec.mmproj, spec.prompt, threads=spec.threads, f32_kv=f32_kv)
 
 
 def _hf_inputs(processor, question: str, image) -> dict:
@@ -114,7 +131,7 @@ def _compare_sample(session, model, processor, sample, steps: int) -> dict:
     question, _answer, path = sample
     image = _image(path)
     hf = _hf_inputs(processor, question, image)
-    pre = session.prefill(session.render(question, 1), [image], keep_image_embeds=True)
+    pre = session.prefill(question, [image], keep_image_embeds=True)
     ids = _layout_ids(pre.layout, _image_token_id(model))
     inputs = {**hf, "input_ids": torch.tensor([ids])}
     n_img = int((hf["input_ids"][0] == _image_token_id(model)).sum())
@@ -139,7 +156,7 @@ def _compare_sample(session, model, processor, sample, steps: int) -> dict:
 
 def compare(model, processor, spec: PairSpec, model_path: Path, data, steps: int) -> dict:
     """Per-step logits and top-1 (teacher-forced on PyTorch's greedy tokens), F32 KV cache."""
-    with _session(spec, model_path, f32_kv=True) as session:
+    with _session(spec, model_path, f32_kv=True) as session, torch_threads(spec.threads):
         rows = [_compare_sample(session, model, processor, s, steps) for s in data]
         tok = _tokenizer_agreement(session, processor.tokenizer, data)
     top1 = [x for r in rows for x in r["top1"]]
@@ -178,12 +195,12 @@ def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, see
     data = easy_vqa_samples(limit, seed)
     eos = {i for i in (processor.tokenizer.eos_token_id,) if i is not None}
     pt_answers, ll_answers = [], []
-    with _session(spec, model_path, f32_kv=False) as session:
+    with _session(spec, model_path, f32_kv=False) as session, torch_threads(spec.threads):
         for question, _answer, path in data:
             image = _image(path)
             _, tokens, _ = torch_greedy(model, _hf_inputs(processor, question, image), ANSWER_TOKENS, eos)
             pt_answers.append(processor.tokenizer.decode(tokens, skip_special_tokens=True))
-            pre = session.prefill(session.render(question, 1), [image])
+            pre = session.prefill(question, [image])
             ll_answers.append(session.detokenize(session.greedy_ids(pre.logits, ANSWER_TOKENS)).decode(errors="replace"))
     gold = [_norm(a) for _, a, _ in data]
     return {

@@ -16,6 +16,7 @@ from gguf.constants import MODEL_TENSOR, VisionProjectorType
 
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.mmproj import VisionSpec
+from genrecal.export.gguf.prompt import PromptFormat
 from genrecal.export.gguf.writer import add_decoder_keys, decoder_tensors, tensor_name
 
 TEXT_ARCH = "qwen2vl"
@@ -100,9 +101,19 @@ def vision_spec(model, image_processor) -> VisionSpec:
     )
 
 
-def image_rule(image_processor) -> dict:
-    """Qwen2-VL's smart resize: sides rounded to multiples of patch*merge, pixels within [min, max]."""
+def notes(model, tokenizer) -> list[str]:
+    """Known, measured differences from PyTorch, recorded in the manifest."""
+    eps = model.config.get_text_config().rms_norm_eps
+    return [f"llama.cpp in llama-cpp-python 0.3.36 loads qwen2vl with RMSNorm eps 0 (it ignores "
+            f"qwen2vl.attention.layer_norm_rms_epsilon = {eps:g}): negligible when hidden-state mean squares "
+            f">> {eps:g} (trained models); on the tiny random test models it moves logits by ~6e-3"]
+
+
+def prompt_format(image_processor) -> PromptFormat:
+    """Qwen2-VL's smart resize (sides multiples of patch*merge, pixels within [min, max]); libmtmd
+    writes <|vision_start|> / <|vision_end|> around the image itself."""
     size = image_processor.size
-    return {"mode": "qwen2vl", "factor": image_processor.patch_size * image_processor.merge_size,
+    rule = {"mode": "qwen2vl", "factor": image_processor.patch_size * image_processor.merge_size,
             "min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"],
             "resample": int(image_processor.resample)}
+    return PromptFormat(placeholder=IMAGE_PLACEHOLDER, image_rule=rule)

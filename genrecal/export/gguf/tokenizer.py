@@ -14,9 +14,9 @@ from pathlib import Path
 
 import gguf
 from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from genrecal.export.gguf.layout import GgufExportError
+from genrecal.export.gguf.prompt import render_chat
 
 T = gguf.TokenType
 # pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name
@@ -125,12 +125,6 @@ def read_chat_template(hf_dir: Path, tokenizer) -> str:
     if legacy.is_file():
         return json.loads(legacy.read_text())["chat_template"]
     raise GgufExportError(f"{hf_dir} has no chat template (chat_template.jinja): the runtime needs one")
-
-
-def render_chat(template: str, messages: list[dict], **extra) -> str:
-    """Render like llama-cpp-python's MTMDChatHandler does (sandboxed Jinja, trim/lstrip blocks)."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True, **extra)
 
 
 def check_chat_template(template: str, image_placeholder: str) -> None:

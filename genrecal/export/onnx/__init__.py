@@ -16,8 +16,9 @@ class OnnxBuild:
     """One student's ONNX exports for one run: the fp32 graphs and the PyTorch reference are
     computed at most once and shared by every precision."""
 
-    def __init__(self, hf_dir: Path, work_dir: Path, check: bool = True):
+    def __init__(self, hf_dir: Path, work_dir: Path, check: bool = True, threads: int | None = None):
         self.hf_dir, self.work_dir, self.check = Path(hf_dir), Path(work_dir), check
+        self.threads = threads  # onnxruntime intra-op threads for the parity runs (None: ORT default)
         self._student = self._facts = self._reference = self._source = None
 
     def student(self):
@@ -71,7 +72,7 @@ class OnnxBuild:
         from genrecal.runtimes.onnxruntime import OnnxRuntime
 
         write_manifest(dst, manifest)  # provisional: the runtime opens dirs by their manifest
-        return check_artifact(OnnxRuntime(dst), self.reference(), manifest.precision)
+        return check_artifact(OnnxRuntime(dst, threads=self.threads), self.reference(), manifest.precision)
 
     def build(self, final_dir: Path, precision: str, target: str) -> Manifest:
         def build(tmp: Path) -> Manifest:

@@ -24,11 +24,12 @@ NEW_TOKENS = 16
 ACCURACY_QUESTIONS = 20
 ACCURACY_TOKENS = 8
 
-# fp32 must match PyTorch; fp16 rounds every weight and activation (measured ~1e-3 on tiny models);
+# fp32 must match PyTorch; fp16 rounds every weight and activation (measured 2.5-4.6e-4 on the
+# tiny zoo models, ORT CPU with basic graph optimisation);
 # quantised graphs are judged by agreement, not logit distance (random tiny models move a lot).
 TOLERANCES = {
     "fp32": {"max_abs_diff": 1e-3, "greedy_identical": 1.0},
-    "fp16": {"max_abs_diff": 5e-2, "greedy_identical": 1.0},
+    "fp16": {"max_abs_diff": 5e-3, "greedy_identical": 1.0},
     "int8": {"top1_agreement": 0.75},
     "int4": {"top1_agreement": 0.5},
 }

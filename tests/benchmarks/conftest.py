@@ -1,0 +1,55 @@
+"""Benchmark test helpers: a tiny student, and latency/accuracy results made once per session."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def student(zoo_dir) -> str:
+    return zoo_dir("smolvlm", "tiny")
+
+
+@pytest.fixture
+def bench(capsys):
+    """bench(*argv) -> (exit code, stdout, stderr) of `genrecal-bench` run in this process."""
+    from genrecal.cli import bench_main
+
+    def run(*argv: str):
+        before = torch.get_num_threads()
+        try:
+            code = bench_main([str(a) for a in argv])
+        finally:
+            torch.set_num_threads(before)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def results_dir(student, tmp_path_factory) -> Path:
+    """latency.json (with a bandwidth measurement) and accuracy.json of the tiny student."""
+    from genrecal.benchmarks.accuracy import AccuracyConfig, run_accuracy
+    from genrecal.benchmarks.latency import LatencyConfig, run_latency
+    from genrecal.benchmarks.results import write_json
+
+    out = tmp_path_factory.mktemp("results")
+    before = torch.get_num_threads()
+    try:
+        lat = run_latency(LatencyConfig(student, threads=1, warmup=1, runs=3, max_new_tokens=6, role="student"),
+                          log=lambda *_: None)
+        acc = run_accuracy(AccuracyConfig(student, limit=4, threads=1, role="student"), log=lambda *_: None)
+    finally:
+        torch.set_num_threads(before)
+    write_json(lat, out / "latency.json")
+    write_json(acc, out / "accuracy.json")
+    return out
+
+
+@pytest.fixture(scope="session")
+def results(results_dir) -> dict:
+    return {k: json.loads((results_dir / f"{k}.json").read_text()) for k in ("latency", "accuracy")}
