@@ -107,11 +107,17 @@ class DistillConfig:
         names = self.stage_names()
         if len(names) == 1:
             return {names[0]: self.max_steps}
-        share = {s: self.stage_split[GENRECAL_STAGES.index(s)] for s in names}
-        total = sum(share.values())
-        steps = {s: max(1, round(self.max_steps * share[s] / total)) for s in names}
-        steps[names[-1]] += self.max_steps - sum(steps.values())
-        return steps
+        if self.max_steps < len(names):
+            raise ConfigError(f"max_steps {self.max_steps} < {len(names)} stages: every stage needs a step")
+        split = [self.stage_split[GENRECAL_STAGES.index(s)] for s in names]
+        raw = [self.max_steps * w / sum(split) for w in split]
+        steps = [max(1, int(r)) for r in raw]
+        while sum(steps) > self.max_steps:  # the floors of 1 overshot: take from the largest stage
+            steps[steps.index(max(steps))] -= 1
+        while sum(steps) < self.max_steps:  # largest remainder first; ties go to the later stage
+            rem = [r - n for r, n in zip(raw, steps)]
+            steps[len(rem) - 1 - rem[::-1].index(max(rem))] += 1
+        return dict(zip(names, steps))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,7 +27,10 @@ def test_unknown_key_and_bad_values(tmp_path):
 
 
 def test_budget_split_counts_every_step():
-    cfg = DistillConfig(student="s", teacher="t", max_steps=7)
-    assert cfg.stage_steps() == {"align": 1, "distill": 4, "sft": 2}
+    for n, want in [(3, (1, 1, 1)), (6, (1, 4, 1)), (7, (1, 4, 2)), (20, (4, 12, 4)), (300, (60, 180, 60))]:
+        steps = DistillConfig(student="s", teacher="t", max_steps=n).stage_steps()
+        assert tuple(steps.values()) == want and sum(steps.values()) == n
+    with pytest.raises(ConfigError, match="every stage"):
+        DistillConfig(student="s", teacher="t", max_steps=2).stage_steps()
     assert DistillConfig(student="s", teacher="t", max_steps=300, stages=("distill", "sft")).stage_steps() == {
         "distill": 225, "sft": 75}

@@ -123,3 +123,16 @@ def test_existing_run_is_not_overwritten_or_resumed_differently(zoo_dir, evqa_tr
     assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl", "--resume", "--lr", "0.5") == 2
     assert "lr" in capsys.readouterr().err
     assert (out / "student" / "model.safetensors").read_bytes() == before
+
+
+def test_unregistered_teacher_runs_through_the_generic_path(zoo_dir, evqa_train, tmp_path, monkeypatch, capsys):
+    """A teacher family genrecal has no file for (here: llava hidden from the registry) still works."""
+    from genrecal import families
+
+    teacher = zoo_dir("llava")  # built before the family is hidden
+    monkeypatch.delitem(families._MODULES, "llava")
+    args = ["distill", "--teacher", teacher, "--student", zoo_dir("qwen2_vl"), "--data", evqa_train]
+    assert main(args + ["--dry-run"]) == 0
+    assert "llava (generic teacher path)" in capsys.readouterr().out
+    assert main(args + ["--out", str(tmp_path / "g"), "--max-steps", "3", "--batch-size", "4", "--no-progress"]) == 0
+    assert [ln["stage"] for ln in log_lines(tmp_path / "g")] == ["align", "distill", "sft"]

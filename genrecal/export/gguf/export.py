@@ -14,7 +14,9 @@ import importlib
 import json
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from genrecal.export.gguf import layout
 from genrecal.export.gguf.layout import GgufExportError
@@ -99,6 +101,22 @@ def _reference_path(tmp: Path, scratch: Path, writer, model, processor, template
     return ref
 
 
+@dataclass
+class _Job:
+    """One export: the loaded source and the options, passed to the build step."""
+
+    writer: ModuleType
+    model: object
+    processor: object
+    template: str
+    quant: str
+    threads: int | None
+    samples: int
+    steps: int
+    accuracy_limit: int
+    strict_quant: bool
+
+
 def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool = True, *,
                 threads: int | None = None, samples: int = 3, steps: int = 16, accuracy_limit: int = 16,
                 strict_quant: bool = False) -> Manifest:
@@ -106,7 +124,8 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
 
     quant: f32 | f16 | q8_0 | q4_k_m (text model; the mmproj stays F16). check: compare with PyTorch
     on `samples` easy-vqa test images for `steps` greedy steps, and exact-match accuracy on
-    `accuracy_limit` questions (both recorded in manifest.parity; a failed tight check raises).
+    `accuracy_limit` questions (recorded in manifest.parity; a failed check raises and writes nothing).
+    threads: llama.cpp threads for quantisation and the checks (checks default to 1, PyTorch too).
     strict_quant: raise when llama.cpp silently used a non-K type for some weight (default: warn and
     record it in manifest.extra["quantization"]).
     """
@@ -118,27 +137,34 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
     model, processor = load_source(hf_dir)
     from genrecal.export.gguf.tokenizer import read_chat_template
 
-    template = read_chat_template(hf_dir, processor.tokenizer)
+    job = _Job(writer, model, processor, read_chat_template(hf_dir, processor.tokenizer), quant, threads, samples,
+               steps, accuracy_limit, strict_quant)
     source_sha = dir_sha256(hf_dir)
 
     def build(tmp: Path) -> Manifest:
-        with tempfile.TemporaryDirectory(prefix="genrecal-gguf-") as scratch_dir:
-            scratch = Path(scratch_dir)
-            written = _write_pair(tmp, scratch, writer, model, processor, template, quant, threads)
-            _check_quant(written["quant"], strict_quant)
-            from genrecal.export.gguf.validate import validate_pair
-
-            validate_pair(tmp / layout.MODEL_FILE, tmp / layout.MMPROJ_FILE)  # before llama.cpp loads them
-            extra = _extra(writer, processor, written)
-            extra["notes"] = writer.notes(model, processor.tokenizer)
-            parity = {"checked": False}
-            if check:
-                ref = _reference_path(tmp, scratch, writer, model, processor, template, quant)
-                parity = _parity(model, processor, tmp, ref, extra, quant, threads, samples, steps, accuracy_limit)
+        extra, parity = _build(tmp, job, check)
         return Manifest(format="gguf", target=TARGET, family=model_type, precision=quant,
                         source_sha256=source_sha, parity=parity, extra=extra)
 
     return build_dir_atomically(out_dir, build)
+
+
+def _build(tmp: Path, job: _Job, check: bool) -> tuple[dict, dict]:
+    """Write, read back, validate and (check) compare; returns (manifest extra, manifest parity)."""
+    from genrecal.export.gguf.validate import validate_pair
+
+    with tempfile.TemporaryDirectory(prefix="genrecal-gguf-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        written = _write_pair(tmp, scratch, job.writer, job.model, job.processor, job.template, job.quant,
+                              job.threads)
+        _check_quant(written["quant"], job.strict_quant)
+        validate_pair(tmp / layout.MODEL_FILE, tmp / layout.MMPROJ_FILE)  # before llama.cpp loads them
+        extra = _extra(job.writer, job.processor, written)
+        extra["notes"] = job.writer.notes(job.model, job.processor.tokenizer)
+        if not check:
+            return extra, {"checked": False}
+        ref = _reference_path(tmp, scratch, job.writer, job.model, job.processor, job.template, job.quant)
+        return extra, _parity(job, tmp, ref, extra)
 
 
 def _check_quant(report: dict, strict: bool) -> None:
@@ -162,18 +188,19 @@ def _extra(writer, processor, written: dict) -> dict:
     }
 
 
-def _parity(model, processor, tmp: Path, ref: Path, extra: dict, quant: str, threads, samples: int, steps: int,
-            accuracy_limit: int) -> dict:
+def _parity(job: _Job, tmp: Path, ref: Path, extra: dict) -> dict:
     from genrecal.export.gguf import parity
 
     prompt = PromptFormat.from_dict(extra[layout.EXTRA_PROMPT])
-    spec = parity.PairSpec(mmproj=tmp / layout.MMPROJ_FILE, prompt=prompt, threads=threads or 1)
-    data = parity.easy_vqa_samples(samples)
-    result = {"checked": True, "samples": len(data), "steps": steps}
-    result["reference"] = parity.compare(model, processor, spec, ref, data, steps)
-    result["reference"]["precision"] = "f16" if quant == "f16" else "f32"
-    if quant not in ("f32", "f16"):
-        result["artifact"] = parity.compare(model, processor, spec, tmp / layout.MODEL_FILE, data, steps)
-    result["accuracy"] = parity.accuracy(model, processor, spec, tmp / layout.MODEL_FILE, accuracy_limit)
-    parity.enforce(result, quant)
+    spec = parity.PairSpec(mmproj=tmp / layout.MMPROJ_FILE, prompt=prompt, threads=job.threads or 1)
+    data = parity.easy_vqa_samples(job.samples)
+    model, processor, artifact = job.model, job.processor, tmp / layout.MODEL_FILE
+    result = {"checked": True, "samples": len(data), "steps": job.steps}
+    result["reference"] = parity.compare(model, processor, spec, ref, data, job.steps)
+    result["reference"]["precision"] = "f16" if job.quant == "f16" else "f32"
+    if job.quant not in ("f32", "f16"):
+        result["artifact"] = parity.compare(model, processor, spec, artifact, data, job.steps)
+    result["accuracy"] = parity.accuracy(model, processor, spec, artifact, job.accuracy_limit)
+    result["notes"] = extra["notes"]
+    parity.enforce(result, job.quant, getattr(job.writer, "LOGIT_TOL", None))
     return result

@@ -20,10 +20,10 @@ import numpy as np
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.prompt import PromptFormat
 
-# max |logit diff| allowed for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache).
-# Measured on the tiny gguf-size zoo models (tests/export/test_gguf.py): Idefics3/SmolVLM 4e-4 (F32)
-# and 8e-4 (F16); Qwen2-VL 6e-3 at both, from llama.cpp ignoring qwen2vl's RMSNorm eps (qwen2_vl.notes).
-LOGIT_TOL = {"f32": 1e-2, "f16": 2e-2}
+# default max |logit diff| for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache); a
+# family writer may set its own LOGIT_TOL (Qwen2-VL: llama.cpp drops its RMSNorm eps, see qwen2_vl.py).
+# Measured on the tiny gguf-size models: Idefics3/SmolVLM 4e-4 (F32), 8e-4 (F16).
+LOGIT_TOL = {"f32": 5e-3, "f16": 1e-2}
 EMBED_REL_TOL = 5e-3  # max |image-embedding diff| / max |embedding| (mmproj is F16); measured <= 7e-4
 # teacher-forced top-1 agreement of the quantised artifact: a floor that catches broken conversions,
 # not a quality bar (random tiny models measured 0.69-1.0 at Q4_K_M)
@@ -213,10 +213,10 @@ def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, see
     }
 
 
-def enforce(result: dict, quant: str) -> None:
+def enforce(result: dict, quant: str, logit_tol: dict | None = None) -> None:
     """Raise GgufExportError when a check fails; record thresholds and `passed` in `result`."""
     ref = result["reference"]
-    tol = LOGIT_TOL[ref["precision"]]
+    tol = (logit_tol or LOGIT_TOL)[ref["precision"]]
     result["thresholds"] = {"max_abs_logit_diff": tol, "image_embed_rel_diff": EMBED_REL_TOL,
                             "greedy_identical": "all samples", **({"top1_agreement": TOP1_FLOOR[quant]}
                                                                   if quant in TOP1_FLOOR else {})}

@@ -23,6 +23,9 @@ TEXT_ARCH = "qwen2vl"
 PROJECTOR_TYPE = VisionProjectorType.QWEN2VL  # "qwen2vl_merger"
 # what the chat template renders for one image part; libmtmd writes vision_start/end itself
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+# parity tolerance (max |logit diff| vs PyTorch): looser than the default because llama.cpp drops the
+# text RMSNorm eps (see notes()); measured 5e-3..1.1e-2 on the tiny test models, 1e-4 with eps matched
+LOGIT_TOL = {"f32": 3e-2, "f16": 3e-2}
 
 _BLOCK = {  # HF suffix inside visual.blocks.{i} -> gguf tensor (qkv handled separately)
     "norm1": MODEL_TENSOR.V_ENC_INPUT_NORM,

@@ -1,0 +1,149 @@
+"""The parts HF cannot export as they are: Qwen's vision tower rewritten from tensor arithmetic,
+M-RoPE ids outside the graph, onnxruntime-genai's config and embedding graph.
+
+    python -m pytest tests/export/test_onnx_pieces.py -q
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from genrecal.export import layout
+from genrecal.families.onnx_base import onnx_spec
+from genrecal.families.onnx_qwen2_vl import QwenVision, mrope_decode_ids, rope_index
+
+QWEN = ("qwen2_vl", "qwen2_5_vl")
+SIZES = [((64, 64),), ((48, 32), (64, 64), (32, 32)), ((128, 64),), ((16, 16),)]
+
+
+def _images(*sizes):
+    rng = np.random.RandomState(0)
+    return [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+def _messages(n_images: int, text: str):
+    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="module")
+def qwen(zoo_dir):
+    def get(family):
+        path = zoo_dir(family)
+        model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation="eager").eval()
+        return model, AutoProcessor.from_pretrained(path)
+
+    return get
+
+
+@pytest.mark.parametrize("family", QWEN)
+@pytest.mark.parametrize("sizes", SIZES, ids=["1img", "3img-mixed", "tall", "min"])
+def test_rewritten_vision_and_rope_equal_hf(family, sizes, qwen):
+    model, processor = qwen(family)
+    text = processor.apply_chat_template(_messages(len(sizes), "what shape?"), add_generation_prompt=True,
+                                         tokenize=False)
+    enc = processor(text=[text], images=[_images(*sizes)], return_tensors="pt")
+    with torch.no_grad():
+        ref = torch.cat(list(model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"],
+                                                            return_dict=True).pooler_output))
+        ours = QwenVision(model).eval()(enc["pixel_values"], enc["image_grid_thw"])
+    assert ours.shape == ref.shape and float((ours - ref).abs().max()) < 1e-5
+    pos, delta = rope_index(enc["input_ids"], enc["image_grid_thw"], enc["attention_mask"], model.config)
+    ref_pos, ref_delta = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
+                                                    image_grid_thw=enc["image_grid_thw"],
+                                                    attention_mask=enc["attention_mask"])
+    assert torch.equal(pos, ref_pos) and torch.equal(delta, ref_delta)
+
+
+@pytest.mark.parametrize("family", QWEN)
+def test_rope_index_left_padded_batch_and_decode_ids(family, qwen):
+    model, processor = qwen(family)
+    processor.tokenizer.padding_side = "left"
+    texts = [processor.apply_chat_template(_messages(n, t), add_generation_prompt=True, tokenize=False)
+             for n, t in ((1, "what shape is in the image here?"), (2, "hi"))]
+    ims = _images((64, 64), (32, 48), (64, 32))
+    enc = processor(text=texts, images=[ims[:1], ims[1:]], return_tensors="pt", padding=True)
+    assert (enc["attention_mask"] == 0).any()  # really padded
+    pos, delta = rope_index(enc["input_ids"], enc["image_grid_thw"], enc["attention_mask"], model.config)
+    ref_pos, ref_delta = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
+                                                    image_grid_thw=enc["image_grid_thw"],
+                                                    attention_mask=enc["attention_mask"])
+    assert torch.equal(pos, ref_pos) and torch.equal(delta, ref_delta)
+    # decode: every axis at past_len + delta, as HF generate feeds [3, B, 1]
+    step = mrope_decode_ids(10, delta.numpy(), batch=2)
+    assert step.shape == (3, 2, 1) and (step[:, :, 0] == 10 + delta.numpy().reshape(1, 2)).all()
+    # a text-only prompt degenerates to 1-D positions with delta 0
+    ids = enc["input_ids"][:1, -5:]
+    pos, delta = rope_index(ids, None, None, model.config)
+    assert torch.equal(pos, torch.arange(5).expand(3, 1, 5)) and int(delta) == 0
+
+
+def test_qwen_vision_graph_serves_any_image_count_and_size(onnx_artifact, qwen):
+    """TorchScript would bake the traced grid in; our graph must follow image_grid_thw."""
+    out, _ = onnx_artifact("qwen2_vl", "fp32")
+    model, processor = qwen("qwen2_vl")
+    sess = ort.InferenceSession(str(out / layout.VISION_GRAPH), providers=["CPUExecutionProvider"])
+    for sizes in SIZES:
+        text = processor.apply_chat_template(_messages(len(sizes), "x"), add_generation_prompt=True, tokenize=False)
+        enc = processor(text=[text], images=[_images(*sizes)], return_tensors="pt")
+        with torch.no_grad():
+            ref = torch.cat(list(model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"],
+                                                                return_dict=True).pooler_output)).numpy()
+        got = sess.run(None, {"pixel_values": enc["pixel_values"].numpy(),
+                              "image_grid_thw": enc["image_grid_thw"].numpy()})[0]
+        assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-5
+
+
+def test_genai_config_only_where_genai_knows_the_family(onnx_artifact):
+    out, manifest = onnx_artifact("qwen2_5_vl", "int8")
+    cfg = json.loads((out / layout.GENAI_CONFIG).read_text())["model"]
+    assert cfg["type"] == "qwen2_5_vl" and manifest.extra["genai"] == layout.GENAI_CONFIG
+    assert cfg["decoder"]["filename"] == layout.DECODER_GRAPH and cfg["vision"]["filename"] == layout.VISION_GRAPH
+    assert cfg["decoder"]["num_hidden_layers"] == manifest.extra["num_layers"]
+    assert cfg["decoder"]["inputs"]["past_key_names"] == "past_key_values.%d.key"
+    assert cfg["image_token_id"] == manifest.extra["image_token_id"]
+    for name in (cfg["decoder"]["filename"], cfg["embedding"]["filename"], cfg["vision"]["filename"]):
+        assert name in manifest.files
+    other_dir, other = onnx_artifact("qwen2_vl", "int8")
+    assert not (other_dir / layout.GENAI_CONFIG).exists()
+    assert other.extra["genai"].startswith("not written") and "qwen2_5_vl" in other.extra["genai"]
+
+
+def test_genai_embedding_scatters_features_like_the_runtime(onnx_artifact, easy_vqa_sample):
+    from genrecal.export.onnx.genai import GENAI_EMBED_GRAPH
+    from genrecal.runtimes.onnxruntime import OnnxRuntime
+
+    out, _ = onnx_artifact("qwen2_5_vl", "fp32")
+    rt = OnnxRuntime(out, threads=1)
+    question, _, image = easy_vqa_sample
+    enc = rt.prepare([image], question)
+    feats = rt.encode_images(enc)
+    sess = ort.InferenceSession(str(out / GENAI_EMBED_GRAPH), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": enc["input_ids"], "image_features": feats})[0]
+    assert np.abs(got - rt.embed(enc["input_ids"], feats)).max() == 0.0
+    text_only = rt.prepare([], question)["input_ids"]
+    empty = np.zeros((0, feats.shape[1]), np.float32)
+    assert np.abs(sess.run(None, {"input_ids": text_only, "image_features": empty})[0]
+                  - rt.embed(text_only, None)).max() == 0.0
+
+
+def test_fp16_is_standard_ops_and_int4_uses_matmulnbits(onnx_artifact):
+    fp16_dir, _ = onnx_artifact("llava", "fp16")
+    int4_dir, _ = onnx_artifact("llava", "int4")
+    for graph in layout.GRAPHS.values():
+        assert {n.domain for n in onnx.load(str(fp16_dir / graph)).graph.node} <= {"", "ai.onnx"}
+    ops = {n.op_type for g in layout.GRAPHS.values() for n in onnx.load(str(int4_dir / g)).graph.node}
+    assert "MatMulNBits" in ops
+
+
+def test_unknown_family_has_no_onnx_spec():
+    from genrecal.families.base import UnsupportedFamilyError
+
+    with pytest.raises(UnsupportedFamilyError, match="families with an ONNX wrapper: .*llava"):
+        onnx_spec("gemma3")
