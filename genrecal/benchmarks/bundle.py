@@ -22,10 +22,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import genrecal
 from genrecal.benchmarks.latency import pick_runtime
 from genrecal.benchmarks.profiles import get_profile
-from genrecal.benchmarks.results import artifact_info
+from genrecal.benchmarks.results import PACKAGE_DIR, artifact_info, genrecal_version
 from genrecal.errors import GenrecalError
 from genrecal.manifest import MANIFEST_NAME, Manifest, dir_sha256, write_manifest
 
@@ -121,8 +120,7 @@ def _fill(root: Path, artifact: Path, manifest: Manifest | None, profile: str, r
     if manifest is None:  # a bare HF dir: give the copy a manifest so the device verifies it too
         write_manifest(root / "artifact", Manifest(format="hf", target="hf", family=info["family"] or "",
                                                    precision=info["precision"], source_sha256=dir_sha256(artifact)))
-    src = Path(genrecal.__file__).parent
-    shutil.copytree(src, root / "genrecal", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    shutil.copytree(PACKAGE_DIR, root / "genrecal", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
     (root / "requirements.txt").write_text("\n".join(requirements(runtime)) + "\n")
     venv_args = "--system-site-packages" if runtime == "tensorrt" else ""
     script = RUN_SH.format(label=info["label"], profile=profile, runtime=runtime, role=info["role"],
@@ -131,7 +129,7 @@ def _fill(root: Path, artifact: Path, manifest: Manifest | None, profile: str, r
     (root / "run.sh").chmod(0o755)
     meta = {"profile": profile, "runtime": runtime, "role": info["role"], "label": info["label"],
             "artifact": {k: info[k] for k in ("name", "format", "precision", "family", "target", "size_mb")},
-            "source": info["path"], "genrecal": genrecal.__version__,
+            "source": info["path"], "genrecal": genrecal_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (root / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -5,6 +5,7 @@
     genrecal-bench accuracy --artifact PATH --data easy-vqa|FILE [--limit N] [--json FILE]
     genrecal-bench bundle   --artifact PATH --profile P --out DIR
     genrecal-bench report   RESULTS... --out DIR
+    genrecal-bench quality  [--quick] [--seeds 0,1,2] [--out DIR]   (trains models; see quality.py)
 
 PATH is an HF model dir (torch) or one `genrecal-export` output dir (runtime from its manifest).
 """
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Markdown + PNG report from result JSON files/dirs")
     rep.add_argument("results", nargs="+", help="result JSON files or dirs holding them")
     rep.add_argument("--out", required=True)
+    from genrecal.benchmarks.quality import add_arguments as quality_arguments
+
+    quality_arguments(sub.add_parser("quality", help="GenRecal vs SFT vs ULD at an equal budget on easy-vqa"))
     return parser
 
 
@@ -99,7 +103,14 @@ def run_report(args) -> int:
     return 0
 
 
-COMMANDS = {"latency": run_latency, "accuracy": run_accuracy, "bundle": run_bundle, "report": run_report}
+def run_quality(args) -> int:
+    from genrecal.benchmarks.quality import run_from_args
+
+    return run_from_args(args)
+
+
+COMMANDS = {"latency": run_latency, "accuracy": run_accuracy, "bundle": run_bundle, "report": run_report,
+            "quality": run_quality}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,7 +156,7 @@ def _plot_phases(lat: dict, out: Path) -> Path | None:
         return None
     plt = _pyplot()
     labels = [f"{label} @ {host}" for label, host in lat]
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(labels)))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.5 * len(labels)))
     left = [0.0] * len(labels)
     for phase in PHASE_BARS:
         vals = [_decode_total_ms(r) if phase == "decode_ms" else _med(r, phase) for r in lat.values()]
@@ -164,7 +164,7 @@ def _plot_phases(lat: dict, out: Path) -> Path | None:
         left = [a + b for a, b in zip(left, vals)]
     ax.set_xlabel("median ms per request")
     ax.set_title("Latency per phase")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: never hides a bar
     return _save(fig, plt, out / "latency_phases.png")
 
 

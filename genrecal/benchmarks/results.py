@@ -17,6 +17,7 @@ import numpy as np
 from genrecal.errors import GenrecalError
 
 SCHEMA = 1
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the genrecal package this code runs from
 KINDS = ("latency", "accuracy")
 ROLES = ("teacher", "student", "model")
 
@@ -52,10 +53,18 @@ def provenance() -> dict:
     """Which genrecal produced a result (the path shows whether a bundle ran its own copy)."""
     import sys
 
-    import genrecal
+    return {"version": genrecal_version(), "path": str(PACKAGE_DIR), "python": sys.executable, "argv": sys.argv}
 
-    return {"version": genrecal.__version__, "path": str(Path(genrecal.__file__).parent), "python": sys.executable,
-            "argv": sys.argv}
+
+def genrecal_version() -> str:
+    try:
+        from genrecal import __version__
+
+        return __version__
+    except ImportError:  # an editable install that maps genrecal as a namespace package
+        from importlib import metadata
+
+        return metadata.version("genrecal")
 
 
 def _hf_config(root: Path) -> dict:

@@ -12,6 +12,7 @@ check or its export; 2 a user error (printed as one line by genrecal.cli).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from genrecal.export import layout, targets
@@ -109,7 +110,7 @@ def run_engine(command: str, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(argv or [])
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("build-engine", "check-engine"):
         return run_engine(argv[0], engine_parser(argv[0]).parse_args(argv[1:]))
     return run_export(export_parser().parse_args(argv))

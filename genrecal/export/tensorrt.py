@@ -144,7 +144,7 @@ def write_plan_dir(onnx_build, final_dir: Path, target: str = "jetson") -> Manif
         extra = onnx_build.write_precision(tmp, "fp16")
         for stray in ("embed_tokens_genai.onnx", layout.GENAI_CONFIG):  # onnxruntime-genai only
             (tmp / stray).unlink(missing_ok=True)
-        manifest = onnx_build.manifest(tmp, "fp16", target, extra)
+        manifest = onnx_build.manifest("fp16", target, extra)
         parity = onnx_build.check_dir(tmp, manifest)  # the same graphs TensorRT will parse
         plan = make_plan(onnx_build, tmp, {**extra, "family": manifest.family})
         (tmp / layout.PLAN_NAME).write_text(json.dumps(plan, indent=2) + "\n")

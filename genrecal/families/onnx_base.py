@@ -13,7 +13,7 @@ exposing ``ONNX_SPECS`` and one line in ``_MODULES``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -48,7 +48,6 @@ class OnnxSpec:
     mrope: bool = False  # decoder position_ids are [3, B, L] from `rope_index`, not [B, L]
     genai: bool = False  # onnxruntime-genai knows this family (genai_config.json is written)
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def names() -> list[str]:

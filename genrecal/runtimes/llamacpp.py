@@ -6,12 +6,12 @@
 
 The dir is opened by its manifest (`load_manifest` refuses a file whose sha256 changed), the pair is
 validated with gguf-py before llama.cpp touches it (a missing vision tensor would segfault), and the
-prompt goes through libmtmd's own calls one chunk at a time — not `MTMDChatHandler` — so the vision
-encoder, the prompt prefill and each decode step are timed separately. llama.cpp's log is captured
-(never printed unless verbose) and its error lines are put into the exceptions raised here.
+prompt goes through libmtmd one chunk at a time (not `MTMDChatHandler`) so the vision encoder, prefill
+and each decode step are timed apart. llama.cpp's log is captured; its errors go into the exceptions.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
 import time
@@ -22,13 +22,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genrecal.export.gguf.llama_log import captured_log
+from genrecal.export.gguf.llama_log import captured_log, missing_bindings
 from genrecal.manifest import load_manifest
 from genrecal.runtimes import sysinfo
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
 
 DEFAULT_CTX = 4096  # capped at the model's training context
+TIMING_HOW = ("wall-clock (time.perf_counter) around each call: preprocess = chat template + image resize + "
+              "mtmd_tokenize (libmtmd's image preprocessing); vision_encode = mtmd_encode_chunk; prefill = "
+              "llama_decode of text chunks + image embeddings; decode_ms_per_token = llama_perf_context "
+              "t_eval_ms/n_eval (llama.cpp's own counter, single-token decodes); ttft from generate() entry to "
+              "the first token's argmax; peak_rss_mb = this process's high-water mark (getrusage)")
 
 
 @dataclass
@@ -57,6 +62,8 @@ class LlamaCppSession:
 
     def __init__(self, model_path: Path, mmproj_path: Path, prompt, *, threads: int | None = None,
                  n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
+        if missing := missing_bindings("llama_cpp", "gguf"):
+            raise RuntimeError_(missing)
         from genrecal.export.gguf.validate import validate_pair
 
         self.facts = validate_pair(Path(model_path), Path(mmproj_path))  # before llama.cpp reads a byte
@@ -96,6 +103,7 @@ class LlamaCppSession:
             raise RuntimeError_(f"libmtmd could not load {path}: {log.errors() or 'no log'}")
         self.marker = mtmd.mtmd_default_marker().decode()
         self.n_vocab = self.llama.n_vocab()
+        self._lc = llama_cpp  # the low-level bindings, imported lazily with the session
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
@@ -139,6 +147,9 @@ class LlamaCppSession:
             raise RuntimeError_(f"libmtmd could not tokenize the prompt (code {rc}): {log.errors() or 'no log'}")
         return chunks
 
+    def _tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True) if text else []
+
     def _segments(self, text: str, images: list[Image.Image], owned: list) -> list[tuple[str, object]]:
         """[("text", ids) | ("chunk", libmtmd chunk)] in prompt order; chunk lists to free go to `owned`."""
         import llama_cpp.mtmd_cpp as mtmd
@@ -148,15 +159,14 @@ class LlamaCppSession:
             owned.append(self._mtmd_chunks(text, images, add_special=True))
             return [("chunk", mtmd.mtmd_input_chunks_get(owned[-1], i))
                     for i in range(mtmd.mtmd_input_chunks_size(owned[-1]))]
-        tok = lambda s, bos=False: self.llama.tokenize(s.encode(), add_bos=bos, special=True) if s else []  # noqa: E731
         parts = text.split(self.marker)
-        segments = [("text", tok(parts[0], self.add_bos))]
+        segments = [("text", self._tokenize(parts[0], self.add_bos))]
         for image, part in zip(images, parts[1:]):
             owned.append(self._mtmd_chunks(self.marker, [image], add_special=False))
             chunks = [mtmd.mtmd_input_chunks_get(owned[-1], i) for i in range(mtmd.mtmd_input_chunks_size(owned[-1]))]
-            first_image = next(c for c in chunks if mtmd.mtmd_input_chunk_get_type(c) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT)
-            segments += [("text", tok(layout["before"])), ("chunk", first_image),
-                         ("text", tok(layout["after"]) + tok(part))]
+            first = next(c for c in chunks if mtmd.mtmd_input_chunk_get_type(c) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT)
+            segments += [("text", self._tokenize(layout["before"])), ("chunk", first),
+                         ("text", self._tokenize(layout["after"] + part))]
         return segments
 
     def prefill(self, question: str, images: list[Image.Image], keep_image_embeds: bool = False) -> Prefill:
@@ -227,9 +237,7 @@ class LlamaCppSession:
 
     # -- decoding --
     def logits(self) -> np.ndarray:
-        import llama_cpp
-
-        ptr = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, -1)
+        ptr = self._lc.llama_get_logits_ith(self.llama._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def step(self, token: int) -> np.ndarray:
@@ -248,24 +256,18 @@ class LlamaCppSession:
         return ids
 
     def is_eog(self, token: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, int(token)))
+        return bool(self._lc.llama_vocab_is_eog(self._vocab, int(token)))
 
     def detokenize(self, ids: list[int]) -> bytes:
         return self.llama.detokenize(list(ids))
 
     def perf(self) -> dict:
         """llama.cpp's own counters for this context (prompt eval = batches > 1 token, eval = single)."""
-        import llama_cpp
-
-        p = llama_cpp.llama_perf_context(self.llama._ctx.ctx)
+        p = self._lc.llama_perf_context(self.llama._ctx.ctx)
         return {"t_p_eval_ms": p.t_p_eval_ms, "n_p_eval": p.n_p_eval, "t_eval_ms": p.t_eval_ms, "n_eval": p.n_eval}
 
     def reset_perf(self) -> None:
-        import llama_cpp
-
-        llama_cpp.llama_perf_context_reset(self.llama._ctx.ctx)
+        self._lc.llama_perf_context_reset(self.llama._ctx.ctx)
 
     def close(self) -> None:
         self._finalizer()
@@ -282,7 +284,6 @@ def _free(handles: list) -> None:
     llama, mtmd_ctx = handles
     if mtmd_ctx:
         import llama_cpp.mtmd_cpp as mtmd
-
         mtmd.mtmd_free(mtmd_ctx)
     if llama is not None:
         llama.close()
@@ -291,11 +292,10 @@ def _free(handles: list) -> None:
 
 # ---- the Runtime ----
 def _drain(gen) -> Generation:
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    """Run a `_run` generator to the end; its return value is the Generation."""
+    stream = Stream(gen)
+    collections.deque(stream, maxlen=0)
+    return stream.result
 
 
 class LlamaCppRuntime:
@@ -385,12 +385,7 @@ class LlamaCppRuntime:
                 "image_tokens": sum(int(x) for kind, x in pre.layout if kind == "image"),
                 "llama_perf": perf,
                 "decode_wall_ms_per_token": decode_ms / steps if steps else 0.0,
-                "how": ("wall-clock (time.perf_counter) around each call: preprocess = chat template + image "
-                        "resize + mtmd_tokenize (libmtmd's image preprocessing); vision_encode = "
-                        "mtmd_encode_chunk; prefill = llama_decode of text chunks + image embeddings; "
-                        "decode_ms_per_token = llama_perf_context t_eval_ms/n_eval (llama.cpp's own "
-                        "counter, single-token decodes); ttft from generate() entry to the first token's "
-                        "argmax; peak_rss_mb = this process's high-water mark (getrusage)"),
+                "how": TIMING_HOW,
             },
         )
 

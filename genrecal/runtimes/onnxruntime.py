@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
+
 from genrecal.families.onnx_base import onnx_spec
 from genrecal.manifest import Manifest, load_manifest
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
@@ -58,6 +59,7 @@ class OnnxRuntime:
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=False)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.eos = set(self.facts["eos_token_ids"])
         self.load_ms = _ms(t0)
 
@@ -188,11 +190,16 @@ class OnnxRuntime:
         for token, _, _ in self.steps(enc, max_new_tokens, clock=clock):
             tokens.append(token)
             t_first = t_first or time.perf_counter()
-            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-            if len(text) > len(said) and not text.endswith("\ufffd"):  # wait for whole characters
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            # yield only growth of what was shown: wait for whole UTF-8 characters, and for
+            # decoders that rewrite earlier text (WordPiece joins "##" pieces) to settle
+            if text.startswith(said) and len(text) > len(said) and not text.endswith("\ufffd"):
                 yield text[len(said):]
                 said = text
         end = time.perf_counter()
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if text.startswith(said) and len(text) > len(said):
+            yield text[len(said):]
         timing.vision_encode_ms, timing.prefill_ms = clock.get("vision_ms", 0.0), clock.get("prefill_ms", 0.0)
         timing.prefill_tok_s = timing.tokens_in / max(timing.prefill_ms / 1000.0, 1e-9)
         timing.ttft_ms = (t_first - start) * 1000.0 if t_first else 0.0
@@ -203,7 +210,7 @@ class OnnxRuntime:
         timing.e2e_ms = (end - start) * 1000.0
         timing.peak_rss_mb = peak_rss_mb()
         timing.extra = {"threads": self.threads, "precision": self.precision, "family": self.family}
-        return Generation(text=said, token_ids=tokens, timing=timing)
+        return Generation(text=text, token_ids=tokens, timing=timing)
 
 
 def prepare_inputs(processor, images: list, prompt: str) -> dict:

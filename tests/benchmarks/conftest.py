@@ -53,3 +53,29 @@ def results_dir(student, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def results(results_dir) -> dict:
     return {k: json.loads((results_dir / f"{k}.json").read_text()) for k in ("latency", "accuracy")}
+
+
+@pytest.fixture(scope="session")
+def quantised(student, tmp_path_factory):
+    """quantised(fmt) -> the tiny student exported as ONNX int8 or GGUF Q4_K_M (no parity check), or skip
+    while that exporter is not importable."""
+    import importlib
+
+    root = tmp_path_factory.mktemp("quantised")
+    made: dict[str, Path] = {}
+
+    def get(fmt: str) -> Path:
+        if fmt not in made:
+            out = root / {"onnx": "onnx-int8", "gguf": "gguf-q4_k_m"}[fmt]
+            try:
+                mod = importlib.import_module(f"genrecal.export.{fmt}")
+                if fmt == "onnx":
+                    mod.OnnxBuild(Path(student), root / ".work", check=False).build(out, "int8", "cpu")
+                else:
+                    mod.export_gguf(Path(student), out, "q4_k_m", check=False)
+            except (ImportError, AttributeError) as exc:
+                pytest.skip(f"the {fmt} exporter is not available yet ({exc})")
+            made[fmt] = out
+        return made[fmt]
+
+    return get

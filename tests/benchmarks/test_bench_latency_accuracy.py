@@ -121,3 +121,25 @@ def test_bad_input_is_one_clear_line(bench, student, tmp_path, argv, message):
     code, _, err = bench(*args)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fmt, runtime, precision", [("onnx", "onnxruntime", "int8"), ("gguf", "llamacpp", "q4_k_m")])
+def test_latency_and_accuracy_of_quantised_artifacts(bench, quantised, tmp_path, fmt, runtime, precision):
+    """The benchmarks measure the exported artifact through its own runtime, not the PyTorch model."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny rows: K-quants fall back, which the exporter warns about
+        artifact = quantised(fmt)
+    code, out, err = bench("latency", "--artifact", artifact, "--threads", "1", "--warmup", "0", "--runs", "2",
+                           "--max-new-tokens", "4", "--no-bandwidth", "--json", tmp_path / "l.json")
+    assert code == 0, err
+    lat = json.loads((tmp_path / "l.json").read_text())
+    assert (lat["artifact"]["format"], lat["artifact"]["runtime"], lat["artifact"]["precision"]) == (
+        fmt, runtime, precision)
+    assert lat["summary"]["decode_tok_s"]["median"] > 0 and lat["roofline"]["weight_bytes_per_token"] > 0
+    code, out, err = bench("accuracy", "--artifact", artifact, "--threads", "1", "--limit", "3",
+                           "--json", tmp_path / "a.json")
+    assert code == 0, err
+    acc = json.loads((tmp_path / "a.json").read_text())
+    assert acc["n"] == 3 and acc["artifact"]["label"] == f"student {runtime} {precision}"

@@ -191,3 +191,88 @@ def test_targets_resolve_declaratively():
     assert len(everything) == len(set(everything)) == 7
     assert dirs(targets.resolve("all", ("onnx",), ("fp32", "int8"))) == ["onnx-fp32", "onnx-int8"]
     assert dirs(targets.resolve("jetson", None, ("fp16",))) == ["onnx-fp16", "tensorrt-plan"]
+
+
+class _FakeTensorRT:
+    """A stand-in for the `tensorrt` module with the calls build_engines makes: it checks our
+    plumbing (plan -> profiles -> files -> manifest), not TensorRT itself (absent here)."""
+
+    __version__ = "10.3.0"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class BuilderFlag:
+        FP16 = "fp16"
+
+    def __init__(self):
+        self.profiles: list[dict] = []
+        self.flags: list = []
+        trt = self
+
+        class Profile(dict):
+            def set_shape(self, name, lo, mid, hi):
+                self[name] = (lo, mid, hi)
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                trt.pool = (pool, size)
+
+            def set_flag(self, flag):
+                trt.flags.append(flag)
+
+            def add_optimization_profile(self, profile):
+                trt.profiles.append(profile)
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return object()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"engine"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                return Path(path).is_file()
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+
+def test_build_engine_plumbing_with_a_fake_tensorrt(jetson_out, tmp_path, monkeypatch, capsys):
+    import sys
+
+    fake = _FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    out = tmp_path / "engines"
+    assert export_main(["build-engine", str(jetson_out / "tensorrt-plan"), "--out", str(out)]) == 0
+    plan = json.loads((jetson_out / "tensorrt-plan" / layout.PLAN_NAME).read_text())
+    assert len(fake.profiles) == sum(len(g["profiles"]) for g in plan["graphs"].values()) == 4
+    assert fake.flags.count("fp16") == 3 and fake.pool == ("workspace", 2048 << 20)
+    manifest = load_manifest(out)
+    assert (manifest.format, manifest.family, manifest.precision) == ("tensorrt", "smolvlm", "fp16")
+    assert manifest.extra["tensorrt_version"] == "10.3.0" and manifest.extra["decoder_profiles"]["decode"] == 1
+    assert sorted(p.name for p in out.glob("*.engine")) == sorted(layout.ENGINE_NAMES.values())
+    assert (out / "tokenizer.json").is_file() and not list(out.glob("*.onnx"))
+    assert "engines:" in capsys.readouterr().out
+    with pytest.raises(RuntimeError_, match="not portable"):
+        check_engine_dir(out, "10.16.0", manifest.extra["gpu"])

@@ -28,6 +28,7 @@ SFT_STEPS = 50
 # llama.cpp drops qwen2vl's RMSNorm eps, see test_qwen2vl_text_exact_with_llama_cpp_eps; the
 # Idefics3-style Llama body < 1e-3)
 FULL_PRECISION_TOL = {"qwen2_vl": 2e-2, "idefics3": 2e-3, "smolvlm": 2e-3}
+F32_TOL = {"qwen2_vl": 2e-2, "idefics3": 1e-4, "smolvlm": 1e-4}  # F32 text weights (measured 9e-6 / 2.5e-5)
 
 
 def _sft(src: str, dst: Path, steps: int = SFT_STEPS) -> Path:
@@ -115,7 +116,8 @@ def test_f16_matches_pytorch(family, exported):
 def test_quantised_agreement_and_accuracy(family, quant, exported):
     _, manifest = exported(family, quant)
     parity = manifest.parity
-    assert parity["reference"]["max_abs_logit_diff"] < FULL_PRECISION_TOL[family]  # the F32 conversion itself
+    assert parity["reference"]["precision"] == "f32"  # the conversion itself, before quantisation
+    assert parity["reference"]["max_abs_logit_diff"] < F32_TOL[family]
     art = parity["artifact"]
     assert art["top1_agreement"] >= {"q8_0": 0.95, "q4_k_m": 0.85}[quant]
     acc = parity["accuracy"]
@@ -160,6 +162,70 @@ def test_qwen2vl_text_exact_with_llama_cpp_eps(student_dir, tmp_path):
     with torch.no_grad():
         want = model(input_ids=torch.tensor([ids])).logits[0].numpy()
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_k_quant_fallback_is_reported(zoo_dir, tmp_path):
+    """Rows of 64 (the "tiny" size) cannot be Q4_K: llama.cpp silently picks other types; genrecal says so."""
+    with pytest.warns(UserWarning, match="multiples of 256"):
+        manifest = export_gguf(zoo_dir("idefics3", "tiny"), tmp_path / "warned", "q4_k_m", check=False)
+    quant = manifest.extra["quantization"]
+    assert quant["fallbacks"] and "warning" in quant and manifest.parity == {"checked": False}
+    with pytest.raises(GgufExportError, match="multiples of 256"):
+        export_gguf(zoo_dir("idefics3", "tiny"), tmp_path / "strict", "q4_k_m", check=False, strict_quant=True)
+    assert not (tmp_path / "strict").exists()
+
+
+def test_failed_parity_writes_nothing(student_dir, tmp_path, monkeypatch):
+    from genrecal.export.gguf import parity
+
+    monkeypatch.setattr(parity, "LOGIT_TOL", {"f32": 0.0, "f16": 0.0})
+    with pytest.raises(GgufExportError, match="parity check failed: f16 logits differ"):
+        export_gguf(student_dir("idefics3"), tmp_path / "out", "f16", threads=1, accuracy_limit=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_llama_cpp_python_chat_handler_runs_the_pair(exported):
+    """The GGUF pair is self-contained: llama-cpp-python's generic MTMDChatHandler reads its template."""
+    import base64
+
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    from genrecal.data import load_easy_vqa_questions
+
+    out, manifest = exported("qwen2_vl", "q8_0")
+    question, _, image = load_easy_vqa_questions("test", limit=1, seed=1)[0]
+    uri = "data:image/png;base64," + base64.b64encode(Path(image).read_bytes()).decode()
+    handler = MTMDChatHandler(clip_model_path=str(out / MMPROJ_FILE), verbose=False)
+    llm = Llama(str(out / MODEL_FILE), chat_handler=handler, n_ctx=512, n_threads=1, verbose=False)
+    try:
+        reply = llm.create_chat_completion(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": question}]}],
+            max_tokens=8, temperature=0.0)
+    finally:
+        llm.close()
+    answer = manifest.parity["accuracy"]["examples"][0]["gguf"]
+    assert reply["choices"][0]["message"]["content"].strip() == answer.strip()
+    # Idefics3-style pairs whose vocab lacks "\n\n" cannot use that handler: the manifest says so
+    _, idefics = exported("idefics3", "f16")
+    assert any("MTMDChatHandler" in note for note in idefics.extra["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_q4_k_m_accuracy_on_200_questions(family, student_dir, tmp_path):
+    from genrecal.export.gguf import parity
+    from genrecal.export.gguf.export import load_source
+    from genrecal.export.gguf.prompt import PromptFormat
+
+    out = tmp_path / "q4"
+    manifest = export_gguf(student_dir(family), out, "q4_k_m", check=False)
+    model, processor = load_source(student_dir(family))
+    spec = parity.PairSpec(out / MMPROJ_FILE, PromptFormat.from_dict(manifest.extra["prompt_format"]), threads=1)
+    with parity.torch_threads(1):
+        acc = parity.accuracy(model, processor, spec, out / MODEL_FILE, limit=200, seed=2)
+    assert acc["answer_agreement"] >= 0.9
+    assert abs(acc["torch_exact_match"] - acc["gguf_exact_match"]) <= 0.05
 
 
 # ---- the runtime ----
@@ -268,6 +334,29 @@ def test_vision_ffn_as_wide_as_embedding_is_refused():
     spec = VisionSpec("idefics3", 64, 64, 2, 4, 1e-6, 64, 8, 256, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(GgufExportError, match="ffn_up/ffn_down as swapped"):
         spec.check()
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
+def test_image_rule_replays_the_hf_resize(family, zoo_dir):
+    """The runtime resizes with PIL to the size (and, for Idefics3, nearly the pixels) HF would use."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from genrecal.export.gguf import idefics3, qwen2_vl
+
+    processor = AutoProcessor.from_pretrained(zoo_dir(family, "gguf"))
+    fmt = {"qwen2_vl": qwen2_vl, "idefics3": idefics3}[family].prompt_format(processor.image_processor)
+    rng = np.random.RandomState(0)
+    for w, h in [(100, 50), (33, 140), (64, 64), (200, 90)]:
+        image = Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8))
+        fitted = fmt.fit_image(image)
+        hf = processor.image_processor(images=[[image]], return_tensors="np")
+        if family == "qwen2_vl":
+            _, gh, gw = hf["image_grid_thw"][0]
+            assert fitted.size == (gw * 8, gh * 8)
+        else:
+            pixels = (hf["pixel_values"][0, 0].transpose(1, 2, 0) * 0.5 + 0.5) * 255
+            assert np.abs(np.asarray(fitted, dtype=np.float32) - pixels).max() <= 2.5
 
 
 def test_rope_permutation_matches_interleaved_rotation():

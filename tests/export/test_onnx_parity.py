@@ -3,8 +3,8 @@
     python -m pytest tests/export/test_onnx_parity.py -q -s   # -s prints the measured numbers
 
 Bars (genrecal.export.onnx.parity.TOLERANCES): fp32 logits within 1e-3 of PyTorch eager at prefill
-and every decode step with identical 16-token greedy continuations; fp16 within 5e-3 and identical
-greedy; int8 / int4 top-1 agreement (teacher-forced on PyTorch's tokens) >= 75% / 50%.
+and every decode step with identical 16-token greedy continuations; fp16 within 5e-3 x max(1,
+max |logit|) and identical greedy; int8 / int4 top-1 agreement (teacher-forced on PyTorch's tokens) >= 75% / 50%.
 """
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ def test_artifact_meets_parity(family, precision, onnx_artifact):
     assert p["accuracy"]["questions"] == 20
     tol = TOLERANCES[precision]
     assert p["tolerance"] == tol
-    if precision in ("fp32", "fp16"):
+    if precision == "fp32":
         assert p["max_abs_diff"] <= tol["max_abs_diff"]
+        assert p["greedy_identical"] == 1.0
+    elif precision == "fp16":
+        assert p["max_abs_diff"] <= tol["max_rel_diff"] * max(1.0, p["logit_scale"])
         assert p["greedy_identical"] == 1.0
     else:
         assert p["top1_agreement"] >= tol["top1_agreement"]

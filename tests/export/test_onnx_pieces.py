@@ -147,3 +147,57 @@ def test_unknown_family_has_no_onnx_spec():
 
     with pytest.raises(UnsupportedFamilyError, match="families with an ONNX wrapper: .*llava"):
         onnx_spec("gemma3")
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_decoder_graph_honours_a_left_padded_mask_and_a_cache(family, onnx_artifact, zoo_dir):
+    """The traced mask logic is not baked to all-ones: a padded batch and a non-empty cache match
+    the PyTorch wrapper the graph was traced from."""
+    from genrecal.export.onnx.wrappers import Decoder
+
+    out, manifest = onnx_artifact(family, "fp32")
+    f = manifest.extra
+    model = AutoModelForImageTextToText.from_pretrained(zoo_dir(family), attn_implementation="eager").eval()
+    sess = ort.InferenceSession(str(out / layout.DECODER_GRAPH), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    batch, seq, past = 2, 5, 3
+    embeds = torch.randn(batch, seq, f["hidden_size"], generator=g)
+    mask = torch.ones(batch, past + seq, dtype=torch.long)
+    mask[0, :2] = 0  # row 0 is left-padded
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+    if f["mrope"]:
+        pos = pos.unsqueeze(0).expand(3, batch, seq).contiguous()
+    cache = [torch.randn(batch, f["num_kv_heads"], past, f["head_dim"], generator=g)
+             for _ in range(2 * f["num_layers"])]
+    with torch.no_grad():
+        ref = Decoder(model).eval()(embeds, mask, pos, *cache)
+    feeds = dict(zip(layout.decoder_inputs(f["num_layers"]), (t.numpy() for t in (embeds, mask, pos, *cache))))
+    got = sess.run(None, feeds)
+    assert np.abs(got[0] - ref[0].numpy()).max() < 1e-4
+    assert all(np.abs(a - b.numpy()).max() < 1e-5 for a, b in zip(got[1:], ref[1:]))
+    assert got[1].shape[2] == past + seq
+
+
+def test_large_graph_path_writes_one_sidecar_every_precision_reads(onnx_artifact, tmp_path, monkeypatch):
+    """Graphs over protobuf's 2 GB go to <graph>.onnx.data; exercised by lowering the threshold."""
+    from genrecal.export.onnx import files
+    from genrecal.export.onnx.quantize import convert_graphs
+
+    src_dir, manifest = onnx_artifact("llava", "fp32")
+    monkeypatch.setattr(files, "PROTO_LIMIT", 1000)
+    big = tmp_path / "big"
+    big.mkdir()
+    for name in layout.GRAPHS.values():
+        files.save_graph(onnx.load(str(src_dir / name)), big / name)
+        assert files.sidecar(big / name).is_file() and files.is_large(big / name)
+    ids = np.array([[1, 2, 3]], np.int64)
+    want = ort.InferenceSession(str(src_dir / layout.EMBED_GRAPH)).run(None, {"input_ids": ids})[0]
+    for precision in ("fp32", "int8", "int4", "fp16"):
+        out = tmp_path / precision
+        convert_graphs(big, out, precision)
+        assert files.sidecar(out / layout.EMBED_GRAPH).is_file() or precision != "fp32"
+        for name in layout.GRAPHS.values():
+            sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        got = ort.InferenceSession(str(out / layout.EMBED_GRAPH)).run(None, {"input_ids": ids})[0]
+        assert np.abs(got - want).max() < 0.05, precision
+        del sess

@@ -1,9 +1,16 @@
 """GGUF export for llama.cpp: `export_gguf(hf_dir, out_dir, quant)` -> a checked artifact dir.
 
-Files: export.py (orchestration), qwen2_vl.py / idefics3.py (per-family tensor maps and mmproj
-hyper-parameters), writer.py (precision policy, decoder map), tokenizer.py, mmproj.py, quantize.py
-(llama.cpp K-quants), validate.py (what llama.cpp needs, checked before loading), parity.py,
-layout.py (file names and manifest keys). Importing this package loads neither torch nor llama.cpp.
+    from genrecal.export.gguf import export_gguf
+    manifest = export_gguf("student/", "out/student-gguf", quant="q4_k_m")   # check=True by default
+    # then: genrecal.runtimes.llamacpp.LlamaCppRuntime("out/student-gguf")
+
+Files: export.py (orchestration), qwen2_vl.py / idefics3.py (per-family tensor maps, mmproj
+hyper-parameters, prompt format; idefics3.py also serves smolvlm), writer.py (precision policy, the
+shared decoder map), tokenizer.py (vocab, merges, token types, chat template), mmproj.py (clip file),
+quantize.py (llama.cpp K-quants + type read-back), validate.py (what llama.cpp needs, checked before
+any load), parity.py (PyTorch vs llama.cpp), prompt.py (template/image sizing/layout replayed by the
+runtime), llama_log.py (llama.cpp log capture), layout.py (file names, manifest keys, errors).
+Importing this package loads neither torch nor llama.cpp.
 """
 from __future__ import annotations
 

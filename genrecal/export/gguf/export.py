@@ -20,6 +20,7 @@ from types import ModuleType
 
 from genrecal.export.gguf import layout
 from genrecal.export.gguf.layout import GgufExportError
+from genrecal.export.gguf.llama_log import missing_bindings
 from genrecal.export.gguf.prompt import PromptFormat
 from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256
 
@@ -71,36 +72,6 @@ def write_text_gguf(path: Path, writer, model, tokenizer, template: str, precisi
             "tensor_types": dict(out.types), "fallbacks": out.fallbacks}
 
 
-def _write_pair(tmp: Path, scratch: Path, writer, model, processor, template: str, quant: str, threads) -> dict:
-    """Write model.gguf + mmproj.gguf into tmp (the F32 intermediate, if any, into scratch)."""
-    from genrecal.export.gguf.mmproj import write_mmproj
-    from genrecal.export.gguf.quantize import llama_quantize, tensor_report
-
-    model_path = tmp / layout.MODEL_FILE
-    if quant in layout.KQUANT_TYPES:
-        f32_path = scratch / "model-f32.gguf"
-        text = write_text_gguf(f32_path, writer, model, processor.tokenizer, template, "f32")
-        llama_quantize(f32_path, model_path, quant, threads)
-    else:
-        text = write_text_gguf(model_path, writer, model, processor.tokenizer, template, quant)
-    report = tensor_report(model_path, quant)
-    report["fallbacks"] = report["fallbacks"] + text.pop("fallbacks")
-    text.pop("tensor_types")
-    spec = writer.vision_spec(model, processor.image_processor)
-    vision = write_mmproj(tmp / layout.MMPROJ_FILE, spec, writer.vision_tensors(model))
-    return {"text": text, "quant": report, "vision": vision}
-
-
-def _reference_path(tmp: Path, scratch: Path, writer, model, processor, template: str, quant: str) -> Path:
-    """A full-precision text GGUF to check the conversion itself: the artifact when it is f32/f16."""
-    if quant in ("f32", "f16"):
-        return tmp / layout.MODEL_FILE
-    ref = scratch / "model-f32.gguf"
-    if not ref.is_file():
-        write_text_gguf(ref, writer, model, processor.tokenizer, template, "f32")
-    return ref
-
-
 @dataclass
 class _Job:
     """One export: the loaded source and the options, passed to the build step."""
@@ -134,6 +105,8 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
         raise GgufExportError(f"unknown GGUF precision {quant!r}; choose one of {', '.join(layout.QUANTS)}")
     model_type = _model_type(hf_dir)
     writer = family_writer(model_type)  # refuse before loading any weights
+    if missing := missing_bindings("gguf", *(["llama_cpp"] if check or quant in layout.KQUANT_TYPES else [])):
+        raise GgufExportError(missing)
     model, processor = load_source(hf_dir)
     from genrecal.export.gguf.tokenizer import read_chat_template
 
@@ -149,21 +122,53 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
     return build_dir_atomically(out_dir, build)
 
 
+def _write_text(path: Path, job: _Job, precision: str) -> dict:
+    return write_text_gguf(path, job.writer, job.model, job.processor.tokenizer, job.template, precision)
+
+
+def _write_pair(tmp: Path, scratch: Path, job: _Job) -> dict:
+    """Write model.gguf + mmproj.gguf into tmp (the F32 intermediate, if any, into scratch)."""
+    from genrecal.export.gguf.mmproj import write_mmproj
+    from genrecal.export.gguf.quantize import llama_quantize, tensor_report
+
+    model_path = tmp / layout.MODEL_FILE
+    if job.quant in layout.KQUANT_TYPES:
+        text = _write_text(scratch / "model-f32.gguf", job, "f32")
+        llama_quantize(scratch / "model-f32.gguf", model_path, job.quant, job.threads)
+    else:
+        text = _write_text(model_path, job, job.quant)
+    report = tensor_report(model_path, job.quant)
+    report["fallbacks"] = report["fallbacks"] + text.pop("fallbacks")
+    text.pop("tensor_types")
+    spec = job.writer.vision_spec(job.model, job.processor.image_processor)
+    vision = write_mmproj(tmp / layout.MMPROJ_FILE, spec, job.writer.vision_tensors(job.model))
+    return {"text": text, "quant": report, "vision": vision}
+
+
+def _reference_path(tmp: Path, scratch: Path, job: _Job) -> Path:
+    """A full-precision text GGUF to check the conversion itself: the artifact when it is f32/f16."""
+    if job.quant in ("f32", "f16"):
+        return tmp / layout.MODEL_FILE
+    ref = scratch / "model-f32.gguf"
+    if not ref.is_file():  # q8_0 has no intermediate; q4_k_m's is reused
+        _write_text(ref, job, "f32")
+    return ref
+
+
 def _build(tmp: Path, job: _Job, check: bool) -> tuple[dict, dict]:
     """Write, read back, validate and (check) compare; returns (manifest extra, manifest parity)."""
     from genrecal.export.gguf.validate import validate_pair
 
     with tempfile.TemporaryDirectory(prefix="genrecal-gguf-") as scratch_dir:
         scratch = Path(scratch_dir)
-        written = _write_pair(tmp, scratch, job.writer, job.model, job.processor, job.template, job.quant,
-                              job.threads)
+        written = _write_pair(tmp, scratch, job)
         _check_quant(written["quant"], job.strict_quant)
         validate_pair(tmp / layout.MODEL_FILE, tmp / layout.MMPROJ_FILE)  # before llama.cpp loads them
         extra = _extra(job.writer, job.processor, written)
         extra["notes"] = job.writer.notes(job.model, job.processor.tokenizer)
         if not check:
             return extra, {"checked": False}
-        ref = _reference_path(tmp, scratch, job.writer, job.model, job.processor, job.template, job.quant)
+        ref = _reference_path(tmp, scratch, job)
         return extra, _parity(job, tmp, ref, extra)
 
 
@@ -201,6 +206,5 @@ def _parity(job: _Job, tmp: Path, ref: Path, extra: dict) -> dict:
     if job.quant not in ("f32", "f16"):
         result["artifact"] = parity.compare(model, processor, spec, artifact, data, job.steps)
     result["accuracy"] = parity.accuracy(model, processor, spec, artifact, job.accuracy_limit)
-    result["notes"] = extra["notes"]
     parity.enforce(result, job.quant, getattr(job.writer, "LOGIT_TOL", None))
     return result

@@ -101,14 +101,15 @@ def notes(model, tokenizer) -> list[str]:
 
 
 def prompt_format(image_processor) -> PromptFormat:
-    """Splitting off: HF squashes every image to max_image_size square and writes
+    """Splitting off: HF resizes the longest edge to size["longest_edge"], squashes the result to
+    max_image_size square and writes
     `<fake_token_around_image><global-img>` + image tokens + `<fake_token_around_image>`. libmtmd's
-    Idefics3 path would add a tile (and a "\n\n" token) even for an image that needs none, so the
+    Idefics3 path would add a tile (and a "\\n\\n" token) even for an image that needs none, so the
     layout is genrecal's. Splitting on: libmtmd tiles like HF (not covered by tests)."""
     if getattr(image_processor, "do_image_splitting", False):
         return PromptFormat(placeholder=IMAGE_PLACEHOLDER)
-    rule = {"mode": "square", "size": image_processor.max_image_size["longest_edge"],
-            "resample": int(image_processor.resample)}
+    rule = {"mode": "square", "longest_edge": image_processor.size["longest_edge"],
+            "size": image_processor.max_image_size["longest_edge"], "resample": int(image_processor.resample)}
     layout = {"mode": "overview", "before": "<fake_token_around_image><global-img>",
               "after": "<fake_token_around_image>"}
     return PromptFormat(placeholder=IMAGE_PLACEHOLDER, image_rule=rule, image_layout=layout)

@@ -11,12 +11,19 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import importlib.util
 import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
 _ERROR_LEVELS = (2, 3)  # ggml_log_level WARN, ERROR
 _CONT = 5  # GGML_LOG_LEVEL_CONT: continuation of the previous line
+
+
+def missing_bindings(*modules: str) -> str:
+    """'' when every module imports, else "X and Y not installed: pip install 'genrecal[gguf]'"."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"{' and '.join(missing)} not installed: pip install 'genrecal[gguf]'" if missing else ""
 
 
 class _LogBuffer:

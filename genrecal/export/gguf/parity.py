@@ -29,6 +29,7 @@ EMBED_REL_TOL = 5e-3  # max |image-embedding diff| / max |embedding| (mmproj is 
 # not a quality bar (random tiny models measured 0.69-1.0 at Q4_K_M)
 TOP1_FLOOR = {"q8_0": 0.8, "q4_k_m": 0.5}
 ANSWER_TOKENS = 8
+_PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _hf_inputs(processor, question: str, image) -> dict:
 
 def _image_token_id(model) -> int:
     cfg = model.config
-    return int(getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index"))
+    return int(getattr(cfg, "image_token_id", None) or cfg.image_token_index)
 
 
 def torch_greedy(model, inputs: dict, steps: int, stop_ids: set[int] = frozenset()):
@@ -98,7 +99,7 @@ def torch_greedy(model, inputs: dict, steps: int, stop_ids: set[int] = frozenset
     image_id = _image_token_id(model)
     # image inputs only; per-token tensors are rebuilt for the growing sequence (Qwen2-VL's
     # mm_token_type_ids marks image positions with 1)
-    pixels = {k: v for k, v in inputs.items() if v.dim() < 2 or v.shape[:2] != inputs["input_ids"].shape}
+    pixels = {k: v for k, v in inputs.items() if k not in _PER_TOKEN}
     try:
         with torch.no_grad():
             for _ in range(steps):
@@ -135,9 +136,10 @@ def _compare_sample(session, model, processor, sample, steps: int) -> dict:
     ids = _layout_ids(pre.layout, _image_token_id(model))
     inputs = {**hf, "input_ids": torch.tensor([ids])}
     n_img = int((hf["input_ids"][0] == _image_token_id(model)).sum())
-    if n_img != sum(int(x) for k, x in pre.layout if k == "image"):
-        raise GgufExportError(f"llama.cpp made {pre.layout} image rows, the HF processor {n_img}: the image "
-                              "preprocessing differs (image size / merge / scale factor keys)")
+    rows = [int(x) for k, x in pre.layout if k == "image"]
+    if n_img != sum(rows):
+        raise GgufExportError(f"llama.cpp made image blocks of {rows} rows, the HF processor {n_img} image "
+                              "tokens: the image preprocessing differs (image size / merge / scale factor keys)")
     pt_logits, pt_tokens, pt_rows = torch_greedy(model, inputs, steps)
     ll_logits = [pre.logits] + [session.step(t) for t in pt_tokens[:-1]]
     ll_logits = np.stack(ll_logits)
@@ -201,7 +203,8 @@ def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, see
             _, tokens, _ = torch_greedy(model, _hf_inputs(processor, question, image), ANSWER_TOKENS, eos)
             pt_answers.append(processor.tokenizer.decode(tokens, skip_special_tokens=True))
             pre = session.prefill(question, [image])
-            ll_answers.append(session.detokenize(session.greedy_ids(pre.logits, ANSWER_TOKENS)).decode(errors="replace"))
+            ids = session.greedy_ids(pre.logits, ANSWER_TOKENS)
+            ll_answers.append(session.detokenize(ids).decode("utf-8", errors="replace"))
     gold = [_norm(a) for _, a, _ in data]
     return {
         "n": len(data),
@@ -218,13 +221,17 @@ def enforce(result: dict, quant: str, logit_tol: dict | None = None) -> None:
     ref = result["reference"]
     tol = (logit_tol or LOGIT_TOL)[ref["precision"]]
     result["thresholds"] = {"max_abs_logit_diff": tol, "image_embed_rel_diff": EMBED_REL_TOL,
-                            "greedy_identical": "all samples", **({"top1_agreement": TOP1_FLOOR[quant]}
-                                                                  if quant in TOP1_FLOOR else {})}
+                            "greedy_identical": "all samples", "tokenizer_agreement": "all strings"}
+    if quant in TOP1_FLOOR:
+        result["thresholds"]["top1_agreement"] = TOP1_FLOOR[quant]
     problems = []
     if ref["max_abs_logit_diff"] > tol:
         problems.append(f"{ref['precision']} logits differ from PyTorch by {ref['max_abs_logit_diff']:.3g} > {tol}")
     if ref["greedy_identical"] != result["samples"]:
         problems.append(f"greedy continuation differs on {result['samples'] - ref['greedy_identical']} sample(s)")
+    same, total = map(int, ref["tokenizer_agreement"].split("/"))
+    if same != total:
+        problems.append(f"llama.cpp tokenises {total - same}/{total} test strings differently from HF")
     if ref["image_embed_rel_diff"] > EMBED_REL_TOL:
         problems.append(f"image embeddings differ by {ref['image_embed_rel_diff']:.3g} (relative) > {EMBED_REL_TOL}")
     art = result.get("artifact")

@@ -23,7 +23,8 @@ class PromptFormat:
     """What the runtime needs beyond the GGUF files to build a prompt like the HF processor.
 
     placeholder: what the chat template renders for one {"type": "image"} part.
-    image_rule: how the HF image processor sizes an image ({"mode": "square" | "qwen2vl" | "none", ...}).
+    image_rule: how the HF image processor sizes an image ({"mode": "square" | "qwen2vl" | "none", ...});
+      replayed with PIL, which matches HF's own resize to within 1-2 grey levels.
     image_layout: {"mode": "mtmd"} lets libmtmd place the image (and its marker tokens);
       {"mode": "overview", "before": s, "after": s} places one image embedding block between the
       text `before` and `after` — libmtmd's Idefics3 path always adds a tile, HF with splitting off
@@ -54,13 +55,26 @@ class PromptFormat:
         """Resize as the HF image processor would, so llama.cpp sees the same pixels; RGB out."""
         image = image.convert("RGB")
         rule = self.image_rule
-        if rule["mode"] == "square":
+        if rule["mode"] == "square":  # Idefics3 without splitting: longest edge first, then squashed
+            first = longest_edge_size(*image.size, rule["longest_edge"])
+            if image.size != first:
+                image = image.resize(first, resample=rule.get("resample", 3))
             size = (rule["size"], rule["size"])
         elif rule["mode"] == "qwen2vl":
             size = qwen2vl_size(*image.size, rule["factor"], rule["min_pixels"], rule["max_pixels"])
         else:
             return image
         return image if image.size == size else image.resize(size, resample=rule.get("resample", 3))
+
+
+def longest_edge_size(w: int, h: int, longest: int) -> tuple[int, int]:
+    """(width, height) with the longest side = `longest`, the other truncated then rounded up to even
+    (the Idefics3 processor's rule)."""
+    if w >= h:
+        nh = int(longest / (w / h))
+        return longest, max(1, nh + nh % 2)
+    nw = int(longest * (w / h))
+    return max(1, nw + nw % 2), longest
 
 
 def qwen2vl_size(w: int, h: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:

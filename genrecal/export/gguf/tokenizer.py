@@ -19,13 +19,11 @@ from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.prompt import render_chat
 
 T = gguf.TokenType
-# pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name
-_SPLIT_REGEX = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
-        "qwen2",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
-        "llama-bpe",
-}
+# pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name; the two differ
+# only in how digits group (Qwen2: one digit per piece, Llama 3: up to three)
+_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_SPLIT_REGEX = {_WORDS + r"\p{N}" + _REST: "qwen2", _WORDS + r"\p{N}{1,3}" + _REST: "llama-bpe"}
 
 
 @dataclass(frozen=True)

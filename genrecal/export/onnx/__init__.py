@@ -55,12 +55,12 @@ class OnnxBuild:
 
         src, facts = self.fp32()
         ops = convert_graphs(src, dst, precision)
-        for path in src.iterdir():
-            if path.is_file() and path.suffix != ".onnx":
+        for path in src.iterdir():  # processor, tokenizer, configs (graphs and weight sidecars done above)
+            if path.is_file() and path.suffix not in (".onnx", ".data"):
                 shutil.copyfile(path, dst / path.name)
         return {**facts, **ops}
 
-    def manifest(self, dst: Path, precision: str, target: str, extra: dict) -> Manifest:
+    def manifest(self, precision: str, target: str, extra: dict) -> Manifest:
         return Manifest(format="onnx", target=target, family=self.student()[0].config.model_type,
                         precision=precision, source_sha256=self.source_sha256(), extra=extra)
 
@@ -76,7 +76,7 @@ class OnnxBuild:
 
     def build(self, final_dir: Path, precision: str, target: str) -> Manifest:
         def build(tmp: Path) -> Manifest:
-            manifest = self.manifest(tmp, precision, target, self.write_precision(tmp, precision))
+            manifest = self.manifest(precision, target, self.write_precision(tmp, precision))
             manifest.parity = self.check_dir(tmp, manifest)
             return manifest
 

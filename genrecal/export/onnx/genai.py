@@ -12,13 +12,13 @@ image preprocessing reads an onnxruntime-extensions processor config that is not
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from genrecal.export import layout
+from genrecal.export.onnx.files import export_graph
 
 GENAI_EMBED_GRAPH = "embed_tokens_genai.onnx"
 
@@ -42,13 +42,10 @@ def export_genai_embedding(model: nn.Module, image_token_id: int, path: Path) ->
     ids = torch.full((2, 5), image_token_id, dtype=torch.long)
     ids[:, 0] = 0 if image_token_id != 0 else 1  # a text row and image rows, so both paths are traced
     feats = torch.randn(int((ids == image_token_id).sum()), model.config.get_text_config().hidden_size)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(GenaiEmbedding(model, image_token_id).eval(), (ids, feats), str(path),
-                          input_names=["input_ids", "image_features"], output_names=["inputs_embeds"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "image_features": {0: "num_image_tokens"},
-                                        "inputs_embeds": {0: "batch", 1: "seq"}},
-                          opset_version=layout.OPSET, dynamo=False)
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "image_features": {0: "num_image_tokens"},
+            "inputs_embeds": {0: "batch", 1: "seq"}}
+    export_graph(GenaiEmbedding(model, image_token_id).eval(), (ids, feats), path, ("input_ids", "image_features"),
+                 ("inputs_embeds",), axes, "torchscript")
 
 
 def genai_config(config, facts: dict) -> dict:

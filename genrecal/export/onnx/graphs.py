@@ -10,7 +10,6 @@ for these wrappers); the vision graph uses the exporter its family's spec names.
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,17 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from genrecal.errors import GenrecalError
 from genrecal.export import layout
+from genrecal.export.onnx.files import export_graph
 from genrecal.export.onnx.genai import write_genai
 from genrecal.export.onnx.wrappers import Decoder, EmbedTokens, kv_shape
 from genrecal.families import get_family
 from genrecal.families.base import image_token_id
 from genrecal.families.onnx_base import OnnxSpec, names, onnx_spec
+from genrecal.runtimes.onnxruntime import prepare_inputs
 
 # files copied next to the graphs so an artifact dir is self-contained (processor + configs)
 SIDE_FILES = ("config.json", "generation_config.json")
-
-
-class OnnxExportError(GenrecalError):
-    """A graph that failed to export or failed onnx.checker."""
 
 
 def load_student(hf_dir: Path):
@@ -43,52 +39,25 @@ def load_student(hf_dir: Path):
     return model, processor
 
 
-def chat_prompt(processor, question: str, n_images: int) -> str:
-    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
-
-
 def trace_vision_inputs(spec: OnnxSpec, processor) -> tuple[torch.Tensor, ...]:
     """Processor output for two images of different sizes, through the runtime's own feed function."""
     rng = np.random.RandomState(0)
     images = [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((64, 64), (48, 64))]
-    enc = processor(text=[chat_prompt(processor, "What shape is it?", 2)], images=[images], return_tensors="np")
-    feeds = spec.vision_feeds(dict(enc))
+    feeds = spec.vision_feeds(prepare_inputs(processor, images, "What shape is it?"))
     return tuple(torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in spec.vision_inputs)
-
-
-def _export(module, args, path: Path, inputs, outputs, axes, exporter: str) -> None:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python ints are expected here
-        if exporter == "dynamo":
-            dims = {}
-            shapes = tuple({ax: dims.setdefault(name, torch.export.Dim(name, min=1)) for ax, name in axes[i].items()}
-                           for i in inputs)
-            torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
-                              dynamic_shapes=shapes, opset_version=max(layout.OPSET, 18), dynamo=True,
-                              external_data=False, verbose=False)
-        else:
-            torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
-                              dynamic_axes={k: v for k, v in axes.items() if k in (*inputs, *outputs)},
-                              opset_version=layout.OPSET, dynamo=False)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise OnnxExportError(f"{path.name} failed onnx.checker: {str(exc).splitlines()[0]}") from None
 
 
 def export_vision(model, processor, spec: OnnxSpec, path: Path) -> None:
     wrapper = spec.wrap_vision(model).eval()
     args = trace_vision_inputs(spec, processor)
     axes = {**spec.vision_axes, "image_features": {0: "num_image_tokens"}}
-    _export(wrapper, args, path, spec.vision_inputs, ("image_features",), axes, spec.exporter)
+    export_graph(wrapper, args, path, spec.vision_inputs, ("image_features",), axes, spec.exporter)
 
 
 def export_embed(model, path: Path) -> None:
     ids = torch.ones(2, 3, dtype=torch.long)  # [B, L]
     axes = {"input_ids": {0: "batch", 1: "seq"}, "inputs_embeds": {0: "batch", 1: "seq"}}
-    _export(EmbedTokens(model).eval(), (ids,), path, ("input_ids",), ("inputs_embeds",), axes, "torchscript")
+    export_graph(EmbedTokens(model).eval(), (ids,), path, ("input_ids",), ("inputs_embeds",), axes, "torchscript")
 
 
 def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
@@ -106,7 +75,7 @@ def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
             "position_ids": pos_axes, "logits": {0: "batch", 1: "seq"}}
     axes.update({n: {0: "batch", 2: "past_len"} for n in layout.past_names(n_layers)})
     axes.update({n: {0: "batch", 2: "total_len"} for n in layout.present_names(n_layers)})
-    _export(Decoder(model).eval(), (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers),
+    export_graph(Decoder(model).eval(), (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers),
             layout.decoder_outputs(n_layers), axes, "torchscript")
 
 
@@ -128,7 +97,8 @@ def model_facts(model, processor, spec: OnnxSpec) -> dict:
         "pad_token_id": processor.tokenizer.pad_token_id,
         "mrope": spec.mrope,
         "spatial_merge_size": getattr(vision_cfg, "spatial_merge_size", None) if spec.mrope else None,
-        "opset": layout.OPSET,
+        "opsets": {"vision": max(layout.OPSET, 18) if spec.exporter == "dynamo" else layout.OPSET,
+                   "embed": layout.OPSET, "decoder": layout.OPSET},
     }
 
 

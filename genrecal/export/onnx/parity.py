@@ -24,12 +24,13 @@ NEW_TOKENS = 16
 ACCURACY_QUESTIONS = 20
 ACCURACY_TOKENS = 8
 
-# fp32 must match PyTorch; fp16 rounds every weight and activation (measured 2.5-4.6e-4 on the
-# tiny zoo models, ORT CPU with basic graph optimisation);
-# quantised graphs are judged by agreement, not logit distance (random tiny models move a lot).
+# fp32 must match PyTorch in absolute terms. fp16 rounds every weight and activation, so its error
+# grows with the logits: it is bounded relative to the largest |logit| (measured 2.5-4.6e-4 on the
+# random tiny zoo models, |logit| < 1; 2.6e-3 on a trained tiny LLaVA with larger logits).
+# Quantised graphs are judged by agreement, not logit distance (random tiny models move a lot).
 TOLERANCES = {
     "fp32": {"max_abs_diff": 1e-3, "greedy_identical": 1.0},
-    "fp16": {"max_abs_diff": 5e-3, "greedy_identical": 1.0},
+    "fp16": {"max_rel_diff": 5e-3, "greedy_identical": 1.0},
     "int8": {"top1_agreement": 0.75},
     "int4": {"top1_agreement": 0.5},
 }
@@ -92,6 +93,7 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
 def check_artifact(rt: OnnxRuntime, ref: Reference, precision: str) -> dict:
     """Compare one artifact with the reference; returns the manifest's `parity` record."""
     prefill_diff, step_diff, hits, total, same = 0.0, 0.0, 0, 0, 0
+    scale = max(float(np.abs(a).max()) for a in [*ref.prefill, *(s for steps in ref.steps for s in steps)])
     for enc, prefill, steps, tokens in zip(ref.encs, ref.prefill, ref.steps, ref.tokens):
         forced = rt.logits_for(enc, len(tokens), forced=tokens)  # same prefix as PyTorch at every step
         prefill_diff = max(prefill_diff, _max_diff(forced.prefill_logits, prefill))
@@ -107,7 +109,8 @@ def check_artifact(rt: OnnxRuntime, ref: Reference, precision: str) -> dict:
         "reference": f"PyTorch eager AutoModelForImageTextToText (transformers {ref.transformers})",
         "samples": len(ref.encs), "new_tokens": NEW_TOKENS,
         "max_abs_diff": max(prefill_diff, step_diff), "prefill_max_abs_diff": prefill_diff,
-        "decode_max_abs_diff": step_diff,
+        "decode_max_abs_diff": step_diff, "logit_scale": scale,
+        "max_rel_diff": max(prefill_diff, step_diff) / max(scale, 1.0),
         "top1_agreement": hits / max(total, 1), "top1_steps": total,
         "greedy_identical": same / max(len(ref.encs), 1),
         "accuracy": {"questions": len(ref.answers), "torch": ref.accuracy,
@@ -120,8 +123,9 @@ def check_artifact(rt: OnnxRuntime, ref: Reference, precision: str) -> dict:
 
 def passes(record: dict, tolerance: dict) -> bool:
     ok = True
-    if "max_abs_diff" in tolerance:
-        ok &= record["max_abs_diff"] <= tolerance["max_abs_diff"]
+    for key in ("max_abs_diff", "max_rel_diff"):
+        if key in tolerance:
+            ok &= record[key] <= tolerance[key]
     if "greedy_identical" in tolerance:
         ok &= record["greedy_identical"] >= tolerance["greedy_identical"]
     if "top1_agreement" in tolerance:

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import onnx
 
 from genrecal.errors import GenrecalError
+from genrecal.export.onnx.files import copy_graph, is_large, save_graph
 
 PRECISIONS = ("fp32", "int8", "int4", "fp16")
 INT4_BLOCK = 32
@@ -33,7 +33,8 @@ def op_domains(model: onnx.ModelProto) -> set[str]:
 def _int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
+                     use_external_data_format=is_large(src))
 
 
 def _int4(src: Path, dst: Path) -> None:
@@ -41,7 +42,7 @@ def _int4(src: Path, dst: Path) -> None:
 
     quant = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=INT4_BLOCK, is_symmetric=True)
     quant.process()
-    quant.model.save_model_to_file(str(dst), use_external_data_format=False)
+    quant.model.save_model_to_file(str(dst), use_external_data_format=is_large(src))
 
 
 def _fp16(src: Path, dst: Path) -> None:
@@ -51,7 +52,7 @@ def _fp16(src: Path, dst: Path) -> None:
     foreign = op_domains(model) - set(STANDARD_DOMAINS)
     if foreign:  # a graph meant for TensorRT must parse with its ONNX parser
         raise QuantizeError(f"fp16 {src.name} uses non-standard op domains {sorted(foreign)}")
-    onnx.save(model, str(dst))
+    save_graph(model, dst)
 
 
 _CONVERTERS = {"int8": _int8, "int4": _int4, "fp16": _fp16}
@@ -71,7 +72,7 @@ def convert_graphs(src_dir: Path, dst_dir: Path, precision: str) -> dict:
     try:
         for name in sorted(p.name for p in src_dir.glob("*.onnx")):  # the three graphs (+ genai's embedding)
             if precision == "fp32":
-                shutil.copyfile(src_dir / name, dst_dir / name)
+                copy_graph(src_dir / name, dst_dir / name)
             else:
                 _CONVERTERS[precision](src_dir / name, dst_dir / name)
             domains |= op_domains(onnx.load(str(dst_dir / name), load_external_data=False))

@@ -1,0 +1,149 @@
+"""Summaries and the written report of `genrecal-bench quality`: quality.json, quality.md, quality.png.
+
+A run record is one trained student: {"name", "method", "seed", "accuracy", "train_seconds",
+"eval_seconds", "steps", "samples", "stage_steps", "overrides", "attention_mass"}. `name` is the
+method for the three compared methods and the variant's name for investigated GenRecal variants.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+COMPARED = ("sft", "uld", "genrecal")
+
+
+def gap_closed(acc: float, sft: float, teacher: float) -> float | None:
+    """(method - sft) / (teacher - sft); None when the teacher does not beat SFT (nothing to close)."""
+    gap = teacher - sft
+    return None if gap <= 0 else (acc - sft) / gap
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(runs: list[dict], teacher_acc: float) -> dict[str, dict]:
+    """Per name (method or variant): accuracy mean/sd over seeds, gap closed, time, budget, mass."""
+    names = list(dict.fromkeys(r["name"] for r in runs))
+    out: dict[str, dict] = {}
+    for name in names:
+        rs = [r for r in runs if r["name"] == name]
+        acc, sd = mean_sd([r["accuracy"] for r in rs])
+        out[name] = {"method": rs[0]["method"], "n_seeds": len(rs), "accuracy_mean": acc, "accuracy_sd": sd,
+                     "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in rs),
+                     "steps": rs[0]["steps"], "samples": rs[0]["samples"], "overrides": rs[0]["overrides"]}
+        masses = [r["attention_mass"]["distill_mean"] for r in rs if r.get("attention_mass")]
+        if masses:
+            out[name]["attention_mass_distill"] = mean_sd(masses)
+            out[name]["attention_mass_align"] = mean_sd([r["attention_mass"]["align_mean"] for r in rs])
+    sft = out.get("sft", {}).get("accuracy_mean")
+    for s in out.values():
+        s["gap_closed"] = None if sft is None else gap_closed(s["accuracy_mean"], sft, teacher_acc)
+    return out
+
+
+def verdict(summary: dict, teacher_acc: float) -> dict:
+    """The issue's targets, each True/False (None when a method is missing)."""
+    acc = {m: summary[m]["accuracy_mean"] for m in COMPARED if m in summary}
+    if len(acc) < len(COMPARED):
+        return {"genrecal>uld>sft": None, "genrecal_closes_half_gap": None, "teacher_beats_sft_by_10": None}
+    return {"genrecal>uld>sft": acc["genrecal"] > acc["uld"] > acc["sft"],
+            "genrecal_closes_half_gap": (summary["genrecal"]["gap_closed"] or 0.0) >= 0.5,
+            "teacher_beats_sft_by_10": teacher_acc - acc["sft"] >= 0.10}
+
+
+def _pct(x: float | None, sd: float | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if sd is None else f"{100 * x:.1f} ± {100 * sd:.1f}%"
+
+
+def _mass(s: dict) -> str:
+    if "attention_mass_distill" not in s:
+        return "-"
+    (a, _), (d, _) = s["attention_mass_align"], s["attention_mass_distill"]
+    return f"{a:.2f} / {d:.2f}"
+
+
+def markdown(result: dict) -> str:
+    """The report table plus the regime it was measured in."""
+    summ, reg = result["summary"], result["regime"]
+    t, p = result["teacher"], result["pretrained_student"]
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    lines = [
+        "# GenRecal quality benchmark (easy-vqa)", "",
+        f"Command: `{result['command']}`  ",
+        f"Evaluation: {reg['eval']}.  ",
+        f"Teacher: {reg['teacher']}.  ",
+        f"Student: {reg['student']}.  ",
+        f"Budget (every method, seeds {seeds}): {reg['budget']}.", "",
+        "| student | accuracy (mean ± sd) | per seed | gap closed | train s / run | steps | samples "
+        "| attn. mass on q_s (align / distill) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| teacher ({t['family']}) | {_pct(t['accuracy'])} | | | {t['train_seconds']:.0f} (cached after) "
+        f"| {t['steps']} | {t['samples']} | |",
+        f"| pretrained student (start) | {_pct(p['accuracy'])} | | "
+        f"{_pct(gap_closed(p['accuracy'], summ['sft']['accuracy_mean'], t['accuracy']) if 'sft' in summ else None)} "
+        f"| {p['train_seconds']:.0f} | {p['steps']} | {p['samples']} | |",
+    ]
+    for name, s in summ.items():
+        per_seed = " ".join(_pct(r["accuracy"]) for r in result["runs"] if r["name"] == name)
+        label = name if name in COMPARED else f"variant: {name}"
+        lines.append(f"| {label} | {_pct(s['accuracy_mean'], s['accuracy_sd'])} | {per_seed} | "
+                     f"{_pct(s['gap_closed'])} | {s['train_seconds_mean']:.0f} | {s['steps']} | {s['samples']} "
+                     f"| {_mass(s)} |")
+    v = result["verdict"]
+    lines += ["", "Gap closed = (method - SFT) / (teacher - SFT) on the means. Attention mass: mean share of "
+              "the Recalibrator's last-block attention from teacher-answer positions onto the student-question "
+              "part, averaged over the align and the distill stage.", "",
+              f"Targets: GenRecal > ULD > SFT: **{v['genrecal>uld>sft']}**; GenRecal closes >= half the gap: "
+              f"**{v['genrecal_closes_half_gap']}**; teacher beats SFT by >= 10 points: "
+              f"**{v['teacher_beats_sft_by_10']}**.", "",
+              f"Wall time: {result['wall_seconds'] / 60:.1f} min on {result['host']['summary']}.", ""]
+    variants = {n: s["overrides"] for n, s in summ.items() if n not in COMPARED}
+    if variants:
+        lines += ["Variants (GenRecal with these DistillConfig changes): "
+                  + "; ".join(f"`{n}` = {json.dumps(o)}" for n, o in variants.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> Path:
+    """Bars (mean, sd error bars, seeds as dots) per student; teacher as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    summ = result["summary"]
+    names = ["pretrained"] + list(summ)
+    means = [result["pretrained_student"]["accuracy"]] + [summ[n]["accuracy_mean"] for n in summ]
+    sds = [0.0] + [summ[n]["accuracy_sd"] for n in summ]
+    colors = ["#bbbbbb"] + ["#4c72b0" if n in COMPARED else "#8fb0d9" for n in summ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names)), 4))
+    x = range(len(names))
+    ax.bar(x, [100 * m for m in means], yerr=[100 * s for s in sds], color=colors, capsize=4)
+    for i, n in enumerate(names[1:], start=1):
+        ys = [100 * r["accuracy"] for r in result["runs"] if r["name"] == n]
+        ax.scatter([i] * len(ys), ys, color="black", s=10, zorder=3)
+    ax.axhline(100 * result["teacher"]["accuracy"], color="#c44e52", linestyle="--", label="teacher")
+    ax.set_xticks(list(x), names, rotation=20, ha="right")
+    ax.set_ylabel("easy-vqa test accuracy (%)")
+    low = min(means + [result["teacher"]["accuracy"]])
+    ax.set_ylim(max(0, 100 * low - 10), 100)
+    ax.set_title(f"{result['regime']['pair']}, {len(result['seeds'])} seed(s)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_all(result: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "quality.json", "md": out / "quality.md", "png": out / "quality.png"}
+    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
+    paths["md"].write_text(markdown(result))
+    plot(result, paths["png"])
+    return paths

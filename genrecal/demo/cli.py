@@ -1,0 +1,85 @@
+"""`genrecal-demo` (also `genrecal demo`): open the teacher-vs-student page in a browser.
+
+    genrecal-demo                                  # the quickstart's genrecal-out/teacher + student-genrecal
+    genrecal-demo --teacher T --student S [--runtime R] [--host 127.0.0.1] [--port 7860] [--share]
+    genrecal-demo --student genrecal-out/export    # offer every exported artifact of the student
+
+Binds 127.0.0.1 unless --host says otherwise; --share also asks Gradio for a public link.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from genrecal.errors import GenrecalError
+
+DEFAULT_OUT = Path("genrecal-out")
+DEFAULT_TEACHER = DEFAULT_OUT / "teacher"
+DEFAULT_STUDENT = DEFAULT_OUT / "student-genrecal"
+
+
+class DemoError(GenrecalError):
+    """Start-up problems: missing model dirs, a busy port."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from genrecal import runtimes
+
+    p = argparse.ArgumentParser(prog="genrecal-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", help=f"teacher model dir (default: {DEFAULT_TEACHER})")
+    p.add_argument("--student", help=f"student model dir, export artifact or export root (default: {DEFAULT_STUDENT})")
+    p.add_argument("--runtime", choices=tuple(runtimes.BACKENDS),
+                   help="runtime for the --student artifact (default: the one its format needs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also create a public *.gradio.live link")
+    p.add_argument("--threads", type=int, help="CPU threads per model (default: the runtime's own)")
+    p.add_argument("--max-new-tokens", type=int, default=32, dest="max_new_tokens", help="answer length cap")
+    return p
+
+
+def resolve_paths(teacher: str | None, student: str | None) -> tuple[Path, Path]:
+    """The two model paths; the quickstart's outputs when none are given, with a one-line hint if missing."""
+    if teacher is None and student is None:
+        missing = [p for p in (DEFAULT_TEACHER, DEFAULT_STUDENT) if not p.exists()]
+        if missing:
+            raise DemoError(f"no quickstart outputs at {', '.join(map(str, missing))}: create them with "
+                            f"`genrecal quickstart --out {DEFAULT_OUT}`, or pass --teacher and --student")
+    t, s = Path(teacher or DEFAULT_TEACHER), Path(student or DEFAULT_STUDENT)
+    for flag, path in (("--teacher", t), ("--student", s)):
+        if not path.exists():
+            raise DemoError(f"{flag} {path}: not found (run `genrecal quickstart` to create "
+                            f"{DEFAULT_TEACHER} and {DEFAULT_STUDENT})")
+    return t, s
+
+
+def _validate(args) -> None:
+    if not 1 <= args.port <= 65535:
+        raise DemoError(f"--port must be in 1..65535, got {args.port}")
+    if not 1 <= args.max_new_tokens <= 512:
+        raise DemoError(f"--max-new-tokens must be in 1..512, got {args.max_new_tokens}")
+    if args.threads is not None and args.threads < 1:
+        raise DemoError(f"--threads must be >= 1, got {args.threads}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _validate(args)
+    teacher, student = resolve_paths(args.teacher, args.student)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline demo
+    from genrecal.demo.app import build_app, launch_options
+    from genrecal.demo.models import Models
+
+    print(f"loading teacher {teacher} and student {student} ...", flush=True)
+    models = Models.open(teacher, student, runtime=args.runtime, threads=args.threads)
+    app = build_app(models, max_new_tokens=args.max_new_tokens)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding {args.host}: the demo is reachable from other machines", flush=True)
+    print(f"genrecal demo on http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port} "
+          "(Ctrl+C stops it)", flush=True)
+    try:
+        app.launch(**launch_options(args.host, args.port, args.share))
+    except OSError as exc:  # Gradio's "Cannot find empty port" and bind failures
+        raise DemoError(f"cannot serve on {args.host}:{args.port} ({exc}); pass another --port") from None
+    return 0
