@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -43,11 +45,17 @@ def corpus() -> tuple[str, ...]:
 
 
 def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right") -> PreTrainedTokenizerFast:
-    """Train a small tokenizer of the family's algorithm and wrap it for transformers."""
+    """Train a small tokenizer of the family's algorithm and wrap it for transformers.
+
+    Reproducible across processes (the same spec gives the same vocabulary everywhere), so a zoo
+    model built twice with one seed is the same model.
+    """
     specials = [t for t in (spec.unk, spec.pad, spec.bos, spec.eos) if t] + list(spec.special_tokens)
     specials = list(dict.fromkeys(specials))
-    tok, trainer = _model_and_trainer(spec, specials)
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    builders = {"bpe": _byte_level_bpe, "wordpiece": _wordpiece, "unigram": _unigram}
+    if spec.algorithm not in builders:
+        raise ValueError(f"unknown tokenizer algorithm {spec.algorithm!r} (bpe, wordpiece, unigram)")
+    tok = builders[spec.algorithm](spec, specials)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=spec.bos,
@@ -61,33 +69,64 @@ def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right") -> PreTrai
     )
 
 
-def _model_and_trainer(spec: TokenizerSpec, specials: list[str]):
-    if spec.algorithm == "bpe":  # byte-level BPE, GPT-2 style (what llama.cpp calls "gpt2")
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
-        trainer = trainers.BpeTrainer(
-            vocab_size=spec.vocab_size, special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-        )
-    elif spec.algorithm == "wordpiece":  # uncased WordPiece (BERT style)
-        tok = Tokenizer(models.WordPiece(unk_token=spec.unk or "[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, special_tokens=specials, show_progress=False)
-    elif spec.algorithm == "unigram":  # SentencePiece-style unigram with the metaspace convention
-        tok = Tokenizer(models.Unigram())
-        tok.pre_tokenizer = pre_tokenizers.Metaspace()
-        tok.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(
-            vocab_size=spec.vocab_size, special_tokens=specials, unk_token=spec.unk, show_progress=False,
-            initial_alphabet=["\n"],  # chat templates use newlines; the corpus lines have none
-        )
-    else:
-        raise ValueError(f"unknown tokenizer algorithm {spec.algorithm!r} (bpe, wordpiece, unigram)")
-    return tok, trainer
+def _byte_level_bpe(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
+    """GPT-2 style byte-level BPE (what llama.cpp calls "gpt2")."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    return tok
+
+
+def _word_counts(pre) -> Counter:
+    return Counter(w for line in corpus() for w, _ in pre.pre_tokenize_str(line))
+
+
+def _top(counts: Counter, n: int, exclude) -> list[str]:
+    """The n most frequent entries, ties broken alphabetically (reproducible)."""
+    ranked = sorted((k for k in counts if k not in exclude), key=lambda k: (-counts[k], k))
+    return ranked[:max(n, 0)]
+
+
+def _wordpiece(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
+    """Uncased WordPiece (BERT style) over a frequency-ranked vocabulary: every character (alone and
+    as a "##" continuation), then the most frequent whole words. Built here rather than with
+    tokenizers' WordPieceTrainer, whose vocabulary changes from process to process."""
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter({normalizer.normalize_str(w): n for w, n in _word_counts(pre).items()})
+    chars = sorted({c for w in words for c in w})
+    base = specials + chars + [f"##{c}" for c in chars]
+    vocab = base + _top(words, spec.vocab_size - len(base), set(base))
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token=spec.unk or "[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
+    return tok
+
+
+def _unigram(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
+    """SentencePiece-style Unigram (metaspace): every character plus the most frequent substrings
+    (up to 8 characters) of the corpus words, scored by log frequency; segmentation is Viterbi.
+    Built here because tokenizers' UnigramTrainer is not reproducible across processes."""
+    pre = pre_tokenizers.Metaspace()
+    words = _word_counts(pre)
+    subs: Counter = Counter()
+    for w, n in words.items():
+        for i in range(len(w)):
+            for j in range(i + 2, min(len(w), i + 8) + 1):
+                subs[w[i:j]] += n
+    chars = Counter({c: 1 for c in "\n"})  # chat templates use newlines; the corpus lines have none
+    for w, n in words.items():
+        for c in w:
+            chars[c] += n
+    pieces = sorted(chars) + _top(subs, spec.vocab_size - len(specials) - len(chars), set(chars))
+    counts = {p: chars.get(p, 0) + subs.get(p, 0) for p in pieces}
+    total = sum(counts.values())
+    vocab = [(t, 0.0) for t in specials] + [(p, math.log(counts[p] / total)) for p in pieces]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=specials.index(spec.unk), byte_fallback=False))
+    tok.pre_tokenizer, tok.decoder = pre, decoders.Metaspace()
+    return tok
 
 
 def build(family: str, size: str = "tiny", seed: int = 0):

@@ -131,6 +131,48 @@ def test_items(plan: Plan) -> list[tuple[str, str, str]]:
     return [(q, a, str(p)) for q, a, p in load_easy_vqa_questions("test", limit=plan.test_questions, seed=0)]
 
 
+def answer_kind(answer: str) -> str:
+    from genrecal.data.shapes import SHAPES
+
+    return "yes_no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "color"
+
+
+def question_only_prior(items: list[tuple[str, str, str]]) -> dict:
+    """Accuracy of answering each test question with its most frequent easy-vqa TRAIN answer, image unseen.
+
+    easy-vqa's yes/no questions are mostly "no" (mostly "yes" when negated), so a model that ignores
+    the image already scores here; only accuracy above it comes from looking at the image.
+    """
+    from collections import Counter, defaultdict
+
+    import easy_vqa
+
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for q, a in zip(*easy_vqa.get_train_questions()[:2]):
+        counts[q][a] += 1
+    hits = {}
+    for q, a, _ in items:
+        hits.setdefault(answer_kind(a), []).append(counts[q].most_common(1)[0][0] == a if q in counts else False)
+    return _combine({k: (sum(v) / len(v), len(v)) for k, v in hits.items()})
+
+
+def _combine(by_kind: dict[str, tuple[float, int]]) -> dict:
+    n = sum(c for _, c in by_kind.values())
+    return {"accuracy": sum(acc * c for acc, c in by_kind.values()) / n,
+            "by_kind": {k: round(acc, 4) for k, (acc, _) in sorted(by_kind.items())}}
+
+
+def score(model_dir: str, items: list[tuple[str, str, str]], progress: bool = False, desc: str = "eval") -> dict:
+    """Greedy exact-match accuracy overall and per answer kind (yes/no, shape, colour)."""
+    from genrecal.distill.evaluate import accuracy
+
+    kinds: dict[str, list] = {}
+    for it in items:
+        kinds.setdefault(answer_kind(it[1]), []).append(it)
+    return _combine({k: (accuracy(model_dir, sub, progress=progress, desc=f"{desc} {k}")["accuracy"], len(sub))
+                     for k, sub in kinds.items()})
+
+
 # ---------------------------------------------------------------- training
 def _train(run_dir: Path, progress: bool, **cfg_fields) -> tuple[Path, float, dict]:
     """One fresh training run in run_dir; returns (student dir, seconds, the DistillConfig as a dict)."""
@@ -215,30 +257,37 @@ def attention_mass(log_path: Path) -> dict | None:
     return out or None
 
 
-def run_one(runs: Path, plan: Plan, name: str, method: str, seed: int, teacher: str, start: str, data: Path,
+def run_one(runs: Path, plan: Plan, name: str, method: str, seed: int, models: dict, data: Path,
             items: list, overrides: dict, progress: bool) -> dict:
-    """Train one student from the pretrained checkpoint and score it."""
-    from genrecal.distill.evaluate import accuracy
-
-    run_dir = runs / f"{name}-seed{seed}"
-    fields = dict(student=start, data=str(data), method=method, max_steps=plan.budget_steps,
-                  batch_size=plan.batch_size, lr=plan.lr, min_lr=plan.min_lr, seed=seed, **overrides)
-    if method != "sft":
-        fields["teacher"] = teacher
-    student, seconds, cfg = _train(run_dir, progress, **fields)
-    t0 = time.perf_counter()
-    acc = accuracy(str(student), items, progress=progress, desc=f"eval {name}")["accuracy"]
+    """Train one student from the pretrained checkpoint and score it; a finished identical run is reused."""
     from genrecal.distill.config import DistillConfig
 
-    record = {"name": name, "method": method, "seed": seed, "accuracy": acc, "train_seconds": round(seconds, 1),
+    run_dir = runs / f"{name}-seed{seed}"
+    fields = dict(student=models["start"]["path"], data=str(data), method=method, max_steps=plan.budget_steps,
+                  batch_size=plan.batch_size, lr=plan.lr, min_lr=plan.min_lr, seed=seed, **overrides)
+    if method != "sft":
+        fields["teacher"] = models["teacher"]["path"]
+    key = cache_key({"fields": fields, "teacher": models["teacher"]["recipe"], "start": models["start"]["recipe"],
+                     "test_questions": plan.test_questions})
+    done = run_dir / "result.json"
+    if done.exists() and json.loads(done.read_text()).get("key") == key:
+        record = json.loads(done.read_text())
+        _say(f"{name} seed {seed}: {100 * record['accuracy']:.1f}% (reused from {run_dir})")
+        return {**record, "reused": True}
+    student, seconds, cfg = _train(run_dir, progress, **fields)
+    t0 = time.perf_counter()
+    scores = score(str(student), items, progress, f"eval {name}")
+    record = {"name": name, "method": method, "seed": seed, "accuracy": scores["accuracy"],
+              "by_kind": scores["by_kind"], "train_seconds": round(seconds, 1),
               "eval_seconds": round(time.perf_counter() - t0, 1), "steps": plan.budget_steps,
               "samples": plan.budget_steps * plan.batch_size, "stage_steps": DistillConfig(**cfg).stage_steps(),
               "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
               "attention_mass": attention_mass(run_dir / "train_log.jsonl") if method == "genrecal" else None,
-              "run_dir": str(run_dir)}
+              "run_dir": str(run_dir), "key": key}
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    _say(f"{name} seed {seed}: {100 * acc:.1f}% (train {seconds:.0f} s, eval {record['eval_seconds']:.0f} s)")
-    return record
+    done.write_text(json.dumps(record, indent=2))
+    _say(f"{name} seed {seed}: {100 * record['accuracy']:.1f}% (train {seconds:.0f} s, eval {record['eval_seconds']:.0f} s)")
+    return {**record, "reused": False}
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -295,33 +344,43 @@ def run_quality(plan: Plan, seeds: list[int], out: Path, cache: Path, variants: 
     """The whole benchmark; writes OUT/quality.{json,md,png} and returns the result dict."""
     import torch
 
-    from genrecal.distill.evaluate import accuracy
-
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     host = host_info(threads)
     out.mkdir(parents=True, exist_ok=True)
     data = split_easy_vqa(out / "data", plan)
     items = test_items(plan)
-    teacher = build_teacher(cache, plan, progress)
-    start = build_pretrained_student(cache, plan, data, progress)
-    for role, info in (("teacher", teacher), ("pretrained student", start)):
-        info["accuracy"] = accuracy(info["path"], items, progress=progress, desc=f"eval {role}")["accuracy"]
-        _say(f"{role}: {100 * info['accuracy']:.1f}% on {len(items)} easy-vqa test questions")
-    teacher["family"] = f"{plan.teacher_family}/{plan.teacher_size}"
+    models = {"teacher": build_teacher(cache, plan, progress),
+              "start": build_pretrained_student(cache, plan, data, progress)}
+    for role, info in models.items():
+        info.update(score(info["path"], items, progress, f"eval {role}"))
+        _say(f"{role}: {100 * info['accuracy']:.1f}% on {len(items)} easy-vqa test questions {info['by_kind']}")
+    models["teacher"]["family"] = f"{plan.teacher_family}/{plan.teacher_size}"
     todo = [(m, m, {}) for m in quality_report.COMPARED] + [(v, "genrecal", VARIANTS[v]) for v in variants]
-    runs = [run_one(out / "runs", plan, name, method, seed, teacher["path"], start["path"], data["budget"], items,
-                    overrides, progress)
+    runs = [run_one(out / "runs", plan, name, method, seed, models, data["budget"], items, overrides, progress)
             for seed in seeds for name, method, overrides in todo]
-    summary = quality_report.summarize(runs, teacher["accuracy"])
+    teacher_acc = models["teacher"]["accuracy"]
+    summary = quality_report.summarize(runs, teacher_acc)
     result = {"kind": "quality", "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
-              "plan": asdict(plan), "seeds": seeds, "regime": describe(plan, teacher, start), "teacher": teacher,
-              "pretrained_student": start, "runs": runs, "summary": summary,
-              "verdict": quality_report.verdict(summary, teacher["accuracy"]), "host": host,
+              "plan": asdict(plan), "seeds": seeds, "regime": describe(plan, models["teacher"], models["start"]),
+              "question_only_prior": question_only_prior(items), "teacher": models["teacher"],
+              "pretrained_student": models["start"], "runs": runs, "summary": summary,
+              "verdict": quality_report.verdict(summary, teacher_acc), "host": host,
               "wall_seconds": round(time.perf_counter() - t0, 1)}
+    result["invocations"] = _previous_invocations(out / "quality.json") + [
+        {"command": command, "created": result["created"], "wall_seconds": result["wall_seconds"],
+         "trained_runs": sum(not r["reused"] for r in runs), "reused_runs": sum(r["reused"] for r in runs),
+         "teacher_reused": models["teacher"]["reused"], "host": host["summary"]}]
     paths = quality_report.write_all(result, out)
     _say(f"done in {result['wall_seconds'] / 60:.1f} min: {', '.join(str(p) for p in paths.values())}")
     return result
+
+
+def _previous_invocations(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text()).get("invocations", [])
+    except (OSError, ValueError):
+        return []
 
 
 def _seeds(text: str) -> list[int]:

@@ -34,6 +34,8 @@ def summarize(runs: list[dict], teacher_acc: float) -> dict[str, dict]:
         out[name] = {"method": rs[0]["method"], "n_seeds": len(rs), "accuracy_mean": acc, "accuracy_sd": sd,
                      "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in rs),
                      "steps": rs[0]["steps"], "samples": rs[0]["samples"], "overrides": rs[0]["overrides"]}
+        kinds = sorted({k for r in rs for k in r.get("by_kind", {})})
+        out[name]["by_kind_mean"] = {k: statistics.fmean(r["by_kind"][k] for r in rs) for k in kinds}
         masses = [r["attention_mass"]["distill_mean"] for r in rs if r.get("attention_mass")]
         if masses:
             out[name]["attention_mass_distill"] = mean_sd(masses)
@@ -67,10 +69,18 @@ def _mass(s: dict) -> str:
     return f"{a:.2f} / {d:.2f}"
 
 
+def _kinds(by_kind: dict | None) -> str:
+    if not by_kind:
+        return ""
+    return " / ".join(f"{100 * by_kind[k]:.0f}" for k in ("yes_no", "shape", "color") if k in by_kind)
+
+
 def markdown(result: dict) -> str:
     """The report table plus the regime it was measured in."""
     summ, reg = result["summary"], result["regime"]
-    t, p = result["teacher"], result["pretrained_student"]
+    t, p, prior = result["teacher"], result["pretrained_student"], result["question_only_prior"]
+    sft = summ["sft"]["accuracy_mean"] if "sft" in summ else None
+    gap = (lambda acc: _pct(gap_closed(acc, sft, t["accuracy"]))) if sft is not None else (lambda acc: "-")
     seeds = ", ".join(str(s) for s in result["seeds"])
     lines = [
         "# GenRecal quality benchmark (easy-vqa)", "",
@@ -79,34 +89,39 @@ def markdown(result: dict) -> str:
         f"Teacher: {reg['teacher']}.  ",
         f"Student: {reg['student']}.  ",
         f"Budget (every method, seeds {seeds}): {reg['budget']}.", "",
-        "| student | accuracy (mean ± sd) | per seed | gap closed | train s / run | steps | samples "
-        "| attn. mass on q_s (align / distill) |",
+        "| model | accuracy (mean ± sd) | per seed | yes-no / shape / colour | gap closed | train s / run "
+        "| steps x batch | attn. mass on q_s (align / distill) |",
         "|---|---|---|---|---|---|---|---|",
-        f"| teacher ({t['family']}) | {_pct(t['accuracy'])} | | | {t['train_seconds']:.0f} (cached after) "
-        f"| {t['steps']} | {t['samples']} | |",
-        f"| pretrained student (start) | {_pct(p['accuracy'])} | | "
-        f"{_pct(gap_closed(p['accuracy'], summ['sft']['accuracy_mean'], t['accuracy']) if 'sft' in summ else None)} "
-        f"| {p['train_seconds']:.0f} | {p['steps']} | {p['samples']} | |",
+        f"| teacher ({t['family']}) | {_pct(t['accuracy'])} | | {_kinds(t.get('by_kind'))} | | "
+        f"{t['train_seconds']:.0f} (cached) | {t['steps']} x {t['samples'] // t['steps']} | |",
+        f"| question-only prior (no model) | {_pct(prior['accuracy'])} | | {_kinds(prior['by_kind'])} | "
+        f"{gap(prior['accuracy'])} | | | |",
+        f"| pretrained student (start) | {_pct(p['accuracy'])} | | {_kinds(p.get('by_kind'))} | {gap(p['accuracy'])} "
+        f"| {p['train_seconds']:.0f} (cached) | {p['steps']} x {p['samples'] // p['steps']} | |",
     ]
     for name, s in summ.items():
         per_seed = " ".join(_pct(r["accuracy"]) for r in result["runs"] if r["name"] == name)
         label = name if name in COMPARED else f"variant: {name}"
         lines.append(f"| {label} | {_pct(s['accuracy_mean'], s['accuracy_sd'])} | {per_seed} | "
-                     f"{_pct(s['gap_closed'])} | {s['train_seconds_mean']:.0f} | {s['steps']} | {s['samples']} "
-                     f"| {_mass(s)} |")
+                     f"{_kinds(s.get('by_kind_mean'))} | {_pct(s['gap_closed'])} | {s['train_seconds_mean']:.0f} | "
+                     f"{s['steps']} x {s['samples'] // s['steps']} | {_mass(s)} |")
     v = result["verdict"]
-    lines += ["", "Gap closed = (method - SFT) / (teacher - SFT) on the means. Attention mass: mean share of "
-              "the Recalibrator's last-block attention from teacher-answer positions onto the student-question "
-              "part, averaged over the align and the distill stage.", "",
+    lines += ["", "Gap closed = (model - SFT) / (teacher - SFT) on the means. Question-only prior: each test "
+              "question answered with its most frequent easy-vqa train answer, image unseen. Attention mass: mean "
+              "share of the Recalibrator's last-block attention from teacher-answer positions onto the "
+              "student-question part, averaged over the align and the distill stage.", "",
               f"Targets: GenRecal > ULD > SFT: **{v['genrecal>uld>sft']}**; GenRecal closes >= half the gap: "
               f"**{v['genrecal_closes_half_gap']}**; teacher beats SFT by >= 10 points: "
-              f"**{v['teacher_beats_sft_by_10']}**.", "",
-              f"Wall time: {result['wall_seconds'] / 60:.1f} min on {result['host']['summary']}.", ""]
+              f"**{v['teacher_beats_sft_by_10']}**.", ""]
     variants = {n: s["overrides"] for n, s in summ.items() if n not in COMPARED}
     if variants:
         lines += ["Variants (GenRecal with these DistillConfig changes): "
                   + "; ".join(f"`{n}` = {json.dumps(o)}" for n, o in variants.items()) + ".", ""]
-    return "\n".join(lines)
+    lines += ["Invocations (a later one reuses finished runs and cached models of an earlier one):", ""]
+    lines += [f"- `{i['command']}`: {i['wall_seconds'] / 60:.1f} min, {i['trained_runs']} runs trained, "
+              f"{i['reused_runs']} reused, teacher {'reused' if i['teacher_reused'] else 'trained'}; {i['host']}"
+              for i in result.get("invocations", [])]
+    return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path) -> Path:

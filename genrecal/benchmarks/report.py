@@ -87,6 +87,7 @@ def _latency_md(lat: dict) -> list[str]:
              "| artifact | host | load ms | preprocess ms | vision ms | prefill ms | TTFT ms | decode tok/s | "
              "e2e ms | tokens in/out | peak RSS MB | vs torch | % of bound |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    best_bw = _best_bandwidth(lat)
     for (label, host), r in lat.items():
         s = r["summary"]
         cell = lambda k: f"{s[k]['median']:.1f} / {s[k]['p90']:.1f}"  # noqa: E731
@@ -94,15 +95,32 @@ def _latency_md(lat: dict) -> list[str]:
         ratio = "-"
         if base and _med(base, "decode_tok_s"):
             ratio = f"{_med(r, 'decode_tok_s') / _med(base, 'decode_tok_s'):.2f}x"
-        pct = r.get("roofline", {}).get("pct_of_bound")
+        pct = _pct_of_bound(r, best_bw.get(host))
         lines.append(f"| {label} | {host} | {s['load_ms']['median']:.0f} | {cell('preprocess_ms')} | "
                      f"{cell('vision_encode_ms')} | {cell('prefill_ms')} | {cell('ttft_ms')} | "
                      f"{cell('decode_tok_s')} | "
                      f"{cell('e2e_ms')} | {s['tokens_in']['median']:.0f}/{s['tokens_out']['median']:.0f} | "
                      f"{r['peak_rss_mb']:.0f} | {ratio} | {'-' if pct is None else f'{pct}%'} |")
     lines += ["", "Speed-ups are decode tok/s relative to the torch student on the same host. The bound is the "
-              "measured bandwidth / bytes of decoder weights read per token (see bandwidth.py).", ""]
+              "host's best measured bandwidth (over all its results: one noisy measurement must not flatter a "
+              "result) / bytes of decoder weights read per token (see bandwidth.py).", ""]
     return lines
+
+
+def _best_bandwidth(lat: dict) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for (_, host), r in lat.items():
+        bw = r.get("roofline", {}).get("measured", {}).get("bandwidth_gbs")
+        if bw:
+            best[host] = max(best.get(host, 0.0), bw)
+    return best
+
+
+def _pct_of_bound(r: dict, bandwidth_gbs: float | None) -> float | None:
+    weights = r.get("roofline", {}).get("weight_bytes_per_token")
+    if not weights or not bandwidth_gbs:
+        return None
+    return round(100 * _med(r, "decode_tok_s") * weights / (bandwidth_gbs * 1e9), 1)
 
 
 def _accuracy_md(acc: dict, lat: dict) -> list[str]:

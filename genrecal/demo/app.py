@@ -11,7 +11,9 @@ history table, history CSV, history); `/clear` empties the history.
 from __future__ import annotations
 
 import base64
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +72,7 @@ def _answer_column(role: str, models: Models) -> tuple[gr.Dropdown | None, gr.Te
     if role == "teacher":
         picker = None
         gr.Textbox(models.teacher.label, label="model", interactive=False, elem_id="teacher-model",
-                   info=f"{models.teacher.load_note}")
+                   info="family · runtime · path")
     else:
         picker = gr.Dropdown(choices=models.student_choices(), value=models.default_student, label="artifact",
                              elem_id="student-artifact", info="the student as any of its exported artifacts")
@@ -85,12 +87,11 @@ def _layout(models: Models) -> _UI:
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
             image = ImageInput(label="image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                               height=260, elem_id="image")
+                               height=300, elem_id="image")
             question = gr.Textbox(label="question", placeholder="what shape is present?", lines=1,
                                   max_length=MAX_QUESTION_CHARS, elem_id="question")
             ask = gr.Button("Ask both", variant="primary", elem_id="ask")
-            gr.Examples([[str(e.path), e.question] for e in examples()], inputs=[image, question],
-                        label="examples (easy-vqa test images, scikit-image photos)", examples_per_page=8)
+            message = gr.Markdown("", label="message", elem_id="message")
         with gr.Column(scale=3):
             with gr.Row(equal_height=True):
                 with gr.Column():
@@ -98,9 +99,11 @@ def _layout(models: Models) -> _UI:
                 with gr.Column():
                     student, student_answer, student_metrics = _answer_column("student", models)
             agreement = gr.Markdown("", label="agreement", elem_id="agreement")
-            message = gr.Markdown("", label="message", elem_id="message")
+    gr.Examples([[str(e.path), e.question] for e in examples()], inputs=[image, question],
+                label="Examples: easy-vqa test images and scikit-image photos (click one, then Ask both)",
+                examples_per_page=8, elem_id="examples")
     with gr.Accordion("Session history", open=True):
-        table = gr.Dataframe(headers=hist.COLUMNS, value=[], label="history", interactive=False, wrap=True,
+        table = gr.Dataframe(headers=hist.TABLE_COLUMNS, value=[], label="history", interactive=False, wrap=True,
                              elem_id="history")
         with gr.Row():
             csv = gr.DownloadButton("Download CSV", value=None, size="sm", elem_id="csv")
@@ -119,9 +122,10 @@ def _csv_file(history: list[dict], folder: Path) -> str | None:
 
 def build_app(models: Models, max_new_tokens: int = 32) -> gr.Blocks:
     """The page over already-loaded models; one question runs at a time (the runtimes are single-request)."""
-    csv_root = Path(tempfile.mkdtemp(prefix="genrecal-demo-"))
+    csv_root = Path(tempfile.mkdtemp(prefix="genrecal-demo-"))  # one CSV per browser session
 
     with gr.Blocks(title="genrecal demo", analytics_enabled=False) as app:
+        weakref.finalize(app, shutil.rmtree, csv_root, ignore_errors=True)  # at exit at the latest
         ui = _layout(models)
 
         def view(snap: Snapshot, load_note: str, message: str, history: list[dict], csv) -> tuple:

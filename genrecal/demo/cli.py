@@ -47,10 +47,10 @@ def resolve_paths(teacher: str | None, student: str | None) -> tuple[Path, Path]
             raise DemoError(f"no quickstart outputs at {', '.join(map(str, missing))}: create them with "
                             f"`genrecal quickstart --out {DEFAULT_OUT}`, or pass --teacher and --student")
     t, s = Path(teacher or DEFAULT_TEACHER), Path(student or DEFAULT_STUDENT)
-    for flag, path in (("--teacher", t), ("--student", s)):
+    for flag, given, path in (("--teacher", teacher, t), ("--student", student, s)):
         if not path.exists():
-            raise DemoError(f"{flag} {path}: not found (run `genrecal quickstart` to create "
-                            f"{DEFAULT_TEACHER} and {DEFAULT_STUDENT})")
+            hint = "" if given else f" (run `genrecal quickstart --out {DEFAULT_OUT}` to create it)"
+            raise DemoError(f"{flag} {path}: not found{hint}")
     return t, s
 
 
@@ -76,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(models, max_new_tokens=args.max_new_tokens)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {args.host}: the demo is reachable from other machines", flush=True)
-    print(f"genrecal demo on http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port} "
-          "(Ctrl+C stops it)", flush=True)
     try:
-        app.launch(**launch_options(args.host, args.port, args.share))
+        _, local_url, share_url = app.launch(**launch_options(args.host, args.port, args.share),
+                                             prevent_thread_lock=True)
     except OSError as exc:  # Gradio's "Cannot find empty port" and bind failures
         raise DemoError(f"cannot serve on {args.host}:{args.port} ({exc}); pass another --port") from None
+    print(f"genrecal demo on {local_url}" + (f" and {share_url}" if share_url else "") + " (Ctrl+C stops it)",
+          flush=True)
+    app.block_thread()
     return 0

@@ -21,6 +21,10 @@ COLUMNS = [
     "student TTFT ms", "student tok/s", "student total ms", "student peak RSS MiB",
     "student artifact",
 ]
+TABLE_COLUMNS = [  # what the page shows; the CSV has every column
+    "#", "question", "teacher answer", "student answer", "agree",
+    "teacher TTFT ms", "teacher tok/s", "student TTFT ms", "student tok/s", "student artifact",
+]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 
 
@@ -46,8 +50,8 @@ def add_turn(history: list[dict], question: str, snap: Snapshot, student_path: s
 
 
 def table(history: list[dict]) -> list[list]:
-    """Rows for a Dataframe with COLUMNS as headers."""
-    return [[row[c] for c in COLUMNS] for row in history]
+    """Rows for the page's Dataframe, with TABLE_COLUMNS as headers."""
+    return [[row[c] for c in TABLE_COLUMNS] for row in history]
 
 
 def _cell(value) -> str | int | float:

@@ -55,7 +55,8 @@ def load_image(source: str | os.PathLike | bytes | Image.Image | None) -> Checke
                 im.load()
                 image = ImageOps.exif_transpose(im)  # phone photos carry their rotation in EXIF
     except Image.DecompressionBombError:
-        raise InputError(f"{name} is far too large to decode safely (over {REFUSE_PIXELS:,} pixels)") from None
+        raise InputError(f"{name} is over the {REFUSE_PIXELS / 1e6:.0f} MP limit (far too large to decode "
+                         "safely); downscale it first") from None
     except (UnidentifiedImageError, SyntaxError):
         raise InputError(f"{name} is not an image this demo can read (PNG, JPEG, WebP, GIF, BMP, ...)") from None
     except OSError as exc:  # truncated or corrupt data

@@ -20,7 +20,8 @@ GRAPHS = {"vision": VISION_GRAPH, "embed": EMBED_GRAPH, "decoder": DECODER_GRAPH
 GENAI_CONFIG = "genai_config.json"
 
 PLAN_NAME = "plan.json"
-ENGINE_NAMES = {"vision": "vision_encoder.engine", "embed": "embed_tokens.engine", "decoder": "decoder_model_merged.engine"}
+ENGINE_NAMES = {"vision": "vision_encoder.engine", "embed": "embed_tokens.engine",
+                "decoder": "decoder_model_merged.engine"}
 
 OPSET = 17
 

@@ -94,8 +94,8 @@ def make_plan(onnx_build, graph_dir: Path, facts: dict) -> dict:
     inputs = {role: _graph_inputs(graph_dir / name) for role, name in layout.GRAPHS.items()}
     small, typical, large = (_image_shapes(onnx_build, s) for s in (16, 448, 4096))
     vis = vision_ranges(small, typical, large, facts["vision_inputs"], inputs["vision"])
-    prompt = int(_one_image(onnx_build, 448)["input_ids"].shape[1])  # a typical one-image prompt
     max_prompt = MAX_CONTEXT // 2
+    prompt = min(int(_one_image(onnx_build, 448)["input_ids"].shape[1]), max_prompt)  # a typical prompt
     text = {"batch": (1, 1, 1)}
     prefill = {**text, "seq": (1, prompt, max_prompt), "past_len": (0, 0, 0), "total_len": (1, prompt, max_prompt)}
     decode = {**text, "seq": (1, 1, 1), "past_len": (1, prompt + 16, MAX_CONTEXT - 1),
@@ -118,8 +118,8 @@ def make_plan(onnx_build, graph_dir: Path, facts: dict) -> dict:
         "graphs": graphs,
         "trtexec": {role: trtexec_line(g) for role, g in graphs.items()},
         "notes": ["engines are not portable: build on the target Jetson (TensorRT version and GPU are checked)",
-                  "trtexec builds one profile per repeated --minShapes/--optShapes/--maxShapes group "
-                  "(TensorRT >= 8.6); genrecal-export build-engine uses the Python API instead"],
+                  "the decoder's trtexec line repeats --minShapes/--optShapes/--maxShapes once per profile; a "
+                  "trtexec that takes one group only needs one engine per profile, or use build-engine"],
     }
 
 
@@ -238,7 +238,8 @@ def build_engines(plan_dir: Path, out_dir: Path | None = None, workspace_mib: in
 
     def build(tmp: Path) -> Manifest:
         for graph in plan["graphs"].values():
-            (tmp / graph["engine"]).write_bytes(_build_engine(trt, logger, plan_dir / graph["onnx"], graph, builder_cfg))
+            engine = _build_engine(trt, logger, plan_dir / graph["onnx"], graph, builder_cfg)
+            (tmp / graph["engine"]).write_bytes(engine)
         for path in plan_dir.iterdir():  # processor, tokenizer, configs travel with the engines
             if path.is_file() and path.suffix != ".onnx" and not path.name.startswith("genrecal_manifest"):
                 shutil.copyfile(path, tmp / path.name)

@@ -82,7 +82,7 @@ FAMILY = Family(
     model_class="InternVLForConditionalGeneration",
     tokenizer=TokenizerSpec(
         # below the corpus' saturation (~95 pieces) so the pieces differ from gemma3's unigram
-        algorithm="unigram", vocab_size=80, special_tokens=SPECIALS,
+        algorithm="unigram", vocab_size=400, special_tokens=SPECIALS,
         bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk="<unk>", extra_special=NAMED_TOKENS,
     ),
     chat_template=CHAT_TEMPLATE,

@@ -101,19 +101,33 @@ def test_report_files_from_a_result(tmp_path):
             for i, (n, m, o) in enumerate((("sft", "sft", {}), ("uld", "uld", {}), ("genrecal", "genrecal", {}),
                                            ("recal-random-init", "genrecal", {"recal_init": "random"})))
             for s in (0, 1)]
-    teacher = {"accuracy": 0.8, "family": "llava/base", "train_seconds": 5.0, "steps": 20, "samples": 160}
+    teacher = {"accuracy": 0.8, "family": "llava/base", "train_seconds": 5.0, "steps": 20, "samples": 160,
+               "by_kind": {"yes_no": 0.8, "shape": 0.7, "color": 0.9}}
     start = {"accuracy": 0.55, "train_seconds": 1.0, "steps": 3, "samples": 24}
     summary = quality_report.summarize(runs, 0.8)
     result = {"command": "genrecal-bench quality --quick --out x", "seeds": [0, 1], "runs": runs, "summary": summary,
               "teacher": teacher, "pretrained_student": start, "verdict": quality_report.verdict(summary, 0.8),
               "wall_seconds": 60.0, "host": {"summary": "2 CPU cores"}, "plan": asdict(quality.QUICK),
+              "question_only_prior": {"accuracy": 0.67, "by_kind": {"yes_no": 0.77, "shape": 0.34, "color": 0.14}},
+              "invocations": [{"command": "c", "wall_seconds": 60.0, "trained_runs": 8, "reused_runs": 0,
+                               "teacher_reused": False, "host": "2 CPU cores"}],
               "regime": {"pair": "llava/base -> qwen2_vl/tiny", "teacher": "t", "student": "s", "budget": "b",
                          "eval": "e"}}
     paths = quality_report.write_all(result, tmp_path)
     assert json.loads(paths["json"].read_text())["summary"]["genrecal"]["attention_mass_distill"][0] == 0.3
     md = paths["md"].read_text()
     assert "| genrecal |" in md and "variant: recal-random-init" in md and "0.40 / 0.30" in md
+    assert "| question-only prior (no model) | 67.0% | | 77 / 34 / 14 |" in md
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_question_only_prior_matches_easy_vqa():
+    items = [("is there a red shape?", "no", ""), ("is there not a red shape?", "yes", ""),
+             ("is there a red shape?", "yes", ""), ("what shape is in the image?", "unknown", "")]
+    prior = quality.question_only_prior(items)
+    assert prior["accuracy"] == pytest.approx(0.5)
+    assert prior["by_kind"] == {"color": 0.0, "yes_no": round(2 / 3, 4)}
+    assert quality.answer_kind("teal") == "color" and quality.answer_kind("circle") == "shape"
 
 
 def test_cli_wires_quality(capsys):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from genrecal.demo.gallery import examples
-from genrecal.demo.history import COLUMNS
+from genrecal.demo.history import COLUMNS, TABLE_COLUMNS
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -39,7 +39,7 @@ def test_ask_returns_both_answers_metrics_and_a_csv_history(client):
     assert res["agreement"].startswith("**Agreement:")
     assert res["message"] == ""
     res = _ask(client, second.path, second.question)
-    assert [row[2] for row in res["table"]["data"]] == [first.question, second.question]
+    assert [row[1] for row in res["table"]["data"]] == [first.question, second.question]
     with open(res["csv"], newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     assert rows[0] == COLUMNS
@@ -67,7 +67,7 @@ def test_any_student_artifact_can_answer(client, demo_models, quickstart_out):
     example = examples()[0]
     res = _ask(client, example.path, example.question, student=exported)
     assert res["student"].strip() and "tok/s" in res["student_metrics"]
-    assert res["table"]["data"][-1][COLUMNS.index("student artifact")] == exported
+    assert res["table"]["data"][-1][TABLE_COLUMNS.index("student artifact")] == exported
 
 
 def _png_header_only(path, width: int, height: int) -> None:
@@ -82,6 +82,7 @@ def _png_header_only(path, width: int, height: int) -> None:
 @pytest.mark.parametrize("case, expected", [
     ("garbage", "not an image"),
     ("absurd", "MP limit"),
+    ("over cap", "(48 MP): over the 40 MP limit"),
     ("tiny", "too small"),
     ("empty question", "question is empty"),
     ("long question", "the limit is 500"),
@@ -93,7 +94,10 @@ def test_bad_input_is_a_message_not_a_traceback(client, tmp_path, case, expected
         image.write_bytes(b"this is not a PNG" * 10)
     elif case == "absurd":
         image = tmp_path / "huge.png"
-        _png_header_only(image, 30_000, 20_000)
+        _png_header_only(image, 30_000, 20_000)  # PIL itself refuses to open this one
+    elif case == "over cap":
+        image = tmp_path / "big.png"
+        _png_header_only(image, 8_000, 6_000)  # opens; refused by the demo's own cap
     elif case == "tiny":
         image = tmp_path / "tiny.png"
         Image.new("RGB", (4, 4), "red").save(image)
@@ -104,7 +108,7 @@ def test_bad_input_is_a_message_not_a_traceback(client, tmp_path, case, expected
     res = _ask(client, image, question)
     assert expected in res["message"], res["message"]
     assert "Traceback" not in res["message"] and res["teacher"] == res["student"] == ""
-    print(repr(res["table"]))
+    assert res["table"]["data"] == []  # nothing was recorded in the history
 
 
 def test_large_image_is_downscaled_and_answered(client, tmp_path):

@@ -48,7 +48,7 @@ def test_empty_question_is_a_message_in_the_page(demo_url):
     with chromium_page() as page:
         page.goto(demo_url)
         page.wait_for_selector("#ask")
-        page.get_by_role("gridcell", name="what color is the shape?").first.click()
+        page.locator("#examples").get_by_role("gridcell", name="what color is the shape?").first.click()
         page.wait_for_selector("#image img")
         page.fill("#question textarea", "   ")
         page.click("#ask")

@@ -4,7 +4,8 @@
 
 Bars (genrecal.export.onnx.parity.TOLERANCES): fp32 logits within 1e-3 of PyTorch eager at prefill
 and every decode step with identical 16-token greedy continuations; fp16 within 5e-3 x max(1,
-max |logit|) and identical greedy; int8 / int4 top-1 agreement (teacher-forced on PyTorch's tokens) >= 75% / 50%.
+max |logit|) and identical greedy; int8 / int4 top-1 agreement (teacher-forced on PyTorch's
+tokens) >= 70% / 40%.
 """
 from __future__ import annotations
 

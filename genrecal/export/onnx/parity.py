@@ -27,12 +27,14 @@ ACCURACY_TOKENS = 8
 # fp32 must match PyTorch in absolute terms. fp16 rounds every weight and activation, so its error
 # grows with the logits: it is bounded relative to the largest |logit| (measured 2.5-4.6e-4 on the
 # random tiny zoo models, |logit| < 1; 2.6e-3 on a trained tiny LLaVA with larger logits).
-# Quantised graphs are judged by agreement, not logit distance (random tiny models move a lot).
+# Quantised graphs are judged by agreement, not logit distance: random tiny models have near-tied
+# logits (measured top-1 85-100% int8, 56-94% int4 over rebuilds of the zoo models; a trained tiny
+# LLaVA/Qwen2-VL: 100% both), while a broken graph agrees on ~1/vocab of the steps.
 TOLERANCES = {
     "fp32": {"max_abs_diff": 1e-3, "greedy_identical": 1.0},
     "fp16": {"max_rel_diff": 5e-3, "greedy_identical": 1.0},
-    "int8": {"top1_agreement": 0.75},
-    "int4": {"top1_agreement": 0.5},
+    "int8": {"top1_agreement": 0.7},
+    "int4": {"top1_agreement": 0.4},
 }
 
 
@@ -131,17 +133,3 @@ def passes(record: dict, tolerance: dict) -> bool:
     if "top1_agreement" in tolerance:
         ok &= record["top1_agreement"] >= tolerance["top1_agreement"]
     return bool(ok)
-
-
-def parity_table(rows: list[tuple[str, dict]]) -> str:
-    """A plain-text table: one row per artifact dir."""
-    head = f"{'artifact':16s} {'max|diff|':>10s} {'greedy':>7s} {'top-1':>7s} {'acc torch':>9s} {'acc art':>8s}  result"
-    lines = [head, "-" * len(head)]
-    for name, p in rows:
-        if not p or "max_abs_diff" not in p:
-            lines.append(f"{name:16s} {'-':>10s} {'-':>7s} {'-':>7s} {'-':>9s} {'-':>8s}  {p.get('note', 'not checked')}")
-            continue
-        acc = p["accuracy"]
-        lines.append(f"{name:16s} {p['max_abs_diff']:10.2e} {p['greedy_identical']:7.0%} {p['top1_agreement']:7.0%} "
-                     f"{acc['torch']:9.0%} {acc['artifact']:8.0%}  {'pass' if p['passed'] else 'FAIL'}")
-    return "\n".join(lines)
