@@ -102,10 +102,26 @@ def quickstart(out: str | Path = "genrecal-out", fast: bool = False) -> dict:
                        method="genrecal", max_steps=plan.distill_steps, batch_size=plan.batch_size // 2, **lr)
     results = evaluate_all(out, plan, {"teacher": teacher, "student (pretrained)": pretrained,
                                        "student (GenRecal)": distilled})
+    _say("exporting the distilled student for cpu (ONNX fp32/int8/int4) and phone (GGUF Q4_K_M/Q8_0 + mmproj)")
+    results["export"] = export_student(out / "export", distilled)
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "quickstart.json").write_text(json.dumps(results, indent=2))
     print_summary(out, results)
     return results
+
+
+def export_student(out: Path, student: Path) -> dict:
+    """genrecal-export --target cpu, then the phone target's GGUF files, each checked against PyTorch."""
+    from genrecal.export.cli import parity_table
+    from genrecal.export.run import ExportOptions, export
+
+    records = []
+    for target, formats in (("cpu", None), ("phone", ("gguf",))):  # phone's ONNX int8 = cpu's
+        summary = export(ExportOptions(student=student, out=out, target=target, formats=formats),
+                         log=lambda msg: _say(f"  {msg}"))
+        records += summary["artifacts"]
+    print(parity_table(records), flush=True)
+    return {"dir": str(out), "artifacts": [{k: r.get(k) for k in ("dir", "status", "error")} for r in records]}
 
 
 def evaluate_all(out: Path, plan: Plan, dirs: dict[str, Path]) -> dict:
@@ -125,4 +141,6 @@ def print_summary(out: Path, results: dict) -> None:
         print(f"    {name:22s} {100 * r['accuracy']:5.1f}%   {r['path']}")
     print(f"  training logs: {out}/runs/*/train_log.jsonl   summary: {out / 'quickstart.json'}")
     print(f"  distilled student (plain transformers dir): {out / 'student-genrecal'}")
+    if "export" in results:
+        print(f"  exported artifacts (each with genrecal_manifest.json): {results['export']['dir']}/")
 

@@ -6,29 +6,11 @@ test can reach it with a browser or with gradio_client and still inspect the loa
 from __future__ import annotations
 
 import shutil
-import socket
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from genrecal.manifest import Manifest, dir_sha256, write_manifest
-
-TEACHER_FAMILY, STUDENT_FAMILY = "llava", "qwen2_vl"  # the quickstart's pair: different tokenizers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hf_artifact(student: Path, out: Path) -> Path:
-    """The student copied into an `hf` export dir with its manifest (as genrecal-export writes OUT/export/hf)."""
-    shutil.copytree(student, out)
-    write_manifest(out, Manifest(format="hf", target="hf", family=STUDENT_FAMILY, precision="fp32",
-                                 source_sha256=dir_sha256(student)))
-    return out
+from demo_helpers import STUDENT_FAMILY, TEACHER_FAMILY, hf_artifact, serve_demo
 
 
 @pytest.fixture(scope="session")
@@ -46,20 +28,6 @@ def demo_models(quickstart_out):
     from genrecal.demo.models import Models
 
     return Models.open(quickstart_out / "teacher", quickstart_out / "student-genrecal")
-
-
-@contextmanager
-def serve_demo(models, max_new_tokens: int = 12):
-    """Serve the demo over `models` on a free 127.0.0.1 port; yields its URL."""
-    from genrecal.demo.app import build_app, launch_options
-
-    app = build_app(models, max_new_tokens=max_new_tokens)
-    port = free_port()
-    app.launch(**launch_options("127.0.0.1", port), prevent_thread_lock=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,10 @@ from genrecal.demo.history import COLUMNS, TABLE_COLUMNS
 
 gradio_client = pytest.importorskip("gradio_client")
 
+from demo_helpers import GRADIO_PANDAS_NOISE, hf_artifact, serve_demo  # noqa: E402
+
+pytestmark = GRADIO_PANDAS_NOISE
+
 
 @pytest.fixture
 def client(demo_url):
@@ -121,8 +125,6 @@ def test_large_image_is_downscaled_and_answered(client, tmp_path):
 
 def test_a_student_that_fails_to_load_is_reported_in_the_page(demo_models, quickstart_out, tmp_path):
     """A tampered export (checksum mismatch) is a runtime failure: one message, the page keeps working."""
-    from conftest import hf_artifact, serve_demo
-
     from genrecal.demo.models import Models
 
     bad = hf_artifact(quickstart_out / "student-genrecal", tmp_path / "export" / "hf-tampered")

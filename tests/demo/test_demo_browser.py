@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from chromium_driver import CHROMIUM, ask_example, chromium_page
+from demo_helpers import GRADIO_PANDAS_NOISE
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason=f"{CHROMIUM} not installed (run: bash scripts/install_browser.sh)")
+pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason=f"{CHROMIUM} not installed (run: bash scripts/install_browser.sh)"),
+              *GRADIO_PANDAS_NOISE]
 
 
 def test_example_answered_side_by_side_in_chromium(demo_url):
