@@ -143,4 +143,5 @@ def print_summary(out: Path, results: dict) -> None:
     print(f"  distilled student (plain transformers dir): {out / 'student-genrecal'}")
     if "export" in results:
         print(f"  exported artifacts (each with genrecal_manifest.json): {results['export']['dir']}/")
+    print(f"  open the demo: genrecal-demo --teacher {out / 'teacher'} --student {out / 'student-genrecal'}")
 

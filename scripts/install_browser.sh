@@ -12,4 +12,4 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
-/usr/bin/chromium --version
+/usr/bin/chromium --version 2>/dev/null

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from genrecal.benchmarks.latency import pick_runtime
+from genrecal.benchmarks.latency import pick_runtime, pick_threads
 from genrecal.benchmarks.profiles import get_profile
 from genrecal.benchmarks.results import SCHEMA, artifact_info, provenance, summarize
 from genrecal.data.scoring import exact_match, normalize_answer, vqa_soft_accuracy
@@ -93,7 +93,7 @@ def run_accuracy(cfg: AccuracyConfig, log=print) -> dict:
 
     profile = get_profile(cfg.profile)
     runtime, warnings = pick_runtime(profile, cfg.runtime, cfg.artifact)
-    threads = cfg.threads or profile.threads
+    threads = pick_threads(profile, cfg.threads, warnings)
     info = artifact_info(cfg.artifact, runtime, cfg.role, cfg.label)
     questions = load_questions(cfg.data, cfg.limit, cfg.seed)
     rt = runtimes.load(cfg.artifact, runtime, threads)

@@ -8,6 +8,7 @@ runs, and decode tok/s as a percentage of the memory-bandwidth bound (see bandwi
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,6 +81,18 @@ def pick_runtime(profile: Profile, runtime: str | None, artifact: str) -> tuple[
     return runtime or default, warnings
 
 
+def pick_threads(profile: Profile, threads: int | None, warnings: list[str]) -> int | None:
+    """--threads, else the profile's, capped at the cores usable here (more would only oversubscribe)."""
+    if threads is not None or profile.threads is None:
+        return threads
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if profile.threads > usable:
+        warnings.append(f"profile {profile.name} uses {profile.threads} threads; this machine has {usable} usable "
+                        f"cores, so {usable} are used")
+        return usable
+    return profile.threads
+
+
 def run_latency(cfg: LatencyConfig, log=print) -> dict:
     """Load, warm up, time `cfg.runs` requests; returns the result record (see results.py)."""
     from genrecal import runtimes
@@ -87,7 +100,7 @@ def run_latency(cfg: LatencyConfig, log=print) -> dict:
 
     profile = get_profile(cfg.profile)
     runtime, warnings = pick_runtime(profile, cfg.runtime, cfg.artifact)
-    threads = cfg.threads or profile.threads
+    threads = pick_threads(profile, cfg.threads, warnings)
     info = artifact_info(cfg.artifact, runtime, cfg.role, cfg.label)
     image, prompt = default_request(cfg.image, cfg.prompt)
     rt = runtimes.load(cfg.artifact, runtime, threads)

@@ -24,25 +24,29 @@ from genrecal.demo.compare import Snapshot, agreement_line, ask_both, failure_me
 from genrecal.demo.gallery import examples
 from genrecal.demo.inputs import MAX_QUESTION_CHARS, MAX_UPLOAD_MB, InputError, check_question, load_image
 from genrecal.demo.models import Models
-from genrecal.errors import GenrecalError
 
 TITLE = "GenRecal: teacher vs distilled student"
 
 
-class ImageInput(gr.Image):
-    """A gr.Image that hands the handler the uploaded file unopened, so that an unreadable or
-    absurdly large upload is refused by `inputs.load_image` with a message, not inside Gradio."""
-
-    is_template = True  # the browser renders it with gr.Image's own component
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        if payload.path:
-            return payload.path
-        if payload.url and payload.url.startswith("data:"):
-            return base64.b64decode(payload.url.split(",", 1)[-1])  # bytes: decoded by load_image
+def _unopened_path(payload):
+    """Image preprocessing that hands the handler the uploaded file unopened, so an unreadable or
+    absurdly large upload is refused by `inputs.load_image` with a message instead of failing
+    inside Gradio's own decoding."""
+    if payload is None:
         return None
+    if payload.path:
+        return payload.path
+    if payload.url and payload.url.startswith("data:"):
+        return base64.b64decode(payload.url.split(",", 1)[-1])  # bytes: decoded by load_image
+    return None
+
+
+def image_input(**kwargs) -> gr.Image:
+    """A gr.Image whose preprocessing is `_unopened_path`. Set on the instance: subclassing a Gradio
+    component makes Gradio write a .pyi file next to the subclass's module at import time."""
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    image.preprocess = _unopened_path
+    return image
 
 
 @dataclass
@@ -86,8 +90,7 @@ def _layout(models: Models) -> _UI:
                 "machine's CPU, so each side's timings are its own.")
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            image = ImageInput(label="image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                               height=300, elem_id="image")
+            image = image_input(label="image", sources=["upload", "clipboard"], height=300, elem_id="image")
             question = gr.Textbox(label="question", placeholder="what shape is present?", lines=1,
                                   max_length=MAX_QUESTION_CHARS, elem_id="question")
             ask = gr.Button("Ask both", variant="primary", elem_id="ask")
@@ -144,8 +147,8 @@ def build_app(models: Models, max_new_tokens: int = 32) -> gr.Blocks:
             except InputError as exc:
                 yield view(idle, "", f"**Error:** {exc}", history, _csv_file(history, folder))
                 return
-            except GenrecalError as exc:  # the chosen student artifact failed to load
-                idle.student.error = failure_message("student", None, exc)
+            except Exception as exc:  # the chosen student artifact failed to load (any backend's error)
+                idle.student.error = failure_message("student", "loading", exc)
                 yield view(idle, "", f"**Error:** {idle.student.error}", history, _csv_file(history, folder))
                 return
             note = f"Note: the image was {checked.note}." if checked.note else ""
@@ -171,4 +174,5 @@ def build_app(models: Models, max_new_tokens: int = 32) -> gr.Blocks:
 def launch_options(host: str, port: int, share: bool = False) -> dict:
     """Keyword arguments for `Blocks.launch`: loopback unless told otherwise, no SSR, upload cap."""
     return dict(server_name=host, server_port=port, share=share, max_file_size=f"{MAX_UPLOAD_MB}mb",
-                ssr_mode=False, show_error=False, quiet=True)
+                ssr_mode=False, show_error=False, quiet=True,
+                run_history=False, footer_links=["api"])  # the page keeps its own session history

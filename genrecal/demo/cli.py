@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 from genrecal.errors import GenrecalError
@@ -63,6 +64,10 @@ def _validate(args) -> None:
         raise DemoError(f"--threads must be >= 1, got {args.threads}")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # `kill` stops the demo like Ctrl+C: the server closes, temp files go
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _validate(args)
@@ -83,5 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         raise DemoError(f"cannot serve on {args.host}:{args.port} ({exc}); pass another --port") from None
     print(f"genrecal demo on {local_url}" + (f" and {share_url}" if share_url else "") + " (Ctrl+C stops it)",
           flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
     app.block_thread()
     return 0

@@ -68,15 +68,14 @@ def ask_both(teacher: Runtime, student: Runtime, image: Image.Image, question: s
             answer.generation = stream.result
             answer.text = stream.result.text if stream.result is not None else answer.text.strip()
         except Exception as exc:  # any backend failure is shown as a message, never as a traceback
-            answer.error = failure_message(role, runtime, exc)
+            answer.error = failure_message(role, getattr(runtime, "name", "runtime"), exc)
         finally:
             answer.running = False
         yield snap
 
 
-def failure_message(role: str, runtime: Runtime | None, exc: BaseException) -> str:
+def failure_message(role: str, name: str, exc: BaseException) -> str:
     """'student (onnxruntime) failed: <reason>' — one line; unexpected errors are logged in full."""
-    name = getattr(runtime, "name", "runtime")
     if isinstance(exc, GenrecalError):
         reason = str(exc)
     else:

@@ -13,8 +13,10 @@ this module reads:
     decoder_profiles  {"prefill": i, "decode": j}: optimisation profile per phase (default 0 / last)
     num_layers, num_kv_heads, head_dim, image_token_id, eos_token_id: else read from config.json
 Buffers are torch CUDA tensors bound by address (IO binding via `set_tensor_address`), run with
-`execute_async_v3` on torch's current stream. Families with M-RoPE (qwen2_vl, qwen2_5_vl) need
-3-D position ids computed outside the graph and are refused here.
+`execute_async_v3` on torch's current stream. The processor's output reaches the vision engine
+through the family's ONNX spec (`vision_feeds`, shared with the exporter and the ONNX runtime).
+Families with M-RoPE (qwen2_vl, qwen2_5_vl) need 3-D position ids computed outside the graph and
+are refused here.
 
 Not tested on this machine (no TensorRT, no GPU): only the missing-library path is.
 """
@@ -31,7 +33,6 @@ from genrecal.runtimes.images import ImageRejected, open_images
 
 ENGINES = {"vision": "vision_encoder.engine", "embed": "embed_tokens.engine",
            "decoder": "decoder_model_merged.engine"}
-MROPE_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def _import_tensorrt():
@@ -129,7 +130,10 @@ class TensorRTRuntime:
         props = torch.cuda.get_device_properties(0)
         check_compatible(extra, trt.__version__, torch.cuda.get_device_name(0), f"{props.major}.{props.minor}")
         self.family = manifest.family
-        if self.family in MROPE_FAMILIES:
+        from genrecal.families.onnx_base import onnx_spec
+
+        self.spec = onnx_spec(self.family)
+        if self.spec.mrope or extra.get("mrope"):
             raise RuntimeError_(f"the tensorrt runtime does not compute {self.family}'s M-RoPE position ids yet")
         self.facts = _model_facts(root, extra)
         files = {**ENGINES, **extra.get("engines", {})}
@@ -173,7 +177,7 @@ class TensorRTRuntime:
         text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                   tokenize=False)
         try:
-            return self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="pt")
+            return dict(self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="np"))
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise ImageRejected(f"the {type(self.processor).__name__} rejected the input: {exc}") from None
 
@@ -181,14 +185,15 @@ class TensorRTRuntime:
         """Yields the generated ids after each step; leaves the Generation in self._last."""
         torch, sync, f = self.torch, self.torch.cuda.synchronize, self.facts
         t_call = time.perf_counter()
-        inputs = {k: v.cuda() for k, v in self._inputs(images, prompt).items() if hasattr(v, "cuda")}
+        enc = self._inputs(images, prompt)  # numpy
+        ids = torch.from_numpy(enc["input_ids"]).cuda()  # [1, L]
+        feeds = ({k: torch.from_numpy(v).cuda() for k, v in self.spec.vision_feeds(enc).items()}
+                 if "pixel_values" in enc else None)
         sync()
         t_pre = time.perf_counter()
-        ids = inputs["input_ids"]  # [1, L]
         embeds = self.embed.run({"input_ids": ids})[self.embed.outputs[0]]  # [1, L, d]
-        if "pixel_values" in inputs:
-            feeds = {n: inputs[n] for n in self.vision.inputs if n in inputs}
-            feats = self.vision.run(feeds)[self.vision.outputs[0]]  # [n_img, tokens, d]
+        if feeds is not None:
+            feats = self.vision.run(feeds)[self.vision.outputs[0]]  # [tokens, d]
             mask = ids[0] == f["image_token_id"]
             embeds[0, mask] = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
         sync()

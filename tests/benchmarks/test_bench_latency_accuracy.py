@@ -143,3 +143,16 @@ def test_latency_and_accuracy_of_quantised_artifacts(bench, quantised, tmp_path,
     assert code == 0, err
     acc = json.loads((tmp_path / "a.json").read_text())
     assert acc["n"] == 3 and acc["artifact"]["label"] == f"student {runtime} {precision}"
+
+
+def test_profile_threads_are_capped_at_the_usable_cores(monkeypatch):
+    import os
+
+    from genrecal.benchmarks.latency import pick_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    warnings: list[str] = []
+    assert pick_threads(get_profile("phone-class"), None, warnings) == 2
+    assert "uses 4 threads; this machine has 2 usable cores" in warnings[0]
+    assert pick_threads(get_profile("phone-class"), 3, []) == 3  # an explicit --threads is obeyed
+    assert pick_threads(get_profile("host"), None, []) is None  # host: the runtime's default (all cores)

@@ -48,4 +48,4 @@ def test_small_smollm2_carries_the_real_language_model(tmp_path):
     assert tok("What colour is the shape?")["input_ids"] == ref("What colour is the shape?")["input_ids"]
     ids = torch.tensor([ref("The capital of France is")["input_ids"]])
     with torch.no_grad():  # same text model -> same next-token logits on text
-        assert torch.allclose(vlm(input_ids=ids).logits[0, -1], lm(input_ids=ids).logits[0, -1], atol=1e-4)
+        assert torch.allclose(vlm(input_ids=ids).logits[0, -1, :n], lm(input_ids=ids).logits[0, -1], atol=1e-4)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from demo_helpers import STUDENT_FAMILY, TEACHER_FAMILY, hf_artifact, serve_demo
+from demo_helpers import STUDENT_FAMILY, TEACHER_FAMILY, hf_artifact, paced, serve_demo
 
 
 @pytest.fixture(scope="session")
@@ -33,4 +33,11 @@ def demo_models(quickstart_out):
 @pytest.fixture(scope="session")
 def demo_url(demo_models):
     with serve_demo(demo_models) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def paced_demo_url(demo_models):
+    """The same demo with answers streamed at 20 pieces/s, so a browser can see them grow."""
+    with serve_demo(paced(demo_models)) as url:
         yield url

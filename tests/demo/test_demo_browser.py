@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
               *GRADIO_PANDAS_NOISE]
 
 
-def test_example_answered_side_by_side_in_chromium(demo_url):
+def test_example_answered_side_by_side_in_chromium(paced_demo_url):
     pytest.importorskip("playwright", reason="playwright not installed (pip install -e '.[demo]')")
     from genrecal.demo.gallery import examples
 
@@ -28,7 +28,7 @@ def test_example_answered_side_by_side_in_chromium(demo_url):
     with chromium_page() as page:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        shown = ask_example(page, demo_url, example.question)
+        shown = ask_example(page, paced_demo_url, example.question)
         page.screenshot(path=str(ARTIFACTS / "demo-browser.png"), full_page=True)
 
         for role in ("teacher", "student"):

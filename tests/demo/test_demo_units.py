@@ -201,3 +201,22 @@ def test_busy_port_is_a_one_line_error(quickstart_out, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and "--port" in err and "Traceback" not in err
+
+
+def test_runtime_that_cannot_run_the_student_is_a_one_line_error(quickstart_out, capsys):
+    from genrecal.cli import main
+
+    code = main(["demo", "--teacher", str(quickstart_out / "teacher"),
+                 "--student", str(quickstart_out / "student-genrecal"), "--runtime", "onnxruntime"])
+    err = capsys.readouterr().err
+    assert code == 2 and "runs with torch, not onnxruntime" in err and "Traceback" not in err
+
+
+def test_building_the_page_writes_nothing_into_the_package(demo_models):
+    from pathlib import Path
+
+    from genrecal.demo import app
+
+    app.build_app(demo_models)
+    package = Path(app.__file__).parent
+    assert not list(package.glob("*.pyi")), "a Gradio component subclass made Gradio write a .pyi stub"

@@ -21,7 +21,7 @@ from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.prompt import PromptFormat
 
 # default max |logit diff| for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache); a
-# family writer may set its own LOGIT_TOL (Qwen2-VL: llama.cpp drops its RMSNorm eps, see qwen2_vl.py).
+# family writer may set its own LOGIT_TOL; Qwen2-VL instead sets RUNTIME_TEXT_RMS_EPS (see qwen2_vl.py).
 # Measured on the tiny gguf-size models: Idefics3/SmolVLM 4e-4 (F32), 8e-4 (F16).
 LOGIT_TOL = {"f32": 5e-3, "f16": 1e-2}
 EMBED_REL_TOL = 5e-3  # max |image-embedding diff| / max |embedding| (mmproj is F16); measured <= 7e-4
@@ -117,6 +117,19 @@ def torch_greedy(model, inputs: dict, steps: int, stop_ids: set[int] = frozenset
         hook.remove()
     rows = captured["embeds"][0][inputs["input_ids"][0] == image_id].float().numpy()
     return np.stack(logits), tokens, rows
+
+
+def with_text_rms_eps(model, eps: float):
+    """A copy of `model` whose text RMSNorms use `eps` (what the runtime computes), for exact parity."""
+    import copy
+
+    from genrecal.families.base import text_model
+
+    clone = copy.deepcopy(model)
+    for module in text_model(clone).modules():
+        if hasattr(module, "variance_epsilon"):
+            module.variance_epsilon = eps
+    return clone
 
 
 def _layout_ids(layout, image_token_id: int) -> list[int]:

@@ -23,9 +23,10 @@ TEXT_ARCH = "qwen2vl"
 PROJECTOR_TYPE = VisionProjectorType.QWEN2VL  # "qwen2vl_merger"
 # what the chat template renders for one image part; libmtmd writes vision_start/end itself
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
-# parity tolerance (max |logit diff| vs PyTorch): looser than the default because llama.cpp drops the
-# text RMSNorm eps (see notes()); measured 5e-3..1.1e-2 on the tiny test models, 1e-4 with eps matched
-LOGIT_TOL = {"f32": 3e-2, "f16": 3e-2}
+# llama.cpp (llama-cpp-python 0.3.36) runs qwen2vl's text RMSNorms with eps 0 whatever the file says
+# (see notes()). Parity is checked against PyTorch run with that eps, so the conversion itself is held to
+# the default tolerance; the difference from the original eps is measured and recorded beside it.
+RUNTIME_TEXT_RMS_EPS = 0.0
 
 _BLOCK = {  # HF suffix inside visual.blocks.{i} -> gguf tensor (qkv handled separately)
     "norm1": MODEL_TENSOR.V_ENC_INPUT_NORM,
