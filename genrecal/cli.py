@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from genrecal.errors import USER_ERRORS
+from genrecal.errors import user_errors
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -143,7 +143,7 @@ def _run(func, args) -> int:
     _quiet_transformers()
     try:
         return func(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -115,6 +115,9 @@ def run_latency(cfg: LatencyConfig, log=print) -> dict:
             log(f"  run {i + 1}/{cfg.runs}: ttft {gen.timing.ttft_ms:.0f} ms, "
                 f"decode {gen.timing.decode_tok_s:.1f} tok/s")
     tokens = sum(t["tokens_out"] for t in timings)
+    if min(t["tokens_out"] for t in timings) < 2:
+        warnings.append("decode speed not measured: the model stopped after fewer than 2 new tokens; use a "
+                        "--prompt that makes it answer at length")
     summary = {k: summarize([t[k] for t in timings]) for k in PHASES}
     summary["load_ms"] = summarize([float(getattr(rt, "load_ms", timings[0]["load_ms"]))])
     result = {

@@ -46,6 +46,9 @@ class Plan:
     teacher_images: int = 12000
     """Rendered easy-vqa-style images for the teacher (easy-vqa itself has 4,000)."""
     teacher_questions_per_image: int = 4
+    teacher_question_mix: tuple[tuple[str, float], ...] = (("yes_no", 0.4), ("shape", 0.3), ("color", 0.3))
+    """Question kinds in the teacher's data. easy-vqa's own mix is 74% yes/no, which a model answers at
+    77% from the question alone; more open questions make the teacher learn to look sooner."""
     teacher_steps: int = 1500
     pretrain_images: int = 1000
     """easy-vqa train images for the student's pretraining (disjoint from the budget's)."""
@@ -102,7 +105,8 @@ def describe(plan: Plan, teacher: dict, start: dict) -> dict:
         "pair": f"{plan.teacher_family}/{plan.teacher_size} -> {plan.student_family}/{plan.student_size}",
         "teacher": (f"{plan.teacher_family}/{plan.teacher_size}, trained by SFT (all parts) for "
                     f"{plan.teacher_steps} steps x {plan.batch_size} on {plan.teacher_images} rendered "
-                    f"easy-vqa-style images x {plan.teacher_questions_per_image} questions (genrecal.data.shapes)"),
+                    f"easy-vqa-style images x {plan.teacher_questions_per_image} questions (genrecal.data.shapes; "
+                    f"kinds {dict(plan.teacher_question_mix)})"),
         "student": (f"{plan.student_family}/{plan.student_size}, pretrained by SFT (all parts) for "
                     f"{plan.pretrain_steps} steps x {plan.batch_size} on {plan.pretrain_images} easy-vqa train "
                     f"images, the same checkpoint for every method"),

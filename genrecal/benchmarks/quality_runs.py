@@ -32,8 +32,8 @@ def cache_key(recipe: dict) -> str:
 
 
 def teacher_recipe(plan: Plan) -> dict:
-    keys = ("teacher_family", "teacher_size", "teacher_images", "teacher_questions_per_image", "teacher_steps",
-            "batch_size", "lr", "min_lr")
+    keys = ("teacher_family", "teacher_size", "teacher_images", "teacher_questions_per_image",
+            "teacher_question_mix", "teacher_steps", "batch_size", "lr", "min_lr", "data_seed")
     return {k: getattr(plan, k) for k in keys}
 
 
@@ -133,18 +133,40 @@ def _train(run_dir: Path, progress: bool, **cfg_fields) -> tuple[Path, float, di
     return out / "student", seconds, cfg.to_dict()
 
 
-def cached_model(cache: Path, name: str, recipe: dict, build, progress: bool) -> dict:
-    """cache/<name>-<hash>/ holds model/ and info.json; `build(run_dir)` -> (student dir, seconds, steps, samples)."""
+def zoo_init(family: str, size: str, out: Path) -> tuple[Path, str]:
+    """Build the untrained zoo model into `out`; returns (dir, fingerprint of its weights + tokenizer).
+
+    The fingerprint goes into cache keys, so a cached model is not reused after the zoo changes."""
+    from genrecal import zoo
+
+    path = zoo.build_to_dir(family, out, size=size, seed=0)
+    digest = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        if (path / name).exists():
+            digest.update((path / name).read_bytes())
+    return path, digest.hexdigest()[:12]
+
+
+def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, build) -> dict:
+    """cache/<name>-<hash>/ holds model/, info.json and train_log.jsonl.
+
+    `build(init_dir, run_dir)` -> (student dir, seconds, steps, samples); the hash covers `recipe` and
+    the untrained zoo model it starts from."""
+    scratch = cache / f".{name}-init"
+    init, fingerprint = zoo_init(family, size, scratch)
+    recipe = {**recipe, "init": fingerprint}
     home = cache / f"{name}-{cache_key(recipe)}"
     info_path = home / "info.json"
     if info_path.exists():
-        info = json.loads(info_path.read_text())
+        shutil.rmtree(scratch, ignore_errors=True)
         say(f"reusing cached {name}: {home}")
-        return {**info, "reused": True}
+        return {**json.loads(info_path.read_text()), "reused": True}
     home.mkdir(parents=True, exist_ok=True)
-    student, seconds, steps, samples = build(home / "run")
+    student, seconds, steps, samples = build(init, home / "run")
     os.replace(student, home / "model")
+    os.replace(home / "run" / "train_log.jsonl", home / "train_log.jsonl")
     shutil.rmtree(home / "run", ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     info = {"path": str(home / "model"), "recipe": recipe, "train_seconds": round(seconds, 1), "steps": steps,
             "samples": samples}
     info_path.write_text(json.dumps(info, indent=2))
@@ -152,40 +174,34 @@ def cached_model(cache: Path, name: str, recipe: dict, build, progress: bool) ->
 
 
 def build_teacher(cache: Path, plan: Plan, progress: bool) -> dict:
-    from genrecal import zoo
     from genrecal.data.shapes import write_shapes
 
-    def build(run_dir: Path):
+    def build(init: Path, run_dir: Path):
         data = write_shapes(run_dir.parent / "shapes", plan.teacher_images, plan.teacher_questions_per_image,
-                            seed=plan.data_seed + 1)
-        init = zoo.build_to_dir(plan.teacher_family, run_dir.parent / "init", size=plan.teacher_size, seed=0)
+                            seed=plan.data_seed + 1, kind_weights=dict(plan.teacher_question_mix))
         samples = min(plan.teacher_steps * plan.batch_size, len(json.loads((data / "data.json").read_text())))
         say(f"training the teacher: {plan.teacher_family}/{plan.teacher_size}, {plan.teacher_steps} steps on "
-             f"{samples} samples of {plan.teacher_images} rendered images")
+            f"{samples} questions about {plan.teacher_images} rendered images")
         student, seconds, _ = _train(run_dir, progress, student=str(init), data=str(data), method="sft",
                                      max_steps=plan.teacher_steps, batch_size=plan.batch_size, lr=plan.lr,
                                      min_lr=plan.min_lr, sft_train=ALL_PARTS, limit=samples)
         shutil.rmtree(data)
-        shutil.rmtree(init)
         return student, seconds, plan.teacher_steps, plan.teacher_steps * plan.batch_size
 
-    return cached_model(cache, "teacher", teacher_recipe(plan), build, progress)
+    return cached_model(cache, "teacher", teacher_recipe(plan), plan.teacher_family, plan.teacher_size, build)
 
 
 def build_pretrained_student(cache: Path, plan: Plan, data: dict[str, Path], progress: bool) -> dict:
-    from genrecal import zoo
-
-    def build(run_dir: Path):
-        init = zoo.build_to_dir(plan.student_family, run_dir.parent / "init", size=plan.student_size, seed=0)
+    def build(init: Path, run_dir: Path):
         say(f"pretraining the student: {plan.student_family}/{plan.student_size}, {plan.pretrain_steps} steps "
-             f"on {plan.pretrain_images} easy-vqa train images (disjoint from the budget)")
+            f"on {plan.pretrain_images} easy-vqa train images (disjoint from the budget)")
         student, seconds, _ = _train(run_dir, progress, student=str(init), data=str(data["pretrain"]),
                                      method="sft", max_steps=plan.pretrain_steps, batch_size=plan.batch_size,
                                      lr=plan.lr, min_lr=plan.min_lr, sft_train=ALL_PARTS)
-        shutil.rmtree(init)
         return student, seconds, plan.pretrain_steps, plan.pretrain_steps * plan.batch_size
 
-    return cached_model(cache, "student-pretrained", pretrain_recipe(plan), build, progress)
+    return cached_model(cache, "student-pretrained", pretrain_recipe(plan), plan.student_family, plan.student_size,
+                        build)
 
 
 def attention_mass(log_path: Path) -> dict | None:

@@ -92,9 +92,7 @@ def _latency_md(lat: dict) -> list[str]:
         s = r["summary"]
         cell = lambda k: f"{s[k]['median']:.1f} / {s[k]['p90']:.1f}"  # noqa: E731
         base = _baseline(lat, host)
-        ratio = "-"
-        if base and _med(base, "decode_tok_s"):
-            ratio = f"{_med(r, 'decode_tok_s') / _med(base, 'decode_tok_s'):.2f}x"
+        ratio = _ratio(_med(r, "decode_tok_s"), _med(base, "decode_tok_s")) if base else "-"
         pct = _pct_of_bound(r, best_bw.get(host))
         lines.append(f"| {label} | {host} | {s['load_ms']['median']:.0f} | {cell('preprocess_ms')} | "
                      f"{cell('vision_encode_ms')} | {cell('prefill_ms')} | {cell('ttft_ms')} | "
@@ -118,7 +116,7 @@ def _best_bandwidth(lat: dict) -> dict[str, float]:
 
 def _pct_of_bound(r: dict, bandwidth_gbs: float | None) -> float | None:
     weights = r.get("roofline", {}).get("weight_bytes_per_token")
-    if not weights or not bandwidth_gbs:
+    if not weights or not bandwidth_gbs or not _med(r, "decode_tok_s"):
         return None
     return round(100 * _med(r, "decode_tok_s") * weights / (bandwidth_gbs * 1e9), 1)
 
@@ -150,13 +148,17 @@ def _teacher_student_md(lat: dict, acc: dict) -> list[str]:
                 ta, sa = acc.get(_key(t)), acc.get(_key(s))
                 accs = f"{ta['exact_match']:.3f} -> {sa['exact_match']:.3f}" if ta and sa else "-"
                 rows.append(f"| {t['artifact']['label']} | {s['artifact']['label']} | {host} | "
-                            f"{_med(s, 'decode_tok_s') / max(_med(t, 'decode_tok_s'), 1e-9):.2f}x | "
-                            f"{s['peak_rss_mb'] / max(t['peak_rss_mb'], 1e-9):.2f}x | {accs} |")
+                            f"{_ratio(_med(s, 'decode_tok_s'), _med(t, 'decode_tok_s'))} | "
+                            f"{_ratio(s['peak_rss_mb'], t['peak_rss_mb'])} | {accs} |")
     if not rows:
         return []
     return ["## Teacher vs student", "", "| teacher | student | host | decode tok/s (student/teacher) | "
             "peak RSS (student/teacher) | exact match (teacher -> student) |", "|---|---|---|---|---|---|",
             *rows, ""]
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"  # 0: not measured (e.g. the model stopped at once)
 
 
 # ---- plots ----
@@ -211,9 +213,10 @@ def _plot_teacher_student(lat: dict, acc: dict, out: Path) -> Path | None:
     names = [f"{k[0]}\n@ {k[1]}" for k, _ in items]
     colors = ["tab:red" if r["artifact"]["role"] == "teacher" else "tab:blue" for _, r in items]
     panels = [("decode tok/s", [_med(r, "decode_tok_s") for _, r in items]),
-              ("peak RSS MB", [r["peak_rss_mb"] for _, r in items]),
-              ("exact match", [acc[k]["exact_match"] if k in acc else 0.0 for k, _ in items])]
-    fig, axes = plt.subplots(1, 3, figsize=(4 * 3, 4.5))
+              ("peak RSS MB", [r["peak_rss_mb"] for _, r in items])]
+    if any(k in acc for k, _ in items):
+        panels.append(("exact match (0: not measured)", [acc[k]["exact_match"] if k in acc else 0.0 for k, _ in items]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.5))
     for ax, (title, vals) in zip(axes, panels):
         ax.bar(range(len(vals)), vals, color=colors)
         ax.set_xticks(range(len(vals)), names, rotation=60, ha="right", fontsize=7)

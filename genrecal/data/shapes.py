@@ -62,9 +62,13 @@ def draw(shape: str, color: str, rng: random.Random) -> Image.Image:
     return im.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
-def question(shape: str, color: str, rng: random.Random) -> tuple[str, str]:
-    """One (question, answer) about an image of `shape` in `color`, in easy-vqa's templates."""
-    kind = rng.choices(list(KIND_WEIGHTS), weights=list(KIND_WEIGHTS.values()))[0]
+def question(shape: str, color: str, rng: random.Random, kind_weights: dict | None = None) -> tuple[str, str]:
+    """One (question, answer) about an image of `shape` in `color`, in easy-vqa's templates.
+
+    kind_weights: {"yes_no", "shape", "color"} -> weight; default easy-vqa's mix (KIND_WEIGHTS).
+    """
+    weights = kind_weights or KIND_WEIGHTS
+    kind = rng.choices(list(weights), weights=list(weights.values()))[0]
     if kind == "shape":
         return rng.choice(SHAPE_QUESTIONS).format(color=color), shape
     if kind == "color":
@@ -79,17 +83,18 @@ def question(shape: str, color: str, rng: random.Random) -> tuple[str, str]:
     return template.format(x=x, y=y), "yes" if present != negated else "no"
 
 
-def generate(images: int, questions_per_image: int = 4, seed: int = 0):
+def generate(images: int, questions_per_image: int = 4, seed: int = 0, kind_weights: dict | None = None):
     """Yield (image, [(question, answer), ...]) for `images` random images (deterministic in seed)."""
     rng = random.Random(seed)
     for _ in range(images):
         shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
         im = draw(shape, color, rng)
-        qas = list(dict.fromkeys(question(shape, color, rng) for _ in range(questions_per_image)))
+        qas = list(dict.fromkeys(question(shape, color, rng, kind_weights) for _ in range(questions_per_image)))
         yield im, qas
 
 
-def write_shapes(out_dir: str | Path, images: int, questions_per_image: int = 4, seed: int = 0) -> Path:
+def write_shapes(out_dir: str | Path, images: int, questions_per_image: int = 4, seed: int = 0,
+                 kind_weights: dict | None = None) -> Path:
     """Write `out_dir/data.json` (LLaVA format, one record per question) and `out_dir/images/`.
 
     Built in a temporary sibling dir and renamed into place; an existing `out_dir` is replaced
@@ -103,7 +108,7 @@ def write_shapes(out_dir: str | Path, images: int, questions_per_image: int = 4,
     try:
         (tmp / "images").mkdir()
         records = []
-        for i, (im, qas) in enumerate(generate(images, questions_per_image, seed)):
+        for i, (im, qas) in enumerate(generate(images, questions_per_image, seed, kind_weights)):
             name = f"images/{i}.png"
             im.save(tmp / name)
             records += [{"id": f"shapes-{seed}-{i}-{k}", "image": name,

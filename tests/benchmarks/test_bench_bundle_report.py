@@ -130,3 +130,19 @@ def test_bundle_runs_in_a_fresh_venv_with_only_its_run_script(bundle, tmp_path):
         result = json.loads((bundle / "results" / f"{kind}-{platform.node()}.json").read_text())
         assert result["genrecal"]["python"].startswith(str(venv))
         assert Path(result["genrecal"]["path"]) == bundle / "genrecal"
+
+
+def test_phone_bundle_of_a_gguf_artifact_runs_with_llama_cpp(quantised, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny rows: the exporter warns that K-quants fell back
+        artifact = quantised("gguf")
+    bundle = make_bundle(artifact, "phone-class", tmp_path / "bundle-phone", log=lambda *_: None)
+    assert "llama-cpp-python==0.3.36" in (bundle / "requirements.txt").read_text().splitlines()
+    assert json.loads((bundle / "bundle.json").read_text())["runtime"] == "llamacpp"
+    res = _run_sh(bundle, "latency", env={"PYTHON": sys.executable})
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads((bundle / "results" / f"latency-{platform.node()}.json").read_text())
+    assert result["artifact"]["runtime"] == "llamacpp" and result["profile"]["name"] == "phone-class"
+    assert result["config"]["threads"] == 1  # THREADS from the environment overrides the profile's 4

@@ -51,6 +51,17 @@ def test_renderer_draws_the_named_shape_in_the_named_colour():
     assert area["triangle"] < area["circle"] < area["rectangle"]
 
 
+def test_question_mix_follows_kind_weights():
+    def share(weights):
+        rng = random.Random(1)
+        answers = [shapes.question("circle", "red", rng, weights)[1] for _ in range(4000)]
+        return sum(a in ("yes", "no") for a in answers) / len(answers)
+
+    assert share(None) == pytest.approx(shapes.KIND_WEIGHTS["yes_no"], abs=0.03)  # easy-vqa's mix by default
+    assert share({"yes_no": 0.4, "shape": 0.3, "color": 0.3}) == pytest.approx(0.4, abs=0.03)
+    assert share({"shape": 1.0}) == 0.0
+
+
 def test_write_shapes_is_deterministic_llava_json(tmp_path):
     from genrecal.data import load_samples
 
