@@ -39,10 +39,12 @@ class Plan:
     distill_steps: int = 300
     test_questions: int = 500
     batch_size: int = 32
+    bench_runs: int = 3
+    bench_questions: int = 100
 
 
 FAST = Plan(teacher_samples=256, pretrain_samples=64, distill_samples=64, teacher_steps=8, pretrain_steps=4,
-            distill_steps=6, test_questions=32, batch_size=8)
+            distill_steps=6, test_questions=32, batch_size=8, bench_runs=1, bench_questions=4)
 
 
 def _say(msg: str) -> None:
@@ -104,6 +106,9 @@ def quickstart(out: str | Path = "genrecal-out", fast: bool = False) -> dict:
                                        "student (GenRecal)": distilled})
     _say("exporting the distilled student for cpu (ONNX fp32/int8/int4) and phone (GGUF Q4_K_M/Q8_0 + mmproj)")
     results["export"] = export_student(out / "export", distilled)
+    _say("benchmarking teacher, student and its exports (latency per phase + accuracy through each runtime)")
+    exported = {f"student {name}": out / "export" / name for name in ("onnx-int8", "gguf-q4_k_m")}
+    results["bench"] = bench(out, plan, {"teacher": teacher, "student torch": distilled, **exported})
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "quickstart.json").write_text(json.dumps(results, indent=2))
     print_summary(out, results)
@@ -122,6 +127,39 @@ def export_student(out: Path, student: Path) -> dict:
         records += summary["artifacts"]
     print(parity_table(records), flush=True)
     return {"dir": str(out), "artifacts": [{k: r.get(k) for k in ("dir", "status", "error")} for r in records]}
+
+
+def bench(out: Path, plan: Plan, artifacts: dict[str, Path]) -> dict:
+    """genrecal-bench latency + accuracy for each artifact, then one report with plots."""
+    from genrecal.benchmarks.accuracy import AccuracyConfig, run_accuracy
+    from genrecal.benchmarks.latency import LatencyConfig, run_latency
+    from genrecal.benchmarks.report import write_report
+    from genrecal.benchmarks.results import write_json
+
+    results_dir = out / "bench" / "results"
+    rows = {}
+    for label, path in artifacts.items():
+        if not path.exists():
+            continue
+        role = "teacher" if label == "teacher" else "student"
+        lat = run_latency(LatencyConfig(str(path), role=role, label=label, runs=plan.bench_runs,
+                                        measure_bandwidth=False), log=lambda m: None)
+        acc = run_accuracy(AccuracyConfig(str(path), limit=plan.bench_questions, role=role, label=label),
+                           log=lambda m: None)
+        slug = label.replace(" ", "_")
+        write_json(lat, results_dir / f"latency_{slug}.json")
+        write_json(acc, results_dir / f"accuracy_{slug}.json")
+        rows[label] = {"decode_tok_s": lat["summary"]["decode_tok_s"]["median"],
+                       "ttft_ms": lat["summary"]["ttft_ms"]["median"],
+                       "peak_rss_mb": lat["summary"]["peak_rss_mb"]["median"],
+                       "exact_match": acc["exact_match"]}
+    report = write_report([results_dir], out / "bench")
+    print(f"  {'':22s} {'decode tok/s':>12s} {'TTFT ms':>8s} {'peak RSS MB':>11s} {'accuracy':>8s}")
+    for label, r in rows.items():
+        print(f"  {label:22s} {r['decode_tok_s']:12.1f} {r['ttft_ms']:8.1f} {r['peak_rss_mb']:11.0f} "
+              f"{100 * r['exact_match']:7.1f}%")
+    _say(f"bench report: {report}")
+    return {"report": str(report), "rows": rows}
 
 
 def evaluate_all(out: Path, plan: Plan, dirs: dict[str, Path]) -> dict:

@@ -49,7 +49,7 @@ class Plan:
     teacher_question_mix: tuple[tuple[str, float], ...] = (("yes_no", 0.4), ("shape", 0.3), ("color", 0.3))
     """Question kinds in the teacher's data. easy-vqa's own mix is 74% yes/no, which a model answers at
     77% from the question alone; more open questions make the teacher learn to look sooner."""
-    teacher_steps: int = 1500
+    teacher_steps: int = 2000
     pretrain_images: int = 1000
     """easy-vqa train images for the student's pretraining (disjoint from the budget's)."""
     pretrain_steps: int = 150
