@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from genrecal.errors import GenrecalError
+from genrecal.fsutil import atomic_dir
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "genrecal_manifest.json"
@@ -90,22 +89,9 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
 def build_dir_atomically(final: Path, build: Callable[[Path], Manifest]) -> Manifest:
     """Run `build(tmp_dir)` (it writes files and returns a Manifest), write the manifest, then
     swap the temp dir into place. A failure leaves any previous `final` untouched."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_dir(final) as tmp:
         manifest = write_manifest(tmp, build(tmp))
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return manifest
 
 
 def load_manifest(root: Path, verify: bool = True) -> Manifest:

@@ -12,17 +12,24 @@ import functools
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 from genrecal.families import get_family
 from genrecal.families.base import TokenizerSpec
+from genrecal.fsutil import atomic_dir
 
 # General words beside easy-vqa's questions, so demo prompts are not all unknown pieces.
 _GENERAL_TEXT = """
@@ -146,16 +153,8 @@ def build_to_dir(family: str, out: str | os.PathLike, size: str = "tiny", seed: 
     """Build a tiny VLM and save it (model + processor) atomically to `out`."""
     out = Path(out)
     model, processor = build(family, size, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "genrecal_zoo.json").write_text(json.dumps({"family": family, "size": size, "seed": seed}))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +25,7 @@ from genrecal.benchmarks.latency import pick_runtime
 from genrecal.benchmarks.profiles import get_profile
 from genrecal.benchmarks.results import PACKAGE_DIR, artifact_info, genrecal_version
 from genrecal.errors import GenrecalError
+from genrecal.fsutil import atomic_dir
 from genrecal.manifest import MANIFEST_NAME, Manifest, dir_sha256, write_manifest
 
 BUNDLE_FILE = "bundle.json"
@@ -102,16 +102,8 @@ def make_bundle(artifact: str | os.PathLike, profile: str, out: str | os.PathLik
         log(f"warning: {w}")
     out = Path(out).resolve()
     _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         _fill(tmp, Path(artifact), manifest, prof.name, runtime, info)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

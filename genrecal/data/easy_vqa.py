@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import easy_vqa
+
+from genrecal.fsutil import atomic_dir
 
 Split = Literal["train", "test"]
 
@@ -44,14 +45,8 @@ def write_easy_vqa(
     """
     out_dir = Path(out_dir).resolve()
     _check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         _write_into(tmp, split, limit, seed)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -101,19 +96,3 @@ def _check_replaceable(out_dir: Path) -> None:
         raise FileExistsError(f"{out_dir} exists and is not a directory")
     if any(out_dir.iterdir()) and not (out_dir / "data.json").is_file():
         raise FileExistsError(f"{out_dir} is not empty and holds no data.json; not replacing it")
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Rename `tmp` to `out_dir`; an old `out_dir` is moved aside first, deleted last."""
-    if not out_dir.exists():
-        tmp.rename(out_dir)
-        return
-    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-    old.rmdir()  # only the unique name is wanted; rename needs it absent
-    out_dir.rename(old)
-    try:
-        tmp.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)  # put the previous dataset back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

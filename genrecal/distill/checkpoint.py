@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from genrecal.fsutil import atomic_dir, write_text_atomic
 
 LATEST = "latest"
 
@@ -36,19 +36,15 @@ def save_checkpoint(ckpt_root: Path, progress: Progress, modules: dict, optimize
     """Write <root>/step-XXXXXXX atomically (temp dir + rename), then point <root>/latest at it."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{progress.global_step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
-    save_file(_weights(modules), str(tmp / "weights.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
-    rng = {"torch": torch.get_rng_state().tolist(), "python": _py_state(), "numpy": _np_state()}
-    (tmp / "state.json").write_text(json.dumps({"progress": asdict(progress), "rng": rng}))
-    final = ckpt_root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_atomic(ckpt_root / LATEST, name)
+    with atomic_dir(ckpt_root / name) as tmp:
+        save_file(_weights(modules), str(tmp / "weights.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+        rng = {"torch": torch.get_rng_state().tolist(), "python": _py_state(), "numpy": _np_state()}
+        (tmp / "state.json").write_text(json.dumps({"progress": asdict(progress), "rng": rng}))
+    write_text_atomic(ckpt_root / LATEST, name)
     for old in sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
+    return ckpt_root / name
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
@@ -88,9 +84,3 @@ def _py_state():
 def _np_state():
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

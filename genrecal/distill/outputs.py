@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from genrecal.distill.recalibrator import Recalibrator
+from genrecal.fsutil import atomic_dir, write_text_atomic
 
 LOG_NAME = "train_log.jsonl"
 RECAL_MARKERS = ("recal", "proj_pre", "proj_post")
@@ -17,16 +15,7 @@ def truncate_log(path: Path, keep_lines: int) -> None:
     """On resume, drop log lines written after the checkpoint we resume from."""
     if not path.exists():
         return
-    lines = path.read_text().splitlines(keepends=True)[:keep_lines]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    write_text_atomic(path, "".join(path.read_text().splitlines(keepends=True)[:keep_lines]))
 
 
 def write_student(out: Path, student) -> Path:
@@ -35,10 +24,9 @@ def write_student(out: Path, student) -> Path:
     leaked = [k for k in keys if any(m in k for m in RECAL_MARKERS)]
     if leaked:
         raise RuntimeError(f"student state has Recalibrator tensors: {leaked[:3]}")
-    tmp = Path(tempfile.mkdtemp(prefix=".student.", dir=out))
-    student.model.save_pretrained(tmp, safe_serialization=True)
-    student.processor.save_pretrained(tmp)
-    _replace_dir(tmp, out / "student")
+    with atomic_dir(out / "student") as tmp:
+        student.model.save_pretrained(tmp, safe_serialization=True)
+        student.processor.save_pretrained(tmp)
     return out / "student"
 
 
@@ -87,9 +75,8 @@ def write_outputs(out: Path, cfg, student, recal, report) -> None:
     (student_dir / "README.md").write_text(model_card(cfg, student, report, last_losses(out / LOG_NAME)))
     (out / "genrecal_distill.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
     if recal is not None:
-        tmp = Path(tempfile.mkdtemp(prefix=".recalibrator.", dir=out))
-        recal.save(tmp)
-        _replace_dir(tmp, out / "recalibrator")
+        with atomic_dir(out / "recalibrator") as tmp:
+            recal.save(tmp)
 
 
 __all__ = ["write_outputs", "truncate_log", "LOG_NAME", "Recalibrator"]

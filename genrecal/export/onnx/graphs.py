@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
