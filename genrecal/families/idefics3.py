@@ -57,6 +57,9 @@ SIZES = {
     # -> 64 image tokens); ~190M parameters with the zoo's small vocabulary
     "small": dict(d=576, ffn=1536, layers=30, heads=9, kv=3, rope_theta=100000.0,
                   vd=768, vffn=3072, vlayers=12, vheads=12, image=512, patch=16, scale=4),
+    # benchmark teacher: SmolVLM-500M's shapes (SmolLM2-360M text body, the same SigLIP-B/16 tower)
+    "medium": dict(d=960, ffn=2560, layers=32, heads=15, kv=5, rope_theta=100000.0,
+                   vd=768, vffn=3072, vlayers=12, vheads=12, image=512, patch=16, scale=4),
 }
 SCALE_FACTOR = 2  # pixel-shuffle factor unless a size sets "scale"
 
