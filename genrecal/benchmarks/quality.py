@@ -31,7 +31,7 @@ from pathlib import Path
 from genrecal.benchmarks import quality_report
 from genrecal.benchmarks.quality_runs import (  # noqa: F401  (re-exported: the benchmark's parts)
     ALL_PARTS, answer_kind, build_pretrained_student, build_teacher, cache_key, pretrain_recipe,
-    question_only_prior, run_one, say, score, split_easy_vqa, teacher_recipe, test_items,
+    question_only_prior, run_one, say, score, split_easy_vqa, teacher_recipe, test_items, uniform_mass,
 )
 
 
@@ -165,6 +165,8 @@ def run_quality(plan: Plan, seeds: list[int], out: Path, cache: Path, variants: 
     result = {"kind": "quality", "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
               "plan": asdict(plan), "seeds": seeds, "regime": describe(plan, models["teacher"], models["start"]),
               "question_only_prior": question_only_prior(items), "teacher": models["teacher"],
+              "attention_mass_uniform": uniform_mass(models["start"]["path"], models["teacher"]["path"],
+                                                     data["budget"]),
               "pretrained_student": models["start"], "runs": runs, "summary": summary,
               "verdict": quality_report.verdict(summary, teacher_acc), "host": host,
               "wall_seconds": round(time.perf_counter() - t0, 1)}

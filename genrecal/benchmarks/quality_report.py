@@ -109,7 +109,9 @@ def markdown(result: dict) -> str:
     lines += ["", "Gap closed = (model - SFT) / (teacher - SFT) on the means. Question-only prior: each test "
               "question answered with its most frequent easy-vqa train answer, image unseen. Attention mass: mean "
               "share of the Recalibrator's last-block attention from teacher-answer positions onto the "
-              "student-question part, averaged over the align and the distill stage.", "",
+              "student-question part, averaged over the align and the distill stage; uniform causal attention "
+              f"would give {result.get('attention_mass_uniform', float('nan')):.3f} on these samples, so only a "
+              "clear drop below that would mean the Recalibrator ignores the student.", "",
               f"Targets: GenRecal > ULD > SFT: **{v['genrecal>uld>sft']}**; GenRecal closes >= half the gap: "
               f"**{v['genrecal_closes_half_gap']}**; teacher beats SFT by >= 10 points: "
               f"**{v['teacher_beats_sft_by_10']}**.", ""]
@@ -143,9 +145,12 @@ def plot(result: dict, path: Path) -> Path:
         ys = [100 * r["accuracy"] for r in result["runs"] if r["name"] == n]
         ax.scatter([i] * len(ys), ys, color="black", s=10, zorder=3)
     ax.axhline(100 * result["teacher"]["accuracy"], color="#c44e52", linestyle="--", label="teacher")
+    prior = result.get("question_only_prior", {}).get("accuracy")
+    if prior is not None:
+        ax.axhline(100 * prior, color="#555555", linestyle=":", label="question-only prior")
     ax.set_xticks(list(x), names, rotation=20, ha="right")
     ax.set_ylabel("easy-vqa test accuracy (%)")
-    low = min(means + [result["teacher"]["accuracy"]])
+    low = min(means + [result["teacher"]["accuracy"]] + ([prior] if prior is not None else []))
     ax.set_ylim(max(0, 100 * low - 10), 100)
     ax.set_title(f"{result['regime']['pair']}, {len(result['seeds'])} seed(s)")
     ax.legend(loc="lower right")

@@ -217,6 +217,24 @@ def attention_mass(log_path: Path) -> dict | None:
     return out or None
 
 
+def uniform_mass(student: str, teacher: str, data: Path, n: int = 64) -> float:
+    """The question-part attention share that UNIFORM causal attention would give, on `n` budget samples.
+
+    The Recalibrator's answer position j sees q student-question positions and j+1 answer positions,
+    so attending evenly puts q/(q+j+1) on the question part (~0.97 for a 41-token question and a
+    2-token answer). The logged mass means something only next to this number."""
+    from genrecal.data.samples import SkipReport, load_samples
+    from genrecal.distill.models import load_vlm
+    from genrecal.distill.pairs import encode_pairs
+
+    samples = load_samples(data)[:n]
+    pairs = encode_pairs(samples, load_vlm(student, "student"), load_vlm(teacher, "teacher"), 4096, "error",
+                         SkipReport(), progress=False)
+    shares = [p.student.answer_start / (p.student.answer_start + j + 1)
+              for p in pairs for j in range(p.teacher.answer_end - p.teacher.answer_start)]
+    return sum(shares) / len(shares)
+
+
 def run_one(runs: Path, plan: Plan, name: str, method: str, seed: int, models: dict, data: Path,
             items: list, overrides: dict, progress: bool) -> dict:
     """Train one student from the pretrained checkpoint and score it; a finished identical run is reused."""

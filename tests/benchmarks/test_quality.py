@@ -120,6 +120,7 @@ def test_report_files_from_a_result(tmp_path):
               "teacher": teacher, "pretrained_student": start, "verdict": quality_report.verdict(summary, 0.8),
               "wall_seconds": 60.0, "host": {"summary": "2 CPU cores"}, "plan": asdict(quality.QUICK),
               "question_only_prior": {"accuracy": 0.67, "by_kind": {"yes_no": 0.77, "shape": 0.34, "color": 0.14}},
+              "attention_mass_uniform": 0.965,
               "invocations": [{"command": "c", "wall_seconds": 60.0, "trained_runs": 8, "reused_runs": 0,
                                "teacher_reused": False, "host": "2 CPU cores"}],
               "regime": {"pair": "llava/base -> qwen2_vl/tiny", "teacher": "t", "student": "s", "budget": "b",
@@ -128,7 +129,7 @@ def test_report_files_from_a_result(tmp_path):
     assert json.loads(paths["json"].read_text())["summary"]["genrecal"]["attention_mass_distill"][0] == 0.3
     md = paths["md"].read_text()
     assert "| genrecal |" in md and "variant: recal-random-init" in md and "0.40 / 0.30" in md
-    assert "| question-only prior (no model) | 67.0% | | 77 / 34 / 14 |" in md
+    assert "| question-only prior (no model) | 67.0% | | 77 / 34 / 14 |" in md and "would give 0.965" in md
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 

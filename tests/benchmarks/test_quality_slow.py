@@ -30,6 +30,7 @@ def test_quality_quick_end_to_end(bench, tmp_path):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["train_seconds"] > 0
     mass = runs["genrecal"]["attention_mass"]
     assert 0.0 < mass["align_mean"] <= 1.0 and 0.0 < mass["distill_mean"] <= 1.0
+    assert 0.5 < result["attention_mass_uniform"] < 1.0
     assert set(result["summary"]) == {"sft", "uld", "genrecal"}
     assert result["summary"]["sft"]["gap_closed"] in (0.0, None)
 

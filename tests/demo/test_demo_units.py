@@ -62,9 +62,9 @@ def test_truncated_and_tiny_images_are_refused(tmp_path):
 
 
 def test_input_errors_are_user_errors():
-    from genrecal.errors import USER_ERRORS
+    from genrecal.errors import user_errors
 
-    assert issubclass(inputs.InputError, GenrecalError) and issubclass(DemoError, USER_ERRORS)
+    assert issubclass(inputs.InputError, GenrecalError) and issubclass(DemoError, user_errors())
 
 
 # ---- questions ----

@@ -66,7 +66,7 @@ def dataset(tmp_path: Path, kinds: list[str]) -> Path:
 
 def distill(zoo_dir, data, out, *extra):
     return main(["distill", "--teacher", zoo_dir("llava"), "--student", zoo_dir("qwen2_vl"), "--data", str(data),
-                 "--out", str(out), "--max-steps", "2", "--batch-size", "4", "--max-length", "120",
+                 "--out", str(out), "--max-steps", "3", "--batch-size", "4", "--max-length", "120",
                  "--no-progress", *extra])
 
 
