@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genrecal.distill.recalibrator import Recalibrator
 from genrecal.fsutil import atomic_dir, write_text_atomic
 
 LOG_NAME = "train_log.jsonl"
@@ -79,4 +78,4 @@ def write_outputs(out: Path, cfg, student, recal, report) -> None:
             recal.save(tmp)
 
 
-__all__ = ["write_outputs", "truncate_log", "LOG_NAME", "Recalibrator"]
+__all__ = ["write_outputs", "truncate_log", "LOG_NAME"]

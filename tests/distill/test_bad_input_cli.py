@@ -2,7 +2,6 @@
 `skip` finishes and reports the count per reason."""
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
