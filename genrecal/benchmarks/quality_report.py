@@ -115,6 +115,12 @@ def markdown(result: dict) -> str:
               f"Targets: GenRecal > ULD > SFT: **{v['genrecal>uld>sft']}**; GenRecal closes >= half the gap: "
               f"**{v['genrecal_closes_half_gap']}**; teacher beats SFT by >= 10 points: "
               f"**{v['teacher_beats_sft_by_10']}**.", ""]
+    best = max(s["accuracy_mean"] for s in summ.values())
+    if best < prior["accuracy"] + 0.02:  # nothing measurably above "ignore the image"
+        lines += [f"Note: no student scores more than 2 points above the question-only prior "
+                  f"({_pct(prior['accuracy'])}; best {_pct(best)}): in this regime none of them uses the image "
+                  "measurably, so the comparison shows which method reaches the prior, not which transfers the "
+                  "teacher's visual knowledge.", ""]
     variants = {n: s["overrides"] for n, s in summ.items() if n not in COMPARED}
     if variants:
         lines += ["Variants (GenRecal with these DistillConfig changes): "

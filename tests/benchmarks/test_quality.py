@@ -130,6 +130,7 @@ def test_report_files_from_a_result(tmp_path):
     md = paths["md"].read_text()
     assert "| genrecal |" in md and "variant: recal-random-init" in md and "0.40 / 0.30" in md
     assert "| question-only prior (no model) | 67.0% | | 77 / 34 / 14 |" in md and "would give 0.965" in md
+    assert "Note: no student scores more than 2 points above the question-only prior" in md
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
