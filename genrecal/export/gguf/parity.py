@@ -11,12 +11,12 @@ exactly "llama.cpp's own greedy continuation is identical".
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from genrecal.data.scoring import normalize_answer
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.prompt import PromptFormat
 
@@ -198,10 +198,6 @@ def _tokenizer_agreement(session, tokenizer, data) -> str:
     return f"{same}/{len(texts)}"
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", text.strip().lower()).strip()
-
-
 def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, seed: int = 1) -> dict:
     """Exact-match accuracy on `limit` easy-vqa test questions: PyTorch (HF processor path) and the
     artifact (genrecal's llama.cpp path, default F16 KV cache, as the runtime runs it)."""
@@ -218,12 +214,12 @@ def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, see
             pre = session.prefill(question, [image])
             ids = session.greedy_ids(pre.logits, ANSWER_TOKENS)
             ll_answers.append(session.detokenize(ids).decode("utf-8", errors="replace"))
-    gold = [_norm(a) for _, a, _ in data]
+    gold = [normalize_answer(a) for _, a, _ in data]
     return {
         "n": len(data),
-        "torch_exact_match": sum(_norm(p) == g for p, g in zip(pt_answers, gold)) / len(data),
-        "gguf_exact_match": sum(_norm(p) == g for p, g in zip(ll_answers, gold)) / len(data),
-        "answer_agreement": sum(_norm(p) == _norm(q) for p, q in zip(pt_answers, ll_answers)) / len(data),
+        "torch_exact_match": sum(normalize_answer(p) == g for p, g in zip(pt_answers, gold)) / len(data),
+        "gguf_exact_match": sum(normalize_answer(p) == g for p, g in zip(ll_answers, gold)) / len(data),
+        "answer_agreement": sum(normalize_answer(p) == normalize_answer(q) for p, q in zip(pt_answers, ll_answers)) / len(data),
         "examples": [{"q": q, "gold": a, "torch": p, "gguf": g}
                      for (q, a, _), p, g in list(zip(data, pt_answers, ll_answers))[:3]],
     }

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from genrecal.data import load_easy_vqa_questions
+from genrecal.data.scoring import exact_match
 from genrecal.runtimes.onnxruntime import OnnxRuntime, prepare_inputs
 
 PARITY_SAMPLES = 3
@@ -56,10 +57,6 @@ def _torch_inputs(enc: dict) -> dict:
     return {k: torch.from_numpy(np.asarray(v)) for k, v in enc.items()}
 
 
-def normalise(text: str) -> str:
-    return text.strip().lower().rstrip(".")
-
-
 def torch_reference(model, processor, samples: int = PARITY_SAMPLES,
                     questions: int = ACCURACY_QUESTIONS) -> Reference:
     import transformers
@@ -81,7 +78,7 @@ def torch_reference(model, processor, samples: int = PARITY_SAMPLES,
             enc = prepare_inputs(processor, [image], question)
             out = model.generate(**_torch_inputs(enc), max_new_tokens=ACCURACY_TOKENS, **gen)
             text = processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            hits += normalise(text) == normalise(answer)
+            hits += exact_match(text, answer)
             ref.acc_encs.append(enc)
             ref.answers.append(answer)
     ref.accuracy = hits / max(len(ref.answers), 1)
@@ -106,7 +103,7 @@ def check_artifact(rt: OnnxRuntime, ref: Reference, precision: str) -> dict:
     correct = 0
     for enc, answer in zip(ref.acc_encs, ref.answers):
         toks = [t for t, _, _ in rt.steps(enc, ACCURACY_TOKENS)]
-        correct += normalise(rt.processor.tokenizer.decode(toks, skip_special_tokens=True)) == normalise(answer)
+        correct += exact_match(rt.processor.tokenizer.decode(toks, skip_special_tokens=True), answer)
     record = {
         "reference": f"PyTorch eager AutoModelForImageTextToText (transformers {ref.transformers})",
         "samples": len(ref.encs), "new_tokens": NEW_TOKENS,
