@@ -4,6 +4,9 @@
     genrecal-bench quality --quick --out quality-quick              # 1 seed, smaller teacher and budget
     genrecal-bench quality --out quality-out --variants all         # + GenRecal variants (reuses the above)
 
+0. Both models start, like real VLMs, from a pretrained vision encoder: their zoo encoder + projector
+   is first trained on labelled renders (`genrecal.benchmarks.vision_pretrain`), the teacher's
+   longer. Without it no model here learned shape, and every student sat at the question-only prior.
 1. A teacher (LLaVA, WordPiece tokenizer, 64 CLIP image tokens) is trained on images drawn by
    `genrecal.data.shapes` in easy-vqa's style: many more images than easy-vqa's 4,000, so it is
    far better than a budget-limited student. Cached under --cache, keyed by a hash of its recipe.
@@ -43,6 +46,9 @@ class Plan:
     teacher_size: str = "base"
     student_family: str = "qwen2_vl"
     student_size: str = "tiny"
+    teacher_vision_steps: int = 1500
+    """Batches of 64 labelled renders that pretrain the teacher's vision encoder + projector before its VLM
+    training (genrecal.benchmarks.vision_pretrain): the stand-in for a pretrained CLIP tower."""
     teacher_images: int = 12000
     """Rendered easy-vqa-style images for the teacher (easy-vqa itself has 4,000)."""
     teacher_questions_per_image: int = 4
@@ -50,6 +56,8 @@ class Plan:
     """Question kinds in the teacher's data. easy-vqa's own mix is 74% yes/no, which a model answers at
     77% from the question alone; more open questions make the teacher learn to look sooner."""
     teacher_steps: int = 2000
+    student_vision_steps: int = 600
+    """The same for the student, shorter: a smaller encoder that sees colour well and shape less well."""
     pretrain_images: int = 1000
     """easy-vqa train images for the student's pretraining (disjoint from the budget's)."""
     pretrain_steps: int = 150
@@ -71,11 +79,13 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = replace(FULL, teacher_images=4000, teacher_steps=400, budget_samples=1600, budget_steps=100,
-                test_questions=500)
+QUICK = replace(FULL, teacher_vision_steps=600, student_vision_steps=300, teacher_images=4000, teacher_steps=400,
+                budget_samples=1600, budget_steps=100, test_questions=500)
 
 # GenRecal knobs investigated when the target does not hold (DistillConfig overrides; defaults in
-# ../shared/docs/genrecal-method.md). The last one gives stage 2 the student parts SFT trains throughout.
+# ../shared/docs/genrecal-method.md). `distill-trains-sft-parts` gives stage 2 the student parts SFT trains
+# throughout; `teacher-only-in-distill` also drops L_sft from stage 2, to see what the teacher's signal alone
+# teaches the student.
 VARIANTS = {
     "recal-random-init": {"recal_init": "random"},
     "recal-frozen-in-distill": {"recal_train_in_distill": False},
@@ -83,6 +93,9 @@ VARIANTS = {
     "split-10-80-10": {"stage_split": (0.1, 0.8, 0.1)},
     "split-10-45-45": {"stage_split": (0.1, 0.45, 0.45)},
     "distill-trains-sft-parts": {"distill_train": ("layers", "norm", "embed", "head", "projector")},
+    # a diagnostic, not a method: stage 2 learns from the teacher through the Recalibrator ONLY (no L_sft)
+    "teacher-only-in-distill": {"distill_train": ("layers", "norm", "embed", "head", "projector"),
+                                "sft_in_distill": False},
 }
 
 
@@ -103,11 +116,13 @@ def describe(plan: Plan, teacher: dict, start: dict) -> dict:
     """The regime in words, for the report."""
     return {
         "pair": f"{plan.teacher_family}/{plan.teacher_size} -> {plan.student_family}/{plan.student_size}",
-        "teacher": (f"{plan.teacher_family}/{plan.teacher_size}, trained by SFT (all parts) for "
+        "teacher": (_vision_words(plan.teacher_vision_steps, teacher) +
+                    f"{plan.teacher_family}/{plan.teacher_size}, trained by SFT (all parts) for "
                     f"{plan.teacher_steps} steps x {plan.batch_size} on {plan.teacher_images} rendered "
                     f"easy-vqa-style images x {plan.teacher_questions_per_image} questions (genrecal.data.shapes; "
                     f"kinds {dict(plan.teacher_question_mix)})"),
-        "student": (f"{plan.student_family}/{plan.student_size}, pretrained by SFT (all parts) for "
+        "student": (_vision_words(plan.student_vision_steps, start) +
+                    f"{plan.student_family}/{plan.student_size}, pretrained by SFT (all parts) for "
                     f"{plan.pretrain_steps} steps x {plan.batch_size} on {plan.pretrain_images} easy-vqa train "
                     f"images, the same checkpoint for every method"),
         "budget": (f"{plan.budget_steps} optimizer steps x {plan.batch_size} samples from {plan.budget_samples} "
@@ -121,6 +136,16 @@ def describe(plan: Plan, teacher: dict, start: dict) -> dict:
                  f"generation, exact match"),
         "teacher_params": _params(teacher["path"]), "student_params": _params(start["path"]),
     }
+
+
+def _vision_words(steps: int, info: dict) -> str:
+    vision = info.get("vision")
+    if not steps or not vision:
+        return "vision encoder not pretrained; "
+    acc = vision["probe_accuracy"]
+    return (f"vision encoder + projector first pretrained on {steps} x {vision['batch_size']} labelled renders "
+            f"(linear probes on held-out renders: shape {100 * acc['shape']:.0f}%, colour {100 * acc['color']:.0f}%), "
+            "then ")
 
 
 def _params(model_dir: str) -> int | None:

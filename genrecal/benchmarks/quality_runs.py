@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from genrecal.benchmarks.quality import Plan
 
 ALL_PARTS = ("layers", "norm", "embed", "head", "projector", "vision")
-RECIPE_VERSION = 1  # bump when data or training code changes what a cached model would be
+RECIPE_VERSION = 2  # bump when data or training code changes what a cached model would be
 
 
 def say(msg: str) -> None:
@@ -32,14 +32,15 @@ def cache_key(recipe: dict) -> str:
 
 
 def teacher_recipe(plan: Plan) -> dict:
-    keys = ("teacher_family", "teacher_size", "teacher_images", "teacher_questions_per_image",
-            "teacher_question_mix", "teacher_steps", "batch_size", "lr", "min_lr", "data_seed")
+    keys = ("teacher_family", "teacher_size", "teacher_vision_steps", "teacher_images",
+            "teacher_questions_per_image", "teacher_question_mix", "teacher_steps", "batch_size", "lr", "min_lr",
+            "data_seed")
     return {k: getattr(plan, k) for k in keys}
 
 
 def pretrain_recipe(plan: Plan) -> dict:
-    keys = ("student_family", "student_size", "pretrain_images", "pretrain_steps", "batch_size", "lr", "min_lr",
-            "data_seed")
+    keys = ("student_family", "student_size", "student_vision_steps", "pretrain_images", "pretrain_steps",
+            "batch_size", "lr", "min_lr", "data_seed")
     return {k: getattr(plan, k) for k in keys}
 
 
@@ -150,8 +151,8 @@ def zoo_init(family: str, size: str, out: Path) -> tuple[Path, str]:
 def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, build) -> dict:
     """cache/<name>-<hash>/ holds model/, info.json and train_log.jsonl.
 
-    `build(init_dir, run_dir)` -> (student dir, seconds, steps, samples); the hash covers `recipe` and
-    the untrained zoo model it starts from."""
+    `build(init_dir, run_dir)` -> (student dir, seconds, steps, samples, extra info); the hash covers
+    `recipe` and the untrained zoo model it starts from."""
     scratch = cache / f".{name}-init"
     init, fingerprint = zoo_init(family, size, scratch)
     recipe = {**recipe, "init": fingerprint}
@@ -162,31 +163,47 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
         say(f"reusing cached {name}: {home}")
         return {**json.loads(info_path.read_text()), "reused": True}
     home.mkdir(parents=True, exist_ok=True)
-    student, seconds, steps, samples = build(init, home / "run")
+    student, seconds, steps, samples, extra = build(init, home / "run")
     os.replace(student, home / "model")
     os.replace(home / "run" / "train_log.jsonl", home / "train_log.jsonl")
     shutil.rmtree(home / "run", ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
     info = {"path": str(home / "model"), "recipe": recipe, "train_seconds": round(seconds, 1), "steps": steps,
-            "samples": samples}
+            "samples": samples, **extra}
     info_path.write_text(json.dumps(info, indent=2))
     return {**info, "reused": False}
+
+
+def _vision_first(init: Path, out: Path, steps: int, role: str) -> tuple[Path, dict | None]:
+    """Pretrain the vision encoder + projector of `init` for `steps` batches (0: skip); returns (model dir, info)."""
+    if steps <= 0:
+        return init, None
+    from genrecal.benchmarks.vision_pretrain import pretrain_vision
+
+    say(f"pretraining the {role}'s vision encoder: {steps} steps on labelled renders")
+    info = pretrain_vision(init, out, steps, log=lambda m: say(f"{role} {m}"))
+    say(f"{role} vision probes on held-out renders: shape {100 * info['probe_accuracy']['shape']:.1f}%, "
+        f"colour {100 * info['probe_accuracy']['color']:.1f}% ({info['seconds']:.0f} s)")
+    return out, info
 
 
 def build_teacher(cache: Path, plan: Plan, progress: bool) -> dict:
     from genrecal.data.shapes import write_shapes
 
     def build(init: Path, run_dir: Path):
+        start, vision = _vision_first(init, run_dir.parent / "vision", plan.teacher_vision_steps, "teacher")
         data = write_shapes(run_dir.parent / "shapes", plan.teacher_images, plan.teacher_questions_per_image,
                             seed=plan.data_seed + 1, kind_weights=dict(plan.teacher_question_mix))
         samples = min(plan.teacher_steps * plan.batch_size, len(json.loads((data / "data.json").read_text())))
         say(f"training the teacher: {plan.teacher_family}/{plan.teacher_size}, {plan.teacher_steps} steps on "
             f"{samples} questions about {plan.teacher_images} rendered images")
-        student, seconds, _ = _train(run_dir, progress, student=str(init), data=str(data), method="sft",
+        student, seconds, _ = _train(run_dir, progress, student=str(start), data=str(data), method="sft",
                                      max_steps=plan.teacher_steps, batch_size=plan.batch_size, lr=plan.lr,
                                      min_lr=plan.min_lr, sft_train=ALL_PARTS, limit=samples)
         shutil.rmtree(data)
-        return student, seconds, plan.teacher_steps, plan.teacher_steps * plan.batch_size
+        shutil.rmtree(run_dir.parent / "vision", ignore_errors=True)
+        seconds += vision["seconds"] if vision else 0.0
+        return student, seconds, plan.teacher_steps, plan.teacher_steps * plan.batch_size, {"vision": vision}
 
     return cached_model(cache, "teacher", teacher_recipe(plan), plan.teacher_family, plan.teacher_size, build)
 
@@ -195,10 +212,13 @@ def build_pretrained_student(cache: Path, plan: Plan, data: dict[str, Path], pro
     def build(init: Path, run_dir: Path):
         say(f"pretraining the student: {plan.student_family}/{plan.student_size}, {plan.pretrain_steps} steps "
             f"on {plan.pretrain_images} easy-vqa train images (disjoint from the budget)")
-        student, seconds, _ = _train(run_dir, progress, student=str(init), data=str(data["pretrain"]),
+        start, vision = _vision_first(init, run_dir.parent / "vision", plan.student_vision_steps, "student")
+        student, seconds, _ = _train(run_dir, progress, student=str(start), data=str(data["pretrain"]),
                                      method="sft", max_steps=plan.pretrain_steps, batch_size=plan.batch_size,
                                      lr=plan.lr, min_lr=plan.min_lr, sft_train=ALL_PARTS)
-        return student, seconds, plan.pretrain_steps, plan.pretrain_steps * plan.batch_size
+        shutil.rmtree(run_dir.parent / "vision", ignore_errors=True)
+        seconds += vision["seconds"] if vision else 0.0
+        return student, seconds, plan.pretrain_steps, plan.pretrain_steps * plan.batch_size, {"vision": vision}
 
     return cached_model(cache, "student-pretrained", pretrain_recipe(plan), plan.student_family, plan.student_size,
                         build)

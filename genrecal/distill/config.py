@@ -71,6 +71,9 @@ class DistillConfig:
     """student: copy the student's last layers; random."""
     recal_train_in_distill: bool = True
     reg_in_distill: bool = True
+    sft_in_distill: bool = True
+    """Stage 2 adds the student's own CE (L_sft), as the method says; False leaves stage 2 only the
+    teacher's signal through the Recalibrator (a diagnostic: what does the student learn from it alone?)."""
     # ---- what the student trains in the distill stage ----
     distill_train: tuple[str, ...] = ("layers", "norm")
     """Student parts trained in stage 2: layers, norm, embed, head, projector, vision."""

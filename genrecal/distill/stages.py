@@ -35,7 +35,8 @@ def build_stage(name: str, cfg: DistillConfig) -> Stage:
         return Stage("align", (), True, ("ar", "kl", "reg"))
     if name == "distill":
         reg = ("reg",) if cfg.recal_train_in_distill and cfg.reg_in_distill else ()
-        return Stage("distill", cfg.distill_train, cfg.recal_train_in_distill, ("ar", "kl", "sft") + reg)
+        sft = ("sft",) if cfg.sft_in_distill else ()
+        return Stage("distill", cfg.distill_train, cfg.recal_train_in_distill, ("ar", "kl") + sft + reg)
     if name == "sft":
         return Stage("sft", cfg.sft_train, False, ("sft",))
     if name in ("uld", "kd"):

@@ -34,3 +34,17 @@ def test_budget_split_counts_every_step():
         DistillConfig(student="s", teacher="t", max_steps=2).stage_steps()
     assert DistillConfig(student="s", teacher="t", max_steps=300, stages=("distill", "sft")).stage_steps() == {
         "distill": 225, "sft": 75}
+
+
+def test_distill_stage_losses_follow_the_knobs():
+    from genrecal.distill.stages import build_stage
+
+    default = build_stage("distill", DistillConfig(out="x", teacher="t"))
+    assert default.losses == ("ar", "kl", "sft", "reg") and default.train_recal
+    assert default.student_parts == ("layers", "norm")
+    teacher_only = build_stage("distill", DistillConfig(out="x", teacher="t", sft_in_distill=False, reg_in_distill=False))
+    assert teacher_only.losses == ("ar", "kl")
+    frozen = build_stage("distill", DistillConfig(out="x", teacher="t", recal_train_in_distill=False))
+    assert frozen.losses == ("ar", "kl", "sft") and not frozen.train_recal
+    assert build_stage("align", DistillConfig(out="x", teacher="t")).losses == ("ar", "kl", "reg")
+    assert build_stage("sft", DistillConfig(out="x", teacher="t")).losses == ("sft",)

@@ -1,0 +1,109 @@
+"""Pretrain a VLM's vision encoder and projector on labelled renders, before any VLM training.
+
+Real teachers and students start from a pretrained vision encoder (CLIP, SigLIP, InternViT); the
+zoo's towers start random, and a tower trained only through the language loss learns colour but
+not shape on easy-vqa (measured: teacher shape accuracy 36 %, below the question-only prior). This
+is the stand-in: the model's own `get_image_features` (vision tower + projector, in the family's
+image-token scheme), mean-pooled over image tokens, feeds two linear probes (shape: 3 classes,
+colour: 8) trained with cross-entropy on images drawn by `genrecal.data.shapes`. The probes are
+dropped; the saved model is the same architecture, loadable with `from_pretrained`.
+
+    pretrain_vision("zoo/llava-base", "out/llava-base-vision", steps=1500)
+"""
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EVAL_IMAGES = 512
+EVAL_SEED_OFFSET = 10**6  # held-out renders: a seed no training batch uses
+
+
+def _batch(processor, rng: random.Random, n: int):
+    from genrecal.data.shapes import COLORS, SHAPES, draw
+
+    colors = list(COLORS)
+    images, shapes, cols = [], [], []
+    for _ in range(n):
+        shape, color = rng.choice(SHAPES), rng.choice(colors)
+        images.append(draw(shape, color, rng))
+        shapes.append(SHAPES.index(shape))
+        cols.append(colors.index(color))
+    inputs = processor.image_processor(images=images, return_tensors="pt")
+    return dict(inputs), torch.tensor(shapes), torch.tensor(cols)
+
+
+def image_features(model: nn.Module, inputs: dict) -> torch.Tensor:
+    """(n_images, hidden) : the model's projected image tokens, mean-pooled per image."""
+    get = model.model.get_image_features
+    accepted = set(inspect.signature(get).parameters)
+    out = get(**{k: v for k, v in inputs.items() if k in accepted})
+    feats = getattr(out, "pooler_output", out)
+    if isinstance(feats, torch.Tensor):
+        return feats.mean(1) if feats.dim() == 3 else feats
+    return torch.stack([f.reshape(-1, f.shape[-1]).float().mean(0) for f in feats])
+
+
+def vision_params(model: nn.Module) -> list[nn.Parameter]:
+    from genrecal.distill.stages import student_param_groups
+
+    groups = student_param_groups(model)
+    return groups["vision"] + groups["projector"]
+
+
+def _accuracy(model, probes, processor, seed: int) -> dict:
+    inputs, shapes, colors = _batch(processor, random.Random(seed + EVAL_SEED_OFFSET), EVAL_IMAGES)
+    model.eval()
+    with torch.no_grad():
+        logits = probes(image_features(model, inputs))
+    model.train()
+    return {"shape": round((logits[:, :3].argmax(1) == shapes).float().mean().item(), 4),
+            "color": round((logits[:, 3:].argmax(1) == colors).float().mean().item(), 4)}
+
+
+def pretrain_vision(model_dir: str | Path, out_dir: str | Path, steps: int, batch_size: int = 64,
+                    lr: float = 1e-3, seed: int = 0, log=print) -> dict:
+    """Train vision tower + projector of the VLM in model_dir for `steps` batches; save it to out_dir.
+
+    Returns {"steps", "batch_size", "seconds", "probe_accuracy": {"shape", "color"}} where the accuracy
+    is the linear probes' on held-out renders (chance: 1/3 and 1/8)."""
+    from genrecal.distill.models import load_vlm
+
+    torch.manual_seed(seed)
+    vlm = load_vlm(str(model_dir), "student")
+    model, processor = vlm.model, vlm.processor
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = vision_params(model)
+    for p in params:
+        p.requires_grad_(True)
+    with torch.no_grad():
+        width = image_features(model, _batch(processor, random.Random(seed), 1)[0]).shape[-1]
+    probes = nn.Linear(width, 3 + 8)
+    opt = torch.optim.AdamW(params + list(probes.parameters()), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.1, 1 - s / max(1, steps)))
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        inputs, shapes, colors = _batch(processor, rng, batch_size)
+        logits = probes(image_features(model, inputs))
+        loss = nn.functional.cross_entropy(logits[:, :3], shapes) + nn.functional.cross_entropy(logits[:, 3:], colors)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == steps:
+            log(f"vision pretraining step {step}/{steps}: loss {loss.item():.3f}")
+    seconds = time.perf_counter() - t0
+    accuracy = _accuracy(model, probes, processor, seed)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "seconds": round(seconds, 1),
+            "probe_accuracy": accuracy}
