@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from genrecal.benchmarks import quality_report
@@ -235,6 +235,25 @@ def _parts(text: str) -> tuple[str, ...]:
     return parts
 
 
+def settable() -> list[str]:
+    """Plan fields `--set` may change: the numeric ones (budgets, steps, sizes of data, learning rates)."""
+    return [f.name for f in fields(Plan) if type(getattr(FULL, f.name)) in (int, float)]
+
+
+def _setting(text: str) -> tuple[str, int | float]:
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in settable():
+        raise argparse.ArgumentTypeError(f"--set wants FIELD=VALUE with FIELD one of {', '.join(settable())}; "
+                                         f"got {text!r}")
+    kind = type(getattr(FULL, name))
+    try:
+        return name, kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"--set {name}: {value!r} is not {what}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, smaller teacher and budget (minutes)")
     parser.add_argument("--seeds", type=_seeds, help="comma list (default 0,1,2; --quick: 0)")
@@ -248,6 +267,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student-parts", type=_parts, dest="student_parts",
                         help="student parts EVERY method trains in the budget, e.g. layers,norm,embed,head,projector,"
                              "vision (default: DistillConfig's, the vision tower frozen)")
+    parser.add_argument("--set", type=_setting, action="append", default=[], dest="settings", metavar="FIELD=VALUE",
+                        help="change one number of the regime (repeatable), e.g. --set pretrain_steps=600; the "
+                             "report records it; cached models and runs are keyed by the changed recipe")
     parser.add_argument("--progress", action="store_true", help="progress bars for training and evaluation")
 
 
@@ -267,6 +289,7 @@ def command_line(args) -> str:
         words.append("--variants " + ",".join(args.variants))
     if args.student_parts:
         words.append("--student-parts " + ",".join(args.student_parts))
+    words += [f"--set {name}={value}" for name, value in getattr(args, "settings", [])]
     if args.threads != 1:
         words.append(f"--threads {args.threads}")
     return " ".join(words + [f"--out {args.out}"])
@@ -276,6 +299,7 @@ def run_from_args(args) -> int:
     plan = QUICK if args.quick else FULL
     if args.student_parts:
         plan = replace(plan, student_parts=args.student_parts)
+    plan = replace(plan, **dict(args.settings))
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "genrecal" / "quality"
     result = run_quality(plan, seeds, Path(args.out), cache, args.variants, args.threads, args.progress,

@@ -36,6 +36,8 @@ def summarize(runs: list[dict], teacher_acc: float) -> dict[str, dict]:
                      "steps": rs[0]["steps"], "samples": rs[0]["samples"], "overrides": rs[0]["overrides"]}
         kinds = sorted({k for r in rs for k in r.get("by_kind", {})})
         out[name]["by_kind_mean"] = {k: statistics.fmean(r["by_kind"][k] for r in rs) for k in kinds}
+        if all("in_kind" in r for r in rs):
+            out[name]["in_kind_mean"] = {k: statistics.fmean(r["in_kind"]["by_kind"][k] for r in rs) for k in kinds}
         masses = [r["attention_mass"]["distill_mean"] for r in rs if r.get("attention_mass")]
         if masses:
             out[name]["attention_mass_distill"] = mean_sd(masses)
@@ -69,6 +71,10 @@ def _mass(s: dict) -> str:
     return f"{a:.2f} / {d:.2f}"
 
 
+def _cached(model: dict) -> str:
+    return " (cached)" if model.get("reused") else ""
+
+
 def _kinds(by_kind: dict | None) -> str:
     if not by_kind:
         return ""
@@ -89,24 +95,29 @@ def markdown(result: dict) -> str:
         f"Teacher: {reg['teacher']}.  ",
         f"Student: {reg['student']}.  ",
         f"Budget (every method, seeds {seeds}): {reg['budget']}.", "",
-        "| model | accuracy (mean ± sd) | per seed | yes-no / shape / colour | gap closed | train s / run "
-        "| steps x batch | attn. mass on q_s (align / distill) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| teacher ({t['family']}) | {_pct(t['accuracy'])} | | {_kinds(t.get('by_kind'))} | | "
-        f"{t['train_seconds']:.0f} (cached) | {t['steps']} x {t['samples'] // t['steps']} | |",
-        f"| question-only prior (no model) | {_pct(prior['accuracy'])} | | {_kinds(prior['by_kind'])} | "
+        "| model | accuracy (mean ± sd) | per seed | yes-no / shape / colour | answers in kind | gap closed "
+        "| train s / run | steps x batch | attn. mass on q_s (align / distill) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| teacher ({t['family']}) | {_pct(t['accuracy'])} | | {_kinds(t.get('by_kind'))} | "
+        f"{_kinds((t.get('in_kind') or {}).get('by_kind'))} | | "
+        f"{t['train_seconds']:.0f}{_cached(t)} | {t['steps']} x {t['samples'] // t['steps']} | |",
+        f"| question-only prior (no model) | {_pct(prior['accuracy'])} | | {_kinds(prior['by_kind'])} | | "
         f"{gap(prior['accuracy'])} | | | |",
-        f"| pretrained student (start) | {_pct(p['accuracy'])} | | {_kinds(p.get('by_kind'))} | {gap(p['accuracy'])} "
-        f"| {p['train_seconds']:.0f} (cached) | {p['steps']} x {p['samples'] // p['steps']} | |",
+        f"| pretrained student (start) | {_pct(p['accuracy'])} | | {_kinds(p.get('by_kind'))} | "
+        f"{_kinds((p.get('in_kind') or {}).get('by_kind'))} | {gap(p['accuracy'])} "
+        f"| {p['train_seconds']:.0f}{_cached(p)} | {p['steps']} x {p['samples'] // p['steps']} | |",
     ]
     for name, s in summ.items():
         per_seed = " ".join(_pct(r["accuracy"]) for r in result["runs"] if r["name"] == name)
         label = name if name in COMPARED else f"variant: {name}"
         lines.append(f"| {label} | {_pct(s['accuracy_mean'], s['accuracy_sd'])} | {per_seed} | "
-                     f"{_kinds(s.get('by_kind_mean'))} | {_pct(s['gap_closed'])} | {s['train_seconds_mean']:.0f} | "
+                     f"{_kinds(s.get('by_kind_mean'))} | {_kinds(s.get('in_kind_mean'))} | {_pct(s['gap_closed'])} | "
+                     f"{s['train_seconds_mean']:.0f} | "
                      f"{s['steps']} x {s['samples'] // s['steps']} | {_mass(s)} |")
     v = result["verdict"]
-    lines += ["", "Gap closed = (model - SFT) / (teacher - SFT) on the means. Question-only prior: each test "
+    lines += ["", "Answers in kind: the share of answers that are a word of the asked kind (yes/no, a shape, a "
+              "colour), right or wrong. Gap closed = (model - SFT) / (teacher - SFT) on the means. "
+              "Question-only prior: each test "
               "question answered with its most frequent easy-vqa train answer, image unseen. Attention mass: mean "
               "share of the Recalibrator's last-block attention from teacher-answer positions onto the "
               "student-question part, averaged over the align and the distill stage; uniform causal attention "

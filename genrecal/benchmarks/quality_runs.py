@@ -107,15 +107,29 @@ def _combine(by_kind: dict[str, tuple[float, int]]) -> dict:
             "by_kind": {k: round(acc, 4) for k, (acc, _) in sorted(by_kind.items())}}
 
 
+def prediction_kind(prediction: str) -> str | None:
+    """yes_no / shape / color for a word of easy-vqa's answer vocabulary, None for anything else."""
+    from genrecal.data.scoring import normalize_answer
+    from genrecal.data.shapes import COLORS, SHAPES
+
+    word = normalize_answer(prediction)
+    return "yes_no" if word in ("yes", "no") else "shape" if word in SHAPES else "color" if word in COLORS else None
+
+
 def score(model_dir: str, items: list[tuple[str, str, str]], progress: bool = False, desc: str = "eval") -> dict:
-    """Greedy exact-match accuracy overall and per answer kind (yes/no, shape, colour)."""
+    """Greedy exact-match accuracy overall and per answer kind (yes/no, shape, colour), and `in_kind`: the
+    share of answers that are a word of the asked kind (a shape for a shape question...), right or wrong:
+    whether the model answers in the right vocabulary at all."""
     from genrecal.distill.evaluate import accuracy
 
     kinds: dict[str, list] = {}
     for it in items:
         kinds.setdefault(answer_kind(it[1]), []).append(it)
-    return _combine({k: (accuracy(model_dir, sub, progress=progress, desc=f"{desc} {k}")["accuracy"], len(sub))
-                     for k, sub in kinds.items()})
+    results = {k: accuracy(model_dir, sub, progress=progress, desc=f"{desc} {k}") for k, sub in kinds.items()}
+    out = _combine({k: (r["accuracy"], len(kinds[k])) for k, r in results.items()})
+    in_kind = {k: sum(prediction_kind(p) == k for p in r["predictions"]) / len(kinds[k]) for k, r in results.items()}
+    out["in_kind"] = _combine({k: (v, len(kinds[k])) for k, v in in_kind.items()})
+    return out
 
 
 # ---------------------------------------------------------------- training
@@ -272,13 +286,16 @@ def run_one(runs: Path, plan: Plan, name: str, method: str, seed: int, models: d
     done = run_dir / "result.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         record = json.loads(done.read_text())
+        if "in_kind" not in record:  # a run recorded before answers were classified: score its student again
+            record["in_kind"] = score(str(run_dir / "student"), items, progress, f"eval {name}")["in_kind"]
+            done.write_text(json.dumps(record, indent=2))
         say(f"{name} seed {seed}: {100 * record['accuracy']:.1f}% (reused from {run_dir})")
         return {**record, "reused": True}
     student, seconds, cfg = _train(run_dir, progress, **fields)
     t0 = time.perf_counter()
     scores = score(str(student), items, progress, f"eval {name}")
     record = {"name": name, "method": method, "seed": seed, "accuracy": scores["accuracy"],
-              "by_kind": scores["by_kind"], "train_seconds": round(seconds, 1),
+              "by_kind": scores["by_kind"], "in_kind": scores["in_kind"], "train_seconds": round(seconds, 1),
               "eval_seconds": round(time.perf_counter() - t0, 1), "steps": plan.budget_steps,
               "samples": plan.budget_steps * plan.batch_size, "stage_steps": DistillConfig(**cfg).stage_steps(),
               "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},

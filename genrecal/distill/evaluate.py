@@ -28,9 +28,9 @@ def answer_batch(vlm, questions: list[str], images: list[Image.Image], max_new_t
 
 def accuracy(model_dir: str, items: list[tuple[str, str, str]], batch_size: int = 32, progress: bool = True,
              desc: str = "eval") -> dict:
-    """items: (question, answer, image_path). Returns accuracy and a few examples."""
+    """items: (question, answer, image_path). Returns accuracy, every prediction (in order) and a few examples."""
     vlm = load_vlm(model_dir, "teacher")
-    hits, examples = 0, []
+    hits, examples, predictions = 0, [], []
     for i in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress, leave=False):
         chunk = items[i:i + batch_size]
         images = [Image.open(p).convert("RGB") for _, _, p in chunk]
@@ -38,6 +38,7 @@ def accuracy(model_dir: str, items: list[tuple[str, str, str]], batch_size: int 
         for (q, a, _), pred in zip(chunk, preds):
             ok = exact_match(pred, a)
             hits += ok
+            predictions.append(pred.strip())
             if len(examples) < 5:
                 examples.append({"question": q, "answer": a, "prediction": pred.strip(), "correct": bool(ok)})
-    return {"accuracy": hits / max(len(items), 1), "n": len(items), "examples": examples}
+    return {"accuracy": hits / max(len(items), 1), "n": len(items), "examples": examples, "predictions": predictions}

@@ -143,6 +143,14 @@ def test_question_only_prior_matches_easy_vqa():
     assert quality.answer_kind("teal") == "color" and quality.answer_kind("circle") == "shape"
 
 
+def test_prediction_kind_classifies_answer_words_only():
+    from genrecal.benchmarks.quality_runs import prediction_kind
+
+    assert prediction_kind(" Teal.") == "color" and prediction_kind("circle") == "shape"
+    assert prediction_kind("No") == "yes_no"
+    assert prediction_kind("green shape") is None and prediction_kind("") is None
+
+
 def test_cli_wires_quality(capsys):
     from genrecal.benchmarks.cli import build_parser
 
@@ -153,3 +161,17 @@ def test_cli_wires_quality(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["quality", "--variants", "nope"])
     assert "unknown variant" in capsys.readouterr().err
+
+
+def test_set_changes_numbers_of_the_regime(capsys):
+    from genrecal.benchmarks.cli import build_parser
+
+    args = build_parser().parse_args(["quality", "--set", "pretrain_steps=600", "--set", "lr=5e-4", "--out", "o"])
+    assert args.settings == [("pretrain_steps", 600), ("lr", 5e-4)]
+    assert quality.command_line(args) == "genrecal-bench quality --set pretrain_steps=600 --set lr=0.0005 --out o"
+    assert "pretrain_steps" in quality.settable() and "student_parts" not in quality.settable()
+    for bad in ("pretrain_steps", "student_parts=x", "nope=1", "pretrain_steps=1.5"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["quality", "--set", bad])
+    err = capsys.readouterr().err
+    assert "FIELD one of" in err and "is not an integer" in err
