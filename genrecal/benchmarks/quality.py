@@ -248,10 +248,14 @@ def _setting(text: str) -> tuple[str, int | float]:
                                          f"got {text!r}")
     kind = type(getattr(FULL, name))
     try:
-        return name, kind(value)
+        number = kind(value)
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"--set {name}: {value!r} is not {what}") from None
+    least = 0 if name.endswith("vision_steps") or name == "data_seed" else 1 if kind is int else 0.0
+    if number < least or (kind is float and number <= 0):
+        raise argparse.ArgumentTypeError(f"--set {name}: {value!r} must be {'>= 0' if least == 0 else '> 0'}")
+    return name, number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

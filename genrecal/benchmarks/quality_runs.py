@@ -195,7 +195,7 @@ def _vision_first(init: Path, out: Path, steps: int, role: str) -> tuple[Path, d
     from genrecal.benchmarks.vision_pretrain import pretrain_vision
 
     say(f"pretraining the {role}'s vision encoder: {steps} steps on labelled renders")
-    info = pretrain_vision(init, out, steps, log=lambda m: say(f"{role} {m}"))
+    info = pretrain_vision(init, out, steps, log=lambda m: say(f"{role} {m}"), role=role)
     say(f"{role} vision probes on held-out renders: shape {100 * info['probe_accuracy']['shape']:.1f}%, "
         f"colour {100 * info['probe_accuracy']['color']:.1f}% ({info['seconds']:.0f} s)")
     return out, info
@@ -287,7 +287,11 @@ def run_one(runs: Path, plan: Plan, name: str, method: str, seed: int, models: d
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         record = json.loads(done.read_text())
         if "in_kind" not in record:  # a run recorded before answers were classified: score its student again
-            record["in_kind"] = score(str(run_dir / "student"), items, progress, f"eval {name}")["in_kind"]
+            again = score(str(run_dir / "student"), items, progress, f"eval {name}")
+            if abs(again["accuracy"] - record["accuracy"]) > 1e-9:
+                raise RuntimeError(f"{run_dir}: re-scoring gave {again['accuracy']:.4f}, the record says "
+                                   f"{record['accuracy']:.4f}; delete {done} to train that run again")
+            record["in_kind"] = again["in_kind"]
             done.write_text(json.dumps(record, indent=2))
         say(f"{name} seed {seed}: {100 * record['accuracy']:.1f}% (reused from {run_dir})")
         return {**record, "reused": True}

@@ -34,7 +34,8 @@ def _batch(processor, rng: random.Random, n: int):
         images.append(draw(shape, color, rng))
         shapes.append(SHAPES.index(shape))
         cols.append(colors.index(color))
-    inputs = processor.image_processor(images=images, return_tensors="pt")
+    # one list per sample: idefics3/smolvlm read a flat list as ONE sample of N images
+    inputs = processor.image_processor(images=[[im] for im in images], return_tensors="pt")
     return dict(inputs), torch.tensor(shapes), torch.tensor(cols)
 
 
@@ -67,7 +68,7 @@ def _accuracy(model, probes, processor, seed: int) -> dict:
 
 
 def pretrain_vision(model_dir: str | Path, out_dir: str | Path, steps: int, batch_size: int = 64,
-                    lr: float = 1e-3, seed: int = 0, log=print) -> dict:
+                    lr: float = 1e-3, seed: int = 0, log=print, role: str = "student") -> dict:
     """Train vision tower + projector of the VLM in model_dir for `steps` batches; save it to out_dir.
 
     Returns {"steps", "batch_size", "seconds", "probe_accuracy": {"shape", "color"}} where the accuracy
@@ -75,7 +76,7 @@ def pretrain_vision(model_dir: str | Path, out_dir: str | Path, steps: int, batc
     from genrecal.distill.models import load_vlm
 
     torch.manual_seed(seed)
-    vlm = load_vlm(str(model_dir), "student")
+    vlm = load_vlm(str(model_dir), role)  # "teacher" also admits teacher-only families
     model, processor = vlm.model, vlm.processor
     model.train()
     for p in model.parameters():

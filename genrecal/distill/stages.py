@@ -36,7 +36,10 @@ def build_stage(name: str, cfg: DistillConfig) -> Stage:
     if name == "distill":
         reg = ("reg",) if cfg.recal_train_in_distill and cfg.reg_in_distill else ()
         sft = ("sft",) if cfg.sft_in_distill else ()
-        return Stage("distill", cfg.distill_train, cfg.recal_train_in_distill, ("ar", "kl") + sft + reg)
+        # only L_sft reaches the student's own head: without it the head gets no gradient (and DDP would
+        # fail on an unused trainable parameter), so it does not train
+        parts = cfg.distill_train if sft else tuple(p for p in cfg.distill_train if p != "head")
+        return Stage("distill", parts, cfg.recal_train_in_distill, ("ar", "kl") + sft + reg)
     if name == "sft":
         return Stage("sft", cfg.sft_train, False, ("sft",))
     if name in ("uld", "kd"):

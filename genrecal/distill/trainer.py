@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -103,7 +103,9 @@ def _check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path):
     if cfg.resume and latest is not None and saved.exists():
         old = json.loads(saved.read_text())
         new = json.loads(json.dumps(cfg.to_dict(), default=list))
-        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(DistillConfig)}, default=list))
+        # a key the saved run lacks was added to genrecal later: that run used its default
+        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != new[k])
         if diff:
             raise ConfigError(f"--resume with settings that differ from the run in {out}: {', '.join(diff)}")
     return latest if cfg.resume else None

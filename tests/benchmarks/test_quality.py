@@ -170,8 +170,11 @@ def test_set_changes_numbers_of_the_regime(capsys):
     assert args.settings == [("pretrain_steps", 600), ("lr", 5e-4)]
     assert quality.command_line(args) == "genrecal-bench quality --set pretrain_steps=600 --set lr=0.0005 --out o"
     assert "pretrain_steps" in quality.settable() and "student_parts" not in quality.settable()
-    for bad in ("pretrain_steps", "student_parts=x", "nope=1", "pretrain_steps=1.5"):
+    assert build_parser().parse_args(["quality", "--set", "student_vision_steps=0"]).settings == [
+        ("student_vision_steps", 0)]
+    for bad in ("pretrain_steps", "student_parts=x", "nope=1", "pretrain_steps=1.5", "batch_size=0", "lr=0",
+                "teacher_vision_steps=-1"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["quality", "--set", bad])
     err = capsys.readouterr().err
-    assert "FIELD one of" in err and "is not an integer" in err
+    assert "FIELD one of" in err and "is not an integer" in err and "must be > 0" in err and "must be >= 0" in err

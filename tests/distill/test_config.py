@@ -42,8 +42,10 @@ def test_distill_stage_losses_follow_the_knobs():
     default = build_stage("distill", DistillConfig(out="x", teacher="t"))
     assert default.losses == ("ar", "kl", "sft", "reg") and default.train_recal
     assert default.student_parts == ("layers", "norm")
-    teacher_only = build_stage("distill", DistillConfig(out="x", teacher="t", sft_in_distill=False, reg_in_distill=False))
+    teacher_only = build_stage("distill", DistillConfig(out="x", teacher="t", sft_in_distill=False, reg_in_distill=False,
+                                                        distill_train=("layers", "head", "embed")))
     assert teacher_only.losses == ("ar", "kl")
+    assert teacher_only.student_parts == ("layers", "embed")  # only L_sft reaches the student's head
     frozen = build_stage("distill", DistillConfig(out="x", teacher="t", recal_train_in_distill=False))
     assert frozen.losses == ("ar", "kl", "sft") and not frozen.train_recal
     assert build_stage("align", DistillConfig(out="x", teacher="t")).losses == ("ar", "kl", "reg")

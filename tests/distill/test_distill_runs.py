@@ -135,3 +135,21 @@ def test_unregistered_teacher_runs_through_the_generic_path(zoo_dir, evqa_train,
     assert "llava (generic teacher path)" in capsys.readouterr().out
     assert main(args + ["--out", str(tmp_path / "g"), "--max-steps", "3", "--batch-size", "4", "--no-progress"]) == 0
     assert [ln["stage"] for ln in log_lines(tmp_path / "g")] == ["align", "distill", "sft"]
+
+
+def test_run_saved_before_a_new_setting_still_resumes(zoo_dir, evqa_train, tmp_path, capsys):
+    """A run_config.json written by an older genrecal lacks later keys; those runs used the defaults."""
+    import json
+
+    from genrecal.distill.trainer import RUN_CONFIG
+
+    out = tmp_path / "r"
+    assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl") == 0
+    saved = json.loads((out / RUN_CONFIG).read_text())
+    del saved["sft_in_distill"]
+    (out / RUN_CONFIG).write_text(json.dumps(saved))
+    assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl", "--resume") == 0
+    saved["sft_in_distill"] = False  # a real difference is still refused
+    (out / RUN_CONFIG).write_text(json.dumps(saved))
+    assert run(zoo_dir, evqa_train, out, "llava", "qwen2_vl", "--resume") == 2
+    assert "sft_in_distill" in capsys.readouterr().err
