@@ -252,9 +252,9 @@ def _setting(text: str) -> tuple[str, int | float]:
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"--set {name}: {value!r} is not {what}") from None
-    least = 0 if name.endswith("vision_steps") or name == "data_seed" else 1 if kind is int else 0.0
-    if number < least or (kind is float and number <= 0):
-        raise argparse.ArgumentTypeError(f"--set {name}: {value!r} must be {'>= 0' if least == 0 else '> 0'}")
+    zero_ok = name.endswith("vision_steps") or name == "data_seed"  # 0 vision steps: no vision pretraining
+    if number < 0 or (number == 0 and not zero_ok):
+        raise argparse.ArgumentTypeError(f"--set {name}: {value!r} must be {'>= 0' if zero_ok else '> 0'}")
     return name, number
 
 

@@ -75,6 +75,10 @@ def _cached(model: dict) -> str:
     return " (cached)" if model.get("reused") else ""
 
 
+def _in_kind(model: dict) -> str:
+    return _kinds((model.get("in_kind") or {}).get("by_kind"))
+
+
 def _kinds(by_kind: dict | None) -> str:
     if not by_kind:
         return ""
@@ -99,12 +103,12 @@ def markdown(result: dict) -> str:
         "| train s / run | steps x batch | attn. mass on q_s (align / distill) |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| teacher ({t['family']}) | {_pct(t['accuracy'])} | | {_kinds(t.get('by_kind'))} | "
-        f"{_kinds((t.get('in_kind') or {}).get('by_kind'))} | | "
+        f"{_in_kind(t)} | | "
         f"{t['train_seconds']:.0f}{_cached(t)} | {t['steps']} x {t['samples'] // t['steps']} | |",
         f"| question-only prior (no model) | {_pct(prior['accuracy'])} | | {_kinds(prior['by_kind'])} | | "
         f"{gap(prior['accuracy'])} | | | |",
         f"| pretrained student (start) | {_pct(p['accuracy'])} | | {_kinds(p.get('by_kind'))} | "
-        f"{_kinds((p.get('in_kind') or {}).get('by_kind'))} | {gap(p['accuracy'])} "
+        f"{_in_kind(p)} | {gap(p['accuracy'])} "
         f"| {p['train_seconds']:.0f}{_cached(p)} | {p['steps']} x {p['samples'] // p['steps']} | |",
     ]
     for name, s in summ.items():

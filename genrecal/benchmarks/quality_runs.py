@@ -162,11 +162,13 @@ def zoo_init(family: str, size: str, out: Path) -> tuple[Path, str]:
     return path, digest.hexdigest()[:12]
 
 
-def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, build) -> dict:
+def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, build, vision_steps: int = 0,
+                 role: str = "student") -> dict:
     """cache/<name>-<hash>/ holds model/, info.json and train_log.jsonl.
 
-    `build(init_dir, run_dir)` -> (student dir, seconds, steps, samples, extra info); the hash covers
-    `recipe` and the untrained zoo model it starts from."""
+    The untrained zoo model first gets `vision_steps` batches of vision pretraining (0: none), then
+    `build(start_dir, run_dir)` -> (student dir, seconds, steps, samples); the hash covers `recipe` and
+    the untrained zoo model it starts from."""
     scratch = cache / f".{name}-init"
     init, fingerprint = zoo_init(family, size, scratch)
     recipe = {**recipe, "init": fingerprint}
@@ -177,13 +179,15 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
         say(f"reusing cached {name}: {home}")
         return {**json.loads(info_path.read_text()), "reused": True}
     home.mkdir(parents=True, exist_ok=True)
-    student, seconds, steps, samples, extra = build(init, home / "run")
+    start, vision = _vision_first(init, home / "vision", vision_steps, role)
+    student, seconds, steps, samples = build(start, home / "run")
+    seconds += vision["seconds"] if vision else 0.0
     os.replace(student, home / "model")
     os.replace(home / "run" / "train_log.jsonl", home / "train_log.jsonl")
-    shutil.rmtree(home / "run", ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    for leftover in (home / "run", home / "vision", scratch):
+        shutil.rmtree(leftover, ignore_errors=True)
     info = {"path": str(home / "model"), "recipe": recipe, "train_seconds": round(seconds, 1), "steps": steps,
-            "samples": samples, **extra}
+            "samples": samples, "vision": vision}
     info_path.write_text(json.dumps(info, indent=2))
     return {**info, "reused": False}
 
@@ -204,8 +208,7 @@ def _vision_first(init: Path, out: Path, steps: int, role: str) -> tuple[Path, d
 def build_teacher(cache: Path, plan: Plan, progress: bool) -> dict:
     from genrecal.data.shapes import write_shapes
 
-    def build(init: Path, run_dir: Path):
-        start, vision = _vision_first(init, run_dir.parent / "vision", plan.teacher_vision_steps, "teacher")
+    def build(start: Path, run_dir: Path):
         data = write_shapes(run_dir.parent / "shapes", plan.teacher_images, plan.teacher_questions_per_image,
                             seed=plan.data_seed + 1, kind_weights=dict(plan.teacher_question_mix))
         samples = min(plan.teacher_steps * plan.batch_size, len(json.loads((data / "data.json").read_text())))
@@ -215,27 +218,23 @@ def build_teacher(cache: Path, plan: Plan, progress: bool) -> dict:
                                      max_steps=plan.teacher_steps, batch_size=plan.batch_size, lr=plan.lr,
                                      min_lr=plan.min_lr, sft_train=ALL_PARTS, limit=samples)
         shutil.rmtree(data)
-        shutil.rmtree(run_dir.parent / "vision", ignore_errors=True)
-        seconds += vision["seconds"] if vision else 0.0
-        return student, seconds, plan.teacher_steps, plan.teacher_steps * plan.batch_size, {"vision": vision}
+        return student, seconds, plan.teacher_steps, plan.teacher_steps * plan.batch_size
 
-    return cached_model(cache, "teacher", teacher_recipe(plan), plan.teacher_family, plan.teacher_size, build)
+    return cached_model(cache, "teacher", teacher_recipe(plan), plan.teacher_family, plan.teacher_size, build,
+                        plan.teacher_vision_steps, "teacher")
 
 
 def build_pretrained_student(cache: Path, plan: Plan, data: dict[str, Path], progress: bool) -> dict:
-    def build(init: Path, run_dir: Path):
+    def build(start: Path, run_dir: Path):
         say(f"pretraining the student: {plan.student_family}/{plan.student_size}, {plan.pretrain_steps} steps "
             f"on {plan.pretrain_images} easy-vqa train images (disjoint from the budget)")
-        start, vision = _vision_first(init, run_dir.parent / "vision", plan.student_vision_steps, "student")
         student, seconds, _ = _train(run_dir, progress, student=str(start), data=str(data["pretrain"]),
                                      method="sft", max_steps=plan.pretrain_steps, batch_size=plan.batch_size,
                                      lr=plan.lr, min_lr=plan.min_lr, sft_train=ALL_PARTS)
-        shutil.rmtree(run_dir.parent / "vision", ignore_errors=True)
-        seconds += vision["seconds"] if vision else 0.0
-        return student, seconds, plan.pretrain_steps, plan.pretrain_steps * plan.batch_size, {"vision": vision}
+        return student, seconds, plan.pretrain_steps, plan.pretrain_steps * plan.batch_size
 
     return cached_model(cache, "student-pretrained", pretrain_recipe(plan), plan.student_family, plan.student_size,
-                        build)
+                        build, plan.student_vision_steps, "student")
 
 
 def attention_mass(log_path: Path) -> dict | None:

@@ -35,10 +35,10 @@ def accuracy(model_dir: str, items: list[tuple[str, str, str]], batch_size: int 
         chunk = items[i:i + batch_size]
         images = [Image.open(p).convert("RGB") for _, _, p in chunk]
         preds = answer_batch(vlm, [q for q, _, _ in chunk], images)
-        for (q, a, _), pred in zip(chunk, preds):
+        for (q, a, _), pred in zip(chunk, map(str.strip, preds)):
             ok = exact_match(pred, a)
             hits += ok
-            predictions.append(pred.strip())
+            predictions.append(pred)
             if len(examples) < 5:
-                examples.append({"question": q, "answer": a, "prediction": pred.strip(), "correct": bool(ok)})
+                examples.append({"question": q, "answer": a, "prediction": pred, "correct": bool(ok)})
     return {"accuracy": hits / max(len(items), 1), "n": len(items), "examples": examples, "predictions": predictions}
