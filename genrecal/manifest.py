@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from genrecal.errors import GenrecalError
-from genrecal.fsutil import atomic_dir
+from genrecal.fsutil import atomic_dir, write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "genrecal_manifest.json"
@@ -80,9 +79,7 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
                       for p in list_files(root)}
     manifest.tools = manifest.tools or tool_versions()
     manifest.created = manifest.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tmp = root / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(asdict(manifest), indent=2, default=str))
-    os.replace(tmp, root / MANIFEST_NAME)
+    write_text_atomic(root / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, default=str))
     return manifest
 
 

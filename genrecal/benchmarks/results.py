@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from genrecal.errors import GenrecalError
+from genrecal.fsutil import write_text_atomic
 
 SCHEMA = 1
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the genrecal package this code runs from
@@ -95,9 +96,7 @@ def write_json(result: dict | list, path: str | os.PathLike) -> Path:
     """Write atomically (temp file + rename) so a killed run never leaves half a JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(result, indent=2, default=str) + "\n")
     return path
 
 

@@ -44,7 +44,7 @@ def write_easy_vqa(
     `data.json` (a previous output), never an unrelated directory. Returns `out_dir`.
     """
     out_dir = Path(out_dir).resolve()
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir)
     with atomic_dir(out_dir) as tmp:
         _write_into(tmp, split, limit, seed)
     return out_dir
@@ -89,7 +89,8 @@ def _write_into(tmp: Path, split: Split, limit: int | None, seed: int) -> None:
     (tmp / "data.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
 
 
-def _check_replaceable(out_dir: Path) -> None:
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything but a previous dataset output (a dir holding data.json) or an empty dir."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from genrecal.data.easy_vqa import check_replaceable
+from genrecal.fsutil import atomic_dir
 
 SIZE = 64
 SUPERSAMPLE = 4  # drawn 4x larger and box-downsampled: anti-aliased edges like easy-vqa's
@@ -101,11 +102,8 @@ def write_shapes(out_dir: str | Path, images: int, questions_per_image: int = 4,
     only if it holds a `data.json` (a previous output). Returns `out_dir`.
     """
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "data.json").is_file():
-        raise FileExistsError(f"{out_dir} is not empty and holds no data.json; not replacing it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    check_replaceable(out_dir)
+    with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         records = []
         for i, (im, qas) in enumerate(generate(images, questions_per_image, seed, kind_weights)):
@@ -116,10 +114,4 @@ def write_shapes(out_dir: str | Path, images: int, questions_per_image: int = 4,
                                            {"from": "gpt", "value": a}]}
                         for k, (q, a) in enumerate(qas)]
         (tmp / "data.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

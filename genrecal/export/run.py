@@ -11,7 +11,6 @@ re-run over an existing OUT replaces artifacts one by one and a failure leaves t
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from genrecal.errors import GenrecalError
 from genrecal.export import layout, targets
 from genrecal.export.hf import export_hf, inspect_student
+from genrecal.fsutil import write_text_atomic
 from genrecal.manifest import MANIFEST_NAME, Manifest, tool_versions
 
 
@@ -107,9 +107,7 @@ def export(opts: ExportOptions, log=print) -> dict:
     summary = {"student": str(opts.student), "family": scan.family, "target": opts.target, "out": str(out),
                "hf": layout.HF_DIR, "artifacts": records, "tools": tool_versions(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = out / f".{layout.SUMMARY_NAME}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, out / layout.SUMMARY_NAME)
+    write_text_atomic(out / layout.SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

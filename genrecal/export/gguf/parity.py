@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrecal.data.scoring import normalize_answer
+from genrecal.data.scoring import exact_match, normalize_answer
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.prompt import PromptFormat
 
@@ -219,7 +219,7 @@ def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, see
         "n": len(data),
         "torch_exact_match": sum(normalize_answer(p) == g for p, g in zip(pt_answers, gold)) / len(data),
         "gguf_exact_match": sum(normalize_answer(p) == g for p, g in zip(ll_answers, gold)) / len(data),
-        "answer_agreement": sum(normalize_answer(p) == normalize_answer(q) for p, q in zip(pt_answers, ll_answers)) / len(data),
+        "answer_agreement": sum(exact_match(p, q) for p, q in zip(pt_answers, ll_answers)) / len(data),
         "examples": [{"q": q, "gold": a, "torch": p, "gguf": g}
                      for (q, a, _), p, g in list(zip(data, pt_answers, ll_answers))[:3]],
     }
