@@ -19,7 +19,8 @@ def _csv(text: str) -> tuple[str, ...]:
 def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", help="teacher model dir or hub id (any image-text-to-text model)")
     p.add_argument("--student", help="student model dir or hub id (a registered family)")
-    p.add_argument("--data", help="LLaVA JSON/JSONL, a dir with data.json, or a HF dataset dir")
+    p.add_argument("--data", help="JSON/JSONL, a dir with data.json, or a HF dataset dir (LLaVA, HF chat, TRL "
+                   "prompt-completion or SmolVLM texts records)")
     p.add_argument("--out", help="output dir")
     p.add_argument("--method", choices=("genrecal", "sft", "kd", "uld"))
     p.add_argument("--stages", type=_csv, help="comma list of align,distill,sft (genrecal only)")
@@ -37,6 +38,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", default=None, dest="dry_run",
                    help="print what each model sees for the first sample, and a memory estimate; train nothing")
     p.add_argument("--on-bad-sample", choices=("error", "skip"), dest="on_bad_sample")
+    p.add_argument("--require-image", action="store_true", default=None, dest="require_image",
+                   help="refuse text-only samples (no_image) instead of training on them")
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -45,7 +48,8 @@ def run_distill(args) -> int:
     from genrecal.distill.config import load_config
 
     keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
-            "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample", "trust_remote_code")
+            "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample", "trust_remote_code",
+            "require_image")
     cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
     for name in ("student", "data", "out"):
         if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):

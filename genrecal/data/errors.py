@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from collections import Counter
 
+# The image reasons are genrecal.images' own (the one image-opening rule).
+from genrecal.images import CORRUPT_IMAGE, IMAGE_SIZE, MISSING_IMAGE
+
 # Reason slugs. Record- and sample-level ones can be skipped with on_bad="skip"; file-level
 # ones (missing_file, bad_file) always raise because nothing in the file can be trusted.
-CORRUPT_IMAGE = "corrupt_image"
-MISSING_IMAGE = "missing_image"
 EMPTY_ANSWER = "empty_answer"
 NO_IMAGE = "no_image"
 TOO_LONG = "too_long"
 PATH_ESCAPE = "path_escape"
 BAD_RECORD = "bad_record"
+NO_SYSTEM_ROLE = "no_system_role"  # the model's chat template drops or refuses a system turn
+NO_ANSWER_SPAN = "no_answer_span"
+NO_IMAGE_TOKEN = "no_image_token"
+PROCESSOR_ERROR = "processor_error"  # the model's processor refused the rendered sample
 MISSING_FILE = "missing_file"
 BAD_FILE = "bad_file"
 
 SKIPPABLE_REASONS = (
-    CORRUPT_IMAGE, MISSING_IMAGE, EMPTY_ANSWER, NO_IMAGE, TOO_LONG, PATH_ESCAPE, BAD_RECORD,
+    CORRUPT_IMAGE, MISSING_IMAGE, IMAGE_SIZE, EMPTY_ANSWER, NO_IMAGE, TOO_LONG, PATH_ESCAPE, BAD_RECORD,
+    NO_SYSTEM_ROLE, NO_ANSWER_SPAN, NO_IMAGE_TOKEN, PROCESSOR_ERROR,
 )
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from genrecal.data.errors import BAD_RECORD, CORRUPT_IMAGE, MISSING_IMAGE, PATH_ESCAPE
+from genrecal.data.errors import BAD_RECORD, CORRUPT_IMAGE, PATH_ESCAPE
 from genrecal.data.records import RawRecord
+from genrecal.images import ImageError, open_image
 
 
 class ImageChecker:
@@ -16,7 +17,8 @@ class ImageChecker:
 
     A reference written in the data must resolve (symlinks followed) inside `root`, so a
     dataset cannot make training read arbitrary files. Each distinct file is opened and fully
-    decoded once; the verdict is cached for the rest of the load.
+    decoded once with `genrecal.images.open_image` (the rule training and serving share); the
+    verdict is cached for the rest of the load.
     """
 
     def __init__(self, root: str | Path):
@@ -51,18 +53,18 @@ class ImageChecker:
 
 
 def _verify(path: Path) -> tuple[str, str] | None:
-    """None if `path` is a readable image, else (reason, problem with a "{ref}" slot)."""
-    if not path.is_file():
-        return MISSING_IMAGE, "missing image file {ref}"
+    """None if `path` is an image `open_image` accepts, else (reason, problem with a "{ref}" slot)."""
+    try:
+        open_image(path)
+    except ImageError as err:
+        return err.reason, ("missing image file {ref}" if not path.is_file() else f"image {{ref}}: {err}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd-but-readable files
             # verify() checks chunk CRCs and truncation even if ImageFile.LOAD_TRUNCATED_IMAGES
-            # is set globally; load() decodes the pixels, which verify() does not do.
+            # is set globally, which a plain decode would let through.
             with Image.open(path) as image:
                 image.verify()
-            with Image.open(path) as image:
-                image.load()
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         return CORRUPT_IMAGE, f"unreadable image {{ref}} ({type(exc).__name__}: {exc})"
     return None

@@ -2,7 +2,10 @@
 
 The "question" is everything the chat template emits before the assistant's reply (template and
 image tokens included); the "answer" is the reply plus its end-of-turn token, in that model's
-tokenizer. The span is located exactly on token ids and checked, never guessed.
+tokenizer. The span is located exactly on token ids and checked, never guessed. A system turn is
+rendered by the model's own template; a template that drops or refuses it is a `no_system_role`
+DataError. Anything the template or processor refuses is a DataError naming file, record and
+turn, never a traceback.
 """
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from genrecal.data.errors import NO_ANSWER_SPAN, NO_IMAGE_TOKEN, NO_SYSTEM_ROLE, PROCESSOR_ERROR, TOO_LONG
+from genrecal.data.records import SYSTEM
 from genrecal.data.samples import DataError, Sample
+from genrecal.images import ImageError, open_image
 
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
@@ -46,63 +52,94 @@ def to_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
+def sample_error(sample: Sample, reason: str, detail: str) -> DataError:
+    """A DataError naming the sample's file, record and turn."""
+    return DataError(sample.source, sample.index, reason, detail, sample.turn)
+
+
 def load_images(sample: Sample) -> list[Image.Image]:
+    """The sample's images by `genrecal.images.open_image` (the rule every runtime uses): RGB."""
     images = []
     for path in sample.images:
         try:
-            with Image.open(path) as im:
-                images.append(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise DataError(sample.source, sample.index, "corrupt_image", f"{path}: {exc}") from None
+            images.append(open_image(path))
+        except ImageError as err:
+            raise sample_error(sample, err.reason, f"{path}: {err}") from None
     return images
 
 
 def prompt_and_answer(processor, sample: Sample) -> tuple[str, str]:
     """The rendered question (ending with the generation prompt) and the answer text after it."""
-    question = to_messages(sample.question_messages)
-    prompt = processor.apply_chat_template(question, add_generation_prompt=True, tokenize=False)
-    full = processor.apply_chat_template(to_messages(sample.messages), tokenize=False)
+    prompt = _chat(processor, sample, sample.question_messages, add_generation_prompt=True)
+    full = _chat(processor, sample, sample.messages)
+    system = sample.messages[0]["content"].strip() if sample.messages[0]["role"] == SYSTEM else ""
+    if system and system not in prompt:
+        raise sample_error(sample, NO_SYSTEM_ROLE, "this model's chat template has no system role (it drops "
+                           "the system turn); remove the system turn or use a model whose template has one")
     if not full.startswith(prompt):
-        raise DataError(
-            sample.source, sample.index, "no_answer_span",
-            "the chat template renders the conversation differently from its generation prompt",
-        )
+        raise sample_error(sample, NO_ANSWER_SPAN,
+                           "the chat template renders the conversation differently from its generation prompt")
     return prompt, full[len(prompt):].rstrip()
+
+
+def _chat(processor, sample: Sample, messages: list[dict], **kwargs) -> str:
+    try:
+        return processor.apply_chat_template(to_messages(messages), tokenize=False, **kwargs)
+    except Exception as exc:  # jinja2's TemplateError (a template's raise_exception), TypeError, ...
+        has_system = messages[0]["role"] == SYSTEM
+        reason = NO_SYSTEM_ROLE if has_system else PROCESSOR_ERROR
+        what = "this model's chat template refuses the system turn" if has_system else "the chat template failed"
+        raise sample_error(sample, reason, f"{what} ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def render(processor, sample: Sample, images: list[Image.Image] | None = None, max_length: int = 2048,
            image_token_id: int | None = None) -> Encoded:
-    """Tokenise one sample with `processor` and find the exact answer span."""
+    """Tokenise one sample with `processor` and find the exact answer span.
+
+    images: the sample's opened images (default: `load_images(sample)`). Raises DataError (file,
+    record, turn): no_system_role, no_answer_span, too_long (over `max_length` tokens),
+    no_image_token (the template dropped the image), processor_error, or an image reason.
+    """
     images = load_images(sample) if images is None else images
     prompt, answer = prompt_and_answer(processor, sample)
-    enc = _process(processor, prompt + answer, images)
+    enc = _process(processor, sample, prompt + answer, images)
     ids = enc.pop("input_ids")[0]
     tok = getattr(processor, "tokenizer", processor)
     answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
     start = ids.shape[0] - len(answer_ids)
     if not answer_ids or ids[start:].tolist() != answer_ids:
-        start = int(_process(processor, prompt, images)["input_ids"].shape[1])  # slow path: tokenise the prompt
+        start = int(_process(processor, sample, prompt, images)["input_ids"].shape[1])  # slow path
         if start >= ids.shape[0]:
-            raise DataError(sample.source, sample.index, "no_answer_span",
-                            f"answer {answer!r} is not found in the rendered ids")
+            raise sample_error(sample, NO_ANSWER_SPAN, f"answer {answer!r} is not found in the rendered ids")
     if ids.shape[0] > max_length:
-        raise DataError(sample.source, sample.index, "too_long",
-                        f"{ids.shape[0]} tokens > max_length {max_length}")
+        raise sample_error(sample, TOO_LONG, f"{ids.shape[0]} tokens > max_length {max_length}")
     if images and image_token_id is not None and not bool((ids == image_token_id).any()):
-        raise DataError(sample.source, sample.index, "no_image_token",
-                        "the rendered prompt has no image token: the chat template dropped the image")
+        raise sample_error(sample, NO_IMAGE_TOKEN,
+                           "the rendered prompt has no image token: the chat template dropped the image")
     extras = {k: v[0] if k in SEQUENCE_KEYS else v for k, v in enc.items() if isinstance(v, torch.Tensor)}
     extras.pop("attention_mask", None)
     return Encoded(ids, start, int(ids.shape[0]), extras, prompt, answer)
 
 
-def _process(processor, text: str, images: list[Image.Image]) -> dict:
+def _process(processor, sample: Sample, text: str, images: list[Image.Image]) -> dict:
     kwargs = {"images": [images]} if images else {}
-    return dict(processor(text=[text], return_tensors="pt", **kwargs))
+    try:
+        return dict(processor(text=[text], return_tensors="pt", **kwargs))
+    except Exception as exc:  # processors raise ValueError, TypeError, IndexError, ... on input they refuse
+        raise sample_error(sample, PROCESSOR_ERROR, f"the processor refused the sample with {len(images)} image(s) "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a list of encodings into a batch; image tensors are concatenated or padded."""
+    """Right-pad a list of encodings into a batch -> input_ids/attention_mask [B, L] (+ per-token
+    extras such as mm_token_type_ids, zero for samples without them) and the image tensors of
+    the samples that have images, concatenated on dim 0 in sample order (text-only samples
+    contribute none, so text-only and image samples share a batch)."""
     length = max(it.length for it in items)
     ids = torch.full((len(items), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), length), dtype=torch.long)
@@ -110,18 +147,22 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, : it.length] = it.input_ids
         mask[i, : it.length] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
-    for key in items[0].extras:
-        values = [it.extras[key] for it in items]
-        batch[key] = _pad_sequences(values, length) if key in SEQUENCE_KEYS else _cat_padded(values)
+    for key in dict.fromkeys(k for it in items for k in it.extras):
+        present = [it.extras[key] for it in items if key in it.extras]
+        if key in SEQUENCE_KEYS:
+            batch[key] = _pad_sequences([it.extras.get(key) for it in items], length, present[0].dtype)
+        else:
+            batch[key] = _cat_padded(present)
     batch["answer_start"] = torch.tensor([it.answer_start for it in items])
     batch["answer_end"] = torch.tensor([it.answer_end for it in items])
     return batch
 
 
-def _pad_sequences(values: list[torch.Tensor], length: int) -> torch.Tensor:
-    out = torch.zeros((len(values), length), dtype=values[0].dtype)
+def _pad_sequences(values: list[torch.Tensor | None], length: int, dtype: torch.dtype) -> torch.Tensor:
+    out = torch.zeros((len(values), length), dtype=dtype)
     for i, v in enumerate(values):
-        out[i, : v.shape[0]] = v
+        if v is not None:
+            out[i, : v.shape[0]] = v
     return out
 
 

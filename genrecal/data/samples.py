@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 from genrecal.data.errors import (
-    BAD_FILE, EMPTY_ANSWER, MISSING_FILE, TOO_LONG, DataError, SkipReport,
+    BAD_FILE, EMPTY_ANSWER, MISSING_FILE, NO_IMAGE, TOO_LONG, DataError, SkipReport,
 )
-from genrecal.data.hf_messages import is_saved_dataset, read_hf_dataset
+from genrecal.data.hf_datasets import is_saved_dataset, read_hf_dataset
 from genrecal.data.images import ImageChecker
-from genrecal.data.llava_json import JSONL_SUFFIXES, read_llava
-from genrecal.data.records import ASSISTANT, RawRecord, checked_messages
+from genrecal.data.json_files import JSONL_SUFFIXES, read_json_records
+from genrecal.data.records import ASSISTANT, IMAGE_PLACEHOLDER, RawRecord, checked_messages
 
 # DataError and SkipReport are re-exported: a Sample's consumers raise/count them too.
 __all__ = ["DataError", "Sample", "SkipReport", "load_samples", "split_turns"]
@@ -33,10 +33,12 @@ class Sample:
     """One training example: a conversation ending in the assistant answer to learn."""
 
     images: list[Path]
-    """Absolute, resolved, verified image files, in placeholder order."""
+    """Absolute, resolved, verified image files, in placeholder order: exactly the images whose
+    placeholders are in `messages` (a turn never carries an image of a later turn); may be empty."""
     messages: list[dict]
-    """`[{"role": "user"|"assistant", "content": str}, ...]`; user text holds one `<image>`
-    placeholder per image; the last message is the assistant answer."""
+    """`[{"role": "system"|"user"|"assistant", "content": str}, ...]`: an optional leading system
+    message, then user/assistant turns; user text holds one `<image>` placeholder per image; the
+    last message is the assistant answer."""
     source: str
     """The data file (or saved dataset directory) the record came from."""
     index: int
@@ -63,18 +65,20 @@ def load_samples(
     *,
     on_bad: Literal["error", "skip"] = "error",
     report: SkipReport | None = None,
-    require_image: bool = True,
+    require_image: bool = False,
     max_chars: int | None = 20000,
     image_root: str | Path | None = None,
 ) -> list[Sample]:
     """Load and validate samples, one per assistant turn of every record.
 
-    path: a LLaVA `.json` list, a `.jsonl` of the same records, a directory holding
-        `data.json`/`data.jsonl`, or a HF dataset directory written by `save_to_disk`.
+    path: a `.json` list of records, a `.jsonl` of records, a directory holding
+        `data.json`/`data.jsonl`, or a HF dataset directory written by `save_to_disk`; records in
+        any layout of `genrecal.data.layouts` (LLaVA, HF chat, TRL prompt-completion, SmolVLM texts).
     on_bad: "error" raises the first bad record's DataError; "skip" drops it, counts it in
         `report` and goes on. A missing or unreadable data file raises either way.
     report: where skipped records are counted (a summary is logged either way).
-    require_image: a record without images is bad (`no_image`).
+    require_image: a sample without images is bad (`no_image`): a record without any, or a turn
+        whose images all come in later turns. False (default): text-only samples are kept.
     max_chars: a sample whose messages total more characters is bad (`too_long`); None: no limit.
     image_root: image paths are relative to it and must stay inside it; default: the data
         file's directory (the dataset directory for HF datasets).
@@ -107,14 +111,14 @@ def _open(path: Path) -> tuple[Iterable[RawRecord | DataError], Path]:
             return read_hf_dataset(path), path
         for name in DATA_FILE_NAMES:
             if (path / name).is_file():
-                return read_llava(path / name), path
+                return read_json_records(path / name), path
         raise DataError(
             str(path), None, MISSING_FILE,
             f"directory has no {' or '.join(DATA_FILE_NAMES)} and is not a saved HF dataset",
         )
     if path.suffix.lower() not in (".json", *JSONL_SUFFIXES):
         raise DataError(str(path), None, BAD_FILE, "expected a .json or .jsonl file")
-    return read_llava(path), path.parent
+    return read_json_records(path), path.parent
 
 
 def _samples(
@@ -134,20 +138,25 @@ def _samples(
         except DataError as err:
             yield err
             continue
-        yield from split_turns(rec, messages, images, max_chars)
+        yield from split_turns(rec, messages, images, max_chars, require_image)
 
 
 def split_turns(
-    rec: RawRecord, messages: list[dict], images: list[Path], max_chars: int | None
+    rec: RawRecord, messages: list[dict], images: list[Path], max_chars: int | None,
+    require_image: bool = False,
 ) -> Iterator[Sample | DataError]:
-    """One Sample per assistant turn, with all earlier turns as context and every image kept."""
+    """One Sample per assistant turn, with all earlier turns as context and the images whose
+    placeholders those turns hold (the first n images for n placeholders)."""
     ends = [i for i, m in enumerate(messages) if m["role"] == ASSISTANT]
     for turn, end in enumerate(ends):
         context = [dict(m) for m in messages[: end + 1]]
         n_chars = sum(len(m["content"]) for m in context)
+        n_images = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in context)
         if not context[-1]["content"].strip():
             yield rec.error(EMPTY_ANSWER, "assistant answer is empty", turn)
         elif max_chars is not None and n_chars > max_chars:
             yield rec.error(TOO_LONG, f"{n_chars} characters > max_chars={max_chars}", turn)
+        elif require_image and n_images == 0:
+            yield rec.error(NO_IMAGE, "no image up to this turn (its image comes in a later turn)", turn)
         else:
-            yield Sample(list(images), context, rec.source, rec.index, turn)
+            yield Sample(images[:n_images], context, rec.source, rec.index, turn)

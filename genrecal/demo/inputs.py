@@ -5,25 +5,24 @@
     question = check_question("  what colour is the shape? ")
 
 Every refusal is an `InputError` (a GenrecalError) whose message the page shows as it is.
-The image is sized from its header before any pixel is decoded, so a decompression bomb is refused
-without allocating it; images above `MAX_PIXELS` are downscaled (every processor resizes to a few
-hundred pixels a side anyway), and images above `REFUSE_PIXELS` are refused outright.
+The image is opened by `genrecal.images.open_image`, the rule training and every runtime use (EXIF
+orientation, alpha on white, 16-bit scaling, one size floor and ceiling; the ceiling is checked
+from the header before any pixel is decoded, so a decompression bomb is never allocated). Images
+above `FIT_PIXELS` are then downscaled (every processor resizes to a few hundred pixels a side
+anyway; this keeps the page's memory and latency bounded).
 """
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from genrecal.errors import GenrecalError
-from genrecal.runtimes.images import MIN_SIDE
+from genrecal.images import CORRUPT_IMAGE, MIN_SIDE, MISSING_IMAGE, ImageError, open_image
 
-MAX_PIXELS = 1024 * 1024  # larger images are downscaled (keeping the aspect ratio) to fit this
-REFUSE_PIXELS = 40_000_000  # a 40-megapixel image is refused: no camera photo needs more for a VLM
+FIT_PIXELS = 1024 * 1024  # larger images are downscaled (keeping the aspect ratio) to fit this
 MAX_UPLOAD_MB = 20  # upload size cap handed to Gradio (bytes on the wire, before decoding)
 MAX_QUESTION_CHARS = 500  # about 120 tokens: far above any VQA question, far below context limits
 
@@ -34,7 +33,7 @@ class InputError(GenrecalError):
 
 @dataclass
 class CheckedImage:
-    image: Image.Image  # RGB, at most MAX_PIXELS pixels
+    image: Image.Image  # RGB, at most FIT_PIXELS pixels
     note: str = ""  # what was changed, e.g. "downscaled from 4000x3000 to 1182x886"
 
 
@@ -43,44 +42,29 @@ def load_image(source: str | os.PathLike | bytes | Image.Image | None) -> Checke
     if source is None or (isinstance(source, (str, bytes)) and not source):
         raise InputError("no image: upload one or pick an example")
     if isinstance(source, Image.Image):
-        return _fit(source)
-    name = "the uploaded image" if isinstance(source, bytes) else f"the image {Path(source).name!r}"
-    if not isinstance(source, bytes) and not Path(source).is_file():
-        raise InputError(f"{name} was not found (the upload may have expired): upload it again")
+        name = "the image"
+    else:
+        name = "the uploaded image" if isinstance(source, bytes) else f"the image {Path(source).name!r}"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # sized below ourselves
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-                _check_size(im.size, name)  # header only: nothing decoded yet
-                im.load()
-                image = ImageOps.exif_transpose(im)  # phone photos carry their rotation in EXIF
-    except Image.DecompressionBombError:
-        raise InputError(f"{name} is over the {REFUSE_PIXELS / 1e6:.0f} MP limit (far too large to decode "
-                         "safely); downscale it first") from None
-    except (UnidentifiedImageError, SyntaxError):
-        raise InputError(f"{name} is not an image this demo can read (PNG, JPEG, WebP, GIF, BMP, ...)") from None
-    except OSError as exc:  # truncated or corrupt data
-        raise InputError(f"{name} could not be decoded ({exc})") from None
-    return _fit(image)
+        return _fit(open_image(source))
+    except ImageError as err:
+        raise InputError(_message(name, err)) from None
 
 
-def _check_size(size: tuple[int, int], name: str) -> None:
-    w, h = size
-    if min(w, h) < MIN_SIDE:
-        raise InputError(f"{name} is {w}x{h} pixels: too small, each side must be at least {MIN_SIDE} pixels")
-    if w * h > REFUSE_PIXELS:
-        raise InputError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} MP): over the {REFUSE_PIXELS / 1e6:.0f} MP "
-                         "limit; downscale it first")
+def _message(name: str, err: ImageError) -> str:
+    if err.reason == MISSING_IMAGE:
+        return f"{name} was not found (the upload may have expired): upload it again"
+    if err.reason == CORRUPT_IMAGE:
+        return f"{name} is not an image this demo can read (PNG, JPEG, WebP, GIF, BMP, ...): {err}"
+    return f"{name}: {err}"
 
 
-def _fit(image: Image.Image) -> CheckedImage:
-    """RGB and at most MAX_PIXELS pixels; the note says what changed."""
-    _check_size(image.size, "the image")
-    rgb = image if image.mode == "RGB" else image.convert("RGB")  # drops alpha, expands palettes
+def _fit(rgb: Image.Image) -> CheckedImage:
+    """At most FIT_PIXELS pixels; the note says what changed."""
     w, h = rgb.size
-    if w * h <= MAX_PIXELS:
+    if w * h <= FIT_PIXELS:
         return CheckedImage(rgb)
-    scale = (MAX_PIXELS / (w * h)) ** 0.5
+    scale = (FIT_PIXELS / (w * h)) ** 0.5
     size = (max(MIN_SIDE, int(w * scale)), max(MIN_SIDE, int(h * scale)))
     small = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     return CheckedImage(small, f"downscaled from {w}x{h} to {size[0]}x{size[1]} pixels")

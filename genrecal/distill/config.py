@@ -25,7 +25,8 @@ class DistillConfig:
     student: str = ""
     """Student model dir or hub id; its family must be registered (see `genrecal zoo list`)."""
     data: str = ""
-    """LLaVA JSON/JSONL file, a dir with data.json, or a HF dataset saved with save_to_disk."""
+    """JSON/JSONL file, a dir with data.json, or a HF dataset saved with save_to_disk; records in
+    LLaVA, HF chat, TRL prompt-completion or SmolVLM texts layout (see genrecal.data.layouts)."""
     out: str = ""
     """Output dir: student/, recalibrator/, checkpoints/, train_log.jsonl."""
     method: str = "genrecal"
@@ -56,6 +57,8 @@ class DistillConfig:
     """error: stop at the first bad sample; skip: drop it and report counts per reason."""
     limit: int | None = None
     """Use only the first N samples of the data."""
+    require_image: bool = False
+    """Refuse text-only samples (`no_image`) instead of training on them beside image samples."""
     # ---- losses ----
     w_ar: float = 1.0
     w_kl: float = 1.0

@@ -63,14 +63,15 @@ def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM |
 def doctor(cfg: DistillConfig) -> str:
     student = load_vlm(cfg.student, "student", cfg.trust_remote_code)
     teacher = load_vlm(cfg.teacher, "teacher", cfg.trust_remote_code) if cfg.teacher else None
-    samples = load_samples(cfg.data, on_bad="error")
+    samples = load_samples(cfg.data, on_bad="error", require_image=cfg.require_image)
     if not samples:
         from genrecal.data.samples import DataError
 
         raise DataError(cfg.data, None, "bad_file", "no samples in the data")
     sample = samples[0]
     images = load_images(sample)
-    lines = [f"data: {cfg.data} ({len(samples)} samples; first: record {sample.index} of {sample.source})",
+    lines = [f"data: {cfg.data} ({len(samples)} samples; first: record {sample.index} turn {sample.turn} of "
+             f"{sample.source}, {len(images)} image(s))",
              f"method: {cfg.method}; stages: {', '.join(cfg.stage_names())}; steps {cfg.stage_steps()}"]
     s_enc = render(student.processor, sample, images, cfg.max_length, student.image_token_id)
     lines += _model_report("student", student, s_enc, cfg.max_length)

@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 from genrecal.data.render import to_messages
 from genrecal.data.scoring import exact_match
 from genrecal.distill.models import load_vlm
+from genrecal.images import open_image
 
 
 @torch.no_grad()
@@ -33,7 +34,7 @@ def accuracy(model_dir: str, items: list[tuple[str, str, str]], batch_size: int 
     hits, examples, predictions = 0, [], []
     for i in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress, leave=False):
         chunk = items[i:i + batch_size]
-        images = [Image.open(p).convert("RGB") for _, _, p in chunk]
+        images = [open_image(p) for _, _, p in chunk]
         preds = answer_batch(vlm, [q for q, _, _ in chunk], images)
         for (q, a, _), pred in zip(chunk, map(str.strip, preds)):
             ok = exact_match(pred, a)

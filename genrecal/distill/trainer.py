@@ -74,7 +74,7 @@ def prepare(cfg: DistillConfig, progress: bool = True):
     if cfg.method == "kd":
         check_kd_tokenizers(student, teacher)
     report = SkipReport()
-    samples = load_samples(cfg.data, on_bad=cfg.on_bad_sample, report=report)
+    samples = load_samples(cfg.data, on_bad=cfg.on_bad_sample, report=report, require_image=cfg.require_image)
     if cfg.limit:
         samples = samples[: cfg.limit]
     pairs = encode_pairs(samples, student, teacher, cfg.max_length, cfg.on_bad_sample, report, progress)

@@ -1,22 +1,21 @@
-"""Opening and checking the images a runtime is given, the same way for every backend.
+"""Opening the images a runtime is given, the same way for every backend (and as training did).
 
 `open_images([path_or_pil, ...])` returns RGB PIL images or raises `ImageRejected` (a
-GenrecalError: one line, names the image and the reason). Processors differ in what they refuse
-(CLIP-style processors cannot even infer the channel axis of a 1x1 image, Idefics3 silently
-upsamples it), so the floor is set here: a side under MIN_SIDE pixels, more than MAX_PIXELS pixels,
-or a file PIL cannot decode is refused before any backend sees it.
+GenrecalError: one line, names the image and the reason). The rule itself (EXIF orientation,
+alpha on white, 16-bit scaling, size limits) is `genrecal.images.open_image`, shared with the
+training data, export parity and the demo. Processors differ in what they refuse (CLIP-style
+processors cannot even infer the channel axis of a 1x1 image, Idefics3 silently upsamples it), so
+its size floor is applied before any backend sees an image.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from genrecal.images import ImageError
+from genrecal.images import open_image as _open_image
 from genrecal.runtimes.base import RuntimeError_
-
-MIN_SIDE = 8  # pixels; smaller images carry no usable content for any patch-based encoder
-MAX_PIXELS = 64_000_000  # PIL's decompression-bomb guard is 89M; refuse earlier with a clear message
 
 
 class ImageRejected(RuntimeError_):
@@ -24,29 +23,12 @@ class ImageRejected(RuntimeError_):
 
 
 def open_image(image: Image.Image | str | os.PathLike, index: int = 0) -> Image.Image:
+    """One RGB image (see `genrecal.images.open_image`); ImageRejected names it as `image {index}`."""
     name = f"image {index}" if isinstance(image, Image.Image) else f"image {index} ({image})"
-    if not isinstance(image, Image.Image):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageRejected(f"{name}: file not found")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.copy()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-            raise ImageRejected(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
-    return check_image(image, name)
-
-
-def check_image(image: Image.Image, name: str = "image") -> Image.Image:
-    w, h = image.size
-    if min(w, h) < MIN_SIDE:
-        raise ImageRejected(f"{name}: {w}x{h} pixels is too small to encode (each side must be >= {MIN_SIDE})")
-    if w * h > MAX_PIXELS:
-        raise ImageRejected(f"{name}: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit; downscale it first")
-    if image.mode != "RGB":
-        image = image.convert("RGB")  # drops alpha / expands grayscale and palettes, as processors expect
-    return image
+    try:
+        return _open_image(image)
+    except ImageError as err:
+        raise ImageRejected(f"{name}: {err}") from None
 
 
 def open_images(images) -> list[Image.Image]:

@@ -56,6 +56,21 @@ def _bad_record(root, kit):
     return {"image": "images/a.png", "conversations": [{"from": "robot", "value": "beep"}]}
 
 
+def _tiny_image(root, kit):
+    kit.write_png(root / "images" / "tiny.png", size=6)  # under genrecal.images.MIN_SIDE
+    return kit.record(image="images/tiny.png")
+
+
+def _late_system(root, kit):
+    rec = kit.record()
+    rec["conversations"].insert(1, {"from": "system", "value": "be brief"})
+    return rec
+
+
+def _unknown_layout(root, kit):  # after a record in a known layout: one bad record, not a bad file
+    return {"img": "images/a.png", "qa": ["What color?", "red"]}
+
+
 CASES = {
     "corrupt": (_corrupt, "corrupt_image"),
     "truncated": (_truncated, "corrupt_image"),
@@ -67,6 +82,9 @@ CASES = {
     "escape_absolute": (_escape_absolute, "path_escape"),
     "escape_symlink": (_escape_symlink, "path_escape"),
     "bad_record": (_bad_record, "bad_record"),
+    "tiny_image": (_tiny_image, "image_size"),
+    "late_system": (_late_system, "bad_record"),
+    "unknown_layout": (_unknown_layout, "bad_record"),
 }
 
 
@@ -78,7 +96,7 @@ def test_bad_record_raises_with_file_index_and_reason(case, fmt, dataset_dir, ki
     write = kit.write_json if fmt == "json" else kit.write_jsonl
     path = write(dataset_dir / f"data.{fmt}", records)
     with pytest.raises(DataError) as exc:
-        load_samples(path, max_chars=200)
+        load_samples(path, max_chars=200, require_image=True)
     err = exc.value
     assert (err.reason, err.index, err.source) == (reason, 1, str(path))
     message = str(err)
@@ -104,15 +122,15 @@ def test_skip_counts_every_reason_and_keeps_the_good(dataset_dir, kit):
     path = kit.write_json(dataset_dir / "data.json", records)
 
     report = SkipReport()
-    samples = load_samples(path, on_bad="skip", report=report, max_chars=200)
+    samples = load_samples(path, on_bad="skip", report=report, max_chars=200, require_image=True)
 
-    assert [(s.index, s.answer) for s in samples] == [(0, "red"), (12, "blue")]
+    assert [(s.index, s.answer) for s in samples] == [(0, "red"), (15, "blue")]
     assert report.as_dict()["counts"] == {
-        "bad_record": 2, "corrupt_image": 2, "empty_answer": 1, "missing_image": 2,
+        "bad_record": 4, "corrupt_image": 2, "empty_answer": 1, "image_size": 1, "missing_image": 2,
         "no_image": 1, "path_escape": 3, "too_long": 1,
     }
-    assert report.total == 12
-    assert report.summary().startswith("skipped 12 (path_escape 3")
+    assert report.total == 15
+    assert report.summary().startswith("skipped 15 (bad_record 4")
     assert any("record 3" in ex for ex in report.as_dict()["examples"]["missing_image"])
 
 

@@ -37,7 +37,7 @@ def test_load_image_accepts_paths_bytes_and_pil(tmp_path, source):
 def test_large_image_is_downscaled_keeping_its_aspect_ratio():
     checked = inputs.load_image(Image.new("RGB", (4000, 1000), "blue"))
     w, h = checked.image.size
-    assert w * h <= inputs.MAX_PIXELS and abs(w / h - 4.0) < 0.01
+    assert w * h <= inputs.FIT_PIXELS and abs(w / h - 4.0) < 0.01
     assert checked.note == f"downscaled from 4000x1000 to {w}x{h} pixels"
 
 

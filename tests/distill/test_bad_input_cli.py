@@ -72,7 +72,7 @@ def distill(zoo_dir, data, out, *extra):
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_input_stops_with_file_and_index(zoo_dir, tmp_path, capsys, kind):
     data = dataset(tmp_path, [kind])
-    rc = distill(zoo_dir, data, tmp_path / "out")
+    rc = distill(zoo_dir, data, tmp_path / "out", *(["--require-image"] if kind == "no_image" else []))
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "Traceback" not in err
@@ -83,7 +83,7 @@ def test_bad_input_stops_with_file_and_index(zoo_dir, tmp_path, capsys, kind):
 
 def test_skip_finishes_and_counts_per_reason(zoo_dir, tmp_path, capsys):
     data = dataset(tmp_path, KINDS)
-    rc = distill(zoo_dir, data, tmp_path / "out", "--on-bad-sample", "skip")
+    rc = distill(zoo_dir, data, tmp_path / "out", "--on-bad-sample", "skip", "--require-image")
     assert rc == 0, capsys.readouterr().err
     skips = json.loads((tmp_path / "out" / "skips.json").read_text())
     assert skips["total"] == len(KINDS)

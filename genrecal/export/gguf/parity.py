@@ -62,10 +62,9 @@ def easy_vqa_samples(n: int, seed: int = 0) -> list[tuple[str, str, Path]]:
 
 
 def _image(path: Path):
-    from PIL import Image
+    from genrecal.images import open_image
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return open_image(path)
 
 
 def _session(spec: PairSpec, model_path: Path, f32_kv: bool):

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from PIL import Image
 
+from genrecal.images import to_rgb
+
 
 def render_chat(template: str, messages: list[dict], **extra) -> str:
     """Render like llama-cpp-python's MTMDChatHandler does (sandboxed Jinja, trim/lstrip blocks)."""
@@ -53,7 +55,7 @@ class PromptFormat:
 
     def fit_image(self, image: Image.Image) -> Image.Image:
         """Resize as the HF image processor would, so llama.cpp sees the same pixels; RGB out."""
-        image = image.convert("RGB")
+        image = to_rgb(image)  # a no-op for images from genrecal.images.open_image
         rule = self.image_rule
         if rule["mode"] == "square":  # Idefics3 without splitting: longest edge first, then squashed
             first = longest_edge_size(*image.size, rule["longest_edge"])
