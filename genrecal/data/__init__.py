@@ -1,6 +1,7 @@
-"""Conversation samples: loading LLaVA JSON / JSONL / HF datasets, validation, easy-vqa.
+"""Conversation samples: loading JSON / JSONL / saved HF datasets in the LLaVA, HF chat, TRL
+prompt-completion and SmolVLM texts layouts, validation, rendering, easy-vqa.
 
-A leaf package: it imports nothing else from genrecal.
+A leaf package: of genrecal it imports only shared modules (`genrecal.images`, `genrecal.fsutil`).
 """
 
 from genrecal.data.easy_vqa import easy_vqa_answers, load_easy_vqa_questions, write_easy_vqa

@@ -96,6 +96,8 @@ def _side(rec: RawRecord, value: object, field: str, role: str) -> list[dict]:
     """A TRL prompt or completion: a message list, or a plain string said by `role`."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
+    if not isinstance(value, list):
+        raise rec.error(BAD_RECORD, f"'{field}' must be a string or a non-empty list of messages")
     return _messages(rec, value, field)
 
 

@@ -114,3 +114,37 @@ def test_fixture_dir_copies_resolve_images_under_the_data_root(tmp_path):
     shutil.copytree(FIXTURES, root)
     assert summary(load_samples(root / "trl.jsonl")) == EXPECTED["trl.jsonl"]
     assert all(p.is_relative_to(root.resolve()) for s in load_samples(root / "trl.jsonl") for p in s.images)
+
+
+GOOD = {"images": ["images/red_circle.png"], "texts": [{"user": "Color?", "assistant": "red"}]}
+MALFORMED = {
+    "messages not a list": {"messages": "hello"},
+    "content a number": {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]},
+    "unknown part": {"messages": [{"role": "user", "content": [{"type": "audio"}]},
+                                  {"role": "assistant", "content": "a"}]},
+    "image an int": {"images": [5], "texts": [{"user": "q", "assistant": "a"}]},
+    "image dict without path": {"images": [{"url": "x"}], "texts": [{"user": "q", "assistant": "a"}]},
+    "texts without assistant": {"texts": [{"user": "q"}]},
+    "completion a number": {"prompt": "q", "completion": 7},
+    "two system turns": {"messages": [{"role": "system", "content": "a"}, {"role": "system", "content": "b"},
+                                      {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    "placeholder in the system turn": {"images": ["images/red_circle.png"], "messages": [
+        {"role": "system", "content": "<image>"}, {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"}]},
+    "more placeholders than images": {"conversations": [{"from": "human", "value": "<image><image>q"},
+                                                        {"from": "gpt", "value": "a"}], "image": "images/red_circle.png"},
+    "ends on the user": {"texts": [], "prompt": [{"role": "user", "content": "q"}], "completion": []},
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_records_of_every_layout_are_one_line_each(case, tmp_path):
+    shutil.copytree(FIXTURES / "images", tmp_path / "images")
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(MALFORMED[case]) + "\n")
+    with pytest.raises(DataError) as exc:
+        load_samples(path)
+    assert (exc.value.reason, exc.value.index) == ("bad_record", 1) and "\n" not in str(exc.value)
+    report = SkipReport()
+    assert [s.answer for s in load_samples(path, on_bad="skip", report=report)] == ["red"]
+    assert report.counts == {"bad_record": 1}
