@@ -1,11 +1,12 @@
 """Record layouts people store VLM conversations in, each read into one `RawRecord`.
 
-| layout | fields | example |
-|---|---|---|
-| LLaVA / ShareGPT | `conversations` (+ `image` or `images`) | `[{"from": "human", "value": "<image>\\nQ"}, {"from": "gpt", "value": "A"}]` |
-| HF chat / TRL conversational | `messages` (+ `images`) | `[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}, ...]` |
-| TRL prompt-completion | `prompt` + `completion` (+ `images`) | message lists as above, or plain strings |
-| SmolVLM training sets (the_cauldron) | `texts` (+ `images`) | `[{"user": "Q", "assistant": "A"}, ...]`; images belong to the first user turn |
+- LLaVA / ShareGPT: `conversations` (+ `image` or `images`), e.g.
+  `[{"from": "human", "value": "<image>\\nQ"}, {"from": "gpt", "value": "A"}]`.
+- HF chat / TRL conversational: `messages` (+ `images`), e.g.
+  `[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}, ...]`.
+- TRL prompt-completion: `prompt` + `completion` (+ `images`): message lists as above, or strings.
+- SmolVLM training sets (the_cauldron): `texts` (+ `images`), `[{"user": "Q", "assistant": "A"}, ...]`;
+  the images belong to the first user turn.
 
 Roles `system`, `user`, `assistant` (also `human`/`gpt` and either `role`/`content` or `from`/`value`
 keys). Image parts of a message become `<image>` placeholders, in order; the n-th placeholder is

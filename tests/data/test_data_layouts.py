@@ -131,8 +131,8 @@ MALFORMED = {
     "placeholder in the system turn": {"images": ["images/red_circle.png"], "messages": [
         {"role": "system", "content": "<image>"}, {"role": "user", "content": "q"},
         {"role": "assistant", "content": "a"}]},
-    "more placeholders than images": {"conversations": [{"from": "human", "value": "<image><image>q"},
-                                                        {"from": "gpt", "value": "a"}], "image": "images/red_circle.png"},
+    "more placeholders than images": {"image": "images/red_circle.png", "conversations": [
+        {"from": "human", "value": "<image><image>q"}, {"from": "gpt", "value": "a"}]},
     "ends on the user": {"texts": [], "prompt": [{"role": "user", "content": "q"}], "completion": []},
 }
 
