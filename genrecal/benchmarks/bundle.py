@@ -38,6 +38,13 @@ RUNTIME_REQUIREMENTS = {
                  "VENV_ARGS=--system-site-packages (run.sh does for this profile)"],
 }
 _PINNED_HERE = ("onnxruntime",)  # pinned to the version the artifact was checked with, when installed
+# llama-cpp-python compiles at install; on x86-64 its default -march=native build segfaults on AMX CPUs
+# (see genrecal.runtimes.llamacpp_smoke), so the bundle builds the portable baseline there, never from
+# pip's wheel cache; ARM devices (phones, Jetson) keep the native build
+LLAMA_SETUP = """  if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
+    export CMAKE_ARGS="-DGGML_NATIVE=OFF"; PIP_ARGS="${PIP_ARGS:-} --no-cache-dir --no-binary llama-cpp-python"
+  fi
+"""
 
 RUN_SH = """#!/bin/sh
 # genrecal on-device bundle ({label}, profile {profile}). From this folder:
@@ -49,7 +56,7 @@ set -eu
 cd "$(dirname "$0")"
 if [ "${{1:-}}" = setup ]; then
   [ -x .venv/bin/python ] || "${{PYTHON:-python3}}" -m venv ${{VENV_ARGS:-{venv_args}}} .venv
-  .venv/bin/python -m pip install ${{PIP_ARGS:-}} -r requirements.txt
+{llama_setup}  .venv/bin/python -m pip install ${{PIP_ARGS:-}} -r requirements.txt
   exit 0
 fi
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY="${{PYTHON:-python3}}"; fi
@@ -116,7 +123,7 @@ def _fill(root: Path, artifact: Path, manifest: Manifest | None, profile: str, r
     (root / "requirements.txt").write_text("\n".join(requirements(runtime)) + "\n")
     venv_args = "--system-site-packages" if runtime == "tensorrt" else ""
     script = RUN_SH.format(label=info["label"], profile=profile, runtime=runtime, role=info["role"],
-                           venv_args=venv_args)
+                           venv_args=venv_args, llama_setup=LLAMA_SETUP if runtime == "llamacpp" else "")
     (root / "run.sh").write_text(script)
     (root / "run.sh").chmod(0o755)
     meta = {"profile": profile, "runtime": runtime, "role": info["role"], "label": info["label"],

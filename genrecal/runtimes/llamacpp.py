@@ -24,7 +24,7 @@ from PIL import Image
 
 from genrecal.export.gguf.llama_log import captured_log, missing_bindings
 from genrecal.manifest import load_manifest
-from genrecal.runtimes import sysinfo
+from genrecal.runtimes import llamacpp_smoke, sysinfo
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
 
@@ -55,13 +55,16 @@ class Prefill:
 class LlamaCppSession:
     """model.gguf + mmproj.gguf loaded into llama.cpp; one greedy sequence at a time.
 
+    smoke: first run llamacpp_smoke.ensure_decodes (a 2-token decode of the pair in a child process,
+    once per process), so a native crash raises LlamaCppCrash instead of killing this process.
+
     `prompt` (from the manifest) says how to render and lay out a prompt like the HF processor.
     f32_kv keeps the KV cache in F32 (the default F16 cache alone moves logits by ~5e-3); the parity
     check uses it, the runtime keeps llama.cpp's default.
     """
 
     def __init__(self, model_path: Path, mmproj_path: Path, prompt, *, threads: int | None = None,
-                 n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
+                 n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False, smoke: bool = True):
         if missing := missing_bindings("llama_cpp", "gguf"):
             raise RuntimeError_(missing)
         from genrecal.export.gguf.validate import validate_pair
@@ -71,6 +74,9 @@ class LlamaCppSession:
             raise RuntimeError_(f"{model_path} has no tokenizer.chat_template; re-export it")
         self.prompt, self.verbose = prompt, verbose
         self.threads = int(threads or os.cpu_count() or 1)
+        # a native crash (e.g. a -march=native build's AMX path) in a child process becomes one clear line
+        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), Path(mmproj_path), prompt.to_dict(),
+                                                   self.threads) if smoke else None
         self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
         self._mtmd = None
         self.llama = self._load_llama(Path(model_path), f32_kv)

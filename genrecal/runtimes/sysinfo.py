@@ -114,10 +114,25 @@ def device_info(threads: int | None = None) -> dict:
     gpu = gpu_name()
     if gpu:
         info["gpu"] = gpu
+    llama = llama_cpp_build()
+    if llama:
+        info["llama_cpp"] = llama
     jetson = jetson_info()
     if jetson:
         info["jetson"] = jetson
     return info
+
+
+def llama_cpp_build() -> dict | None:
+    """llama.cpp's CPU kernels in use + how it was built, when llama_cpp is already loaded (never imports it)."""
+    if "llama_cpp" not in sys.modules:
+        return None
+    from genrecal.runtimes.llamacpp_smoke import build_info
+
+    try:
+        return build_info()
+    except Exception as exc:  # noqa: BLE001 - a missing symbol must not break a benchmark
+        return {"error": f"llama_print_system_info failed: {exc}"}
 
 
 def gpu_name() -> str | None:

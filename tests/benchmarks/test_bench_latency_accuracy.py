@@ -138,6 +138,9 @@ def test_latency_and_accuracy_of_quantised_artifacts(bench, quantised, tmp_path,
     assert (lat["artifact"]["format"], lat["artifact"]["runtime"], lat["artifact"]["precision"]) == (
         fmt, runtime, precision)
     assert lat["summary"]["decode_tok_s"]["median"] > 0 and lat["roofline"]["weight_bytes_per_token"] > 0
+    if runtime == "llamacpp":  # the figure says which llama.cpp kernels produced it
+        kernels = lat["device"]["llama_cpp"]
+        assert "AVX2" in kernels["cpu_features"] and kernels["system_info"].startswith("CPU :")
     code, out, err = bench("accuracy", "--artifact", artifact, "--threads", "1", "--limit", "3",
                            "--json", tmp_path / "a.json")
     assert code == 0, err
@@ -156,3 +159,22 @@ def test_profile_threads_are_capped_at_the_usable_cores(monkeypatch):
     assert "uses 4 threads; this machine has 2 usable cores" in warnings[0]
     assert pick_threads(get_profile("phone-class"), 3, []) == 3  # an explicit --threads is obeyed
     assert pick_threads(get_profile("host"), None, []) is None  # host: the runtime's default (all cores)
+
+
+def test_a_llama_cpp_crash_is_one_clear_line(bench, quantised, tmp_path, monkeypatch):
+    """A native crash in the backend (here a real SIGSEGV in the smoke child) ends the bench with one line."""
+    import sys
+    import warnings
+
+    from genrecal.runtimes import llamacpp_smoke
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        artifact = quantised("gguf")
+    monkeypatch.setattr(llamacpp_smoke, "_checked", {})
+    monkeypatch.setattr(llamacpp_smoke, "child_argv",
+                        lambda request: [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"])
+    code, out, err = bench("latency", "--artifact", artifact, "--threads", "1", "--runs", "1", "--no-bandwidth")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: llama.cpp backend (llama-cpp-python 0.3.36) crashed with SIGSEGV") and \
+        "model.gguf" in err and 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in err, err
