@@ -4,16 +4,34 @@
 #
 # llama-cpp-python has no wheel on PyPI: pip compiles llama.cpp, by default with GGML_NATIVE=ON
 # (-march=native), which on AMX CPUs (Sapphire Rapids and later, this machine kind) compiles in ggml's
-# AMX path: every decode then segfaults. This script builds it itself with LLAMA_CMAKE_ARGS (default
-# -DGGML_NATIVE=OFF: the portable x86-64 AVX2/FMA/F16C baseline, no AVX-512, no AMX; see README
-# "llama.cpp build"), never from pip's cache (which may hold a wheel built with other flags), keeps the
-# wheel in its own cache keyed by version + flags + arch, and records the flags in
-# .venv/genrecal-llama-cpp-build.json (benchmark results and crash messages quote it).
-# Overrides: LLAMA_CMAKE_ARGS="..." bash scripts/setup.sh; GENRECAL_WHEEL_CACHE=DIR.
+# AMX path: every decode then segfaults. This script builds it itself with explicit flags: on x86-64,
+# -DGGML_NATIVE=OFF (the AVX2/FMA/F16C baseline) plus the AVX-512 / VNNI / BF16 kernels this CPU
+# reports in /proc/cpuinfo, never AMX (measured in README "llama.cpp build"); elsewhere llama.cpp's
+# default. It never takes a wheel from pip's cache (which may hold one built with other flags), keeps
+# its own in GENRECAL_WHEEL_CACHE keyed by version + flags + arch + Python, and records the flags in
+# .venv/genrecal-llama-cpp-build.json (benchmark results and crash messages quote them).
+# Override: LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF" bash scripts/setup.sh  (e.g. the plain AVX2 baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLAMA_VERSION=0.3.36
-LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF}
+
+# the CMake flags for this host: x86-64 -> baseline + the AVX-512 family it has (never AMX); else default
+llama_flags() {
+  [ "$(uname -m)" = x86_64 ] || return 0
+  local cpu args="-DGGML_NATIVE=OFF"
+  cpu=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+  has() { for f in "$@"; do case "$cpu" in *" $f "*) ;; *) return 1 ;; esac; done; }
+  has avx2 fma f16c bmi2 || args="$args -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF"
+  has avx_vnni && args="$args -DGGML_AVX_VNNI=ON"
+  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
+    args="$args -DGGML_AVX512=ON"
+    has avx512vbmi && args="$args -DGGML_AVX512_VBMI=ON"
+    has avx512_vnni && args="$args -DGGML_AVX512_VNNI=ON"
+    has avx512_bf16 && args="$args -DGGML_AVX512_BF16=ON"
+  fi
+  echo "$args"
+}
+LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS-$(llama_flags)}
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
@@ -27,7 +45,7 @@ if [ "$have_version" != "$LLAMA_VERSION" ] || [ "$(cat "$record" 2>/dev/null)" !
   cache=${GENRECAL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/genrecal/wheels}/llama-cpp-python-$key
   wheel=$(ls "$cache"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
   if [ -z "$wheel" ]; then
-    echo "building llama-cpp-python $LLAMA_VERSION with CMAKE_ARGS=\"$LLAMA_CMAKE_ARGS\" (3-12 min on 2 cores) ..."
+    echo "building llama-cpp-python $LLAMA_VERSION with CMAKE_ARGS=\"$LLAMA_CMAKE_ARGS\" (4-6 min on 2 cores) ..."
     mkdir -p "$cache.tmp"
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
       python -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \

@@ -70,7 +70,22 @@ def _devices_md(results: list[dict]) -> list[str]:
         rows.append(f"| {d.get('hostname')} | {d.get('cpu_model')} | {d.get('cores_usable')} | "
                     f"{r['config'].get('threads')} | {d.get('ram_gb')} | {d.get('os')} | {extra} |")
     return ["## Devices", "", "| host | CPU | usable cores | threads | RAM GB | OS | Jetson |",
-            "|---|---|---|---|---|---|---|", *rows, ""]
+            "|---|---|---|---|---|---|---|", *rows, "", *_llama_builds_md(results)]
+
+
+def _llama_builds_md(results: list[dict]) -> list[str]:
+    """One line per (host, llama.cpp build): the CPU kernels that produced the llama.cpp figures."""
+    lines = []
+    for r in results:
+        d, info = r.get("device", {}), r.get("device", {}).get("llama_cpp") or {}
+        if not info.get("cpu_features"):
+            continue
+        flags = (info.get("build") or {}).get("cmake_args")
+        line = (f"- {d.get('hostname')}: llama.cpp (llama-cpp-python {info.get('llama_cpp_python')}) CPU kernels "
+                f"{', '.join(info['cpu_features'])}; " + (f"built with `{flags}`" if flags else "build flags unknown"))
+        if line not in lines:
+            lines.append(line)
+    return lines + [""] if lines else []
 
 
 def _baseline(lat: dict, host: str) -> dict | None:

@@ -141,6 +141,10 @@ def test_latency_and_accuracy_of_quantised_artifacts(bench, quantised, tmp_path,
     if runtime == "llamacpp":  # the figure says which llama.cpp kernels produced it
         kernels = lat["device"]["llama_cpp"]
         assert "AVX2" in kernels["cpu_features"] and kernels["system_info"].startswith("CPU :")
+        from genrecal.benchmarks.report import write_report
+
+        report = write_report([tmp_path / "l.json"], tmp_path / "report").read_text()
+        assert f"CPU kernels {', '.join(kernels['cpu_features'])}" in report
     code, out, err = bench("accuracy", "--artifact", artifact, "--threads", "1", "--limit", "3",
                            "--json", tmp_path / "a.json")
     assert code == 0, err
