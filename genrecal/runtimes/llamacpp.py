@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genrecal.export.gguf.llama_log import captured_log, missing_bindings
+from genrecal.gguf_pair.llama_log import captured_log, missing_bindings
 from genrecal.manifest import load_manifest
 from genrecal.runtimes import llamacpp_smoke, sysinfo
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
@@ -55,7 +55,7 @@ class Prefill:
 class LlamaCppSession:
     """model.gguf + mmproj.gguf loaded into llama.cpp; one greedy sequence at a time.
 
-    smoke: first run llamacpp_smoke.ensure_decodes (a 2-token decode of the pair in a child process,
+    smoke: first run llamacpp_smoke.ensure_decodes (a 2-token decode of the text model in a child process,
     once per process), so a native crash raises LlamaCppCrash instead of killing this process.
 
     `prompt` (from the manifest) says how to render and lay out a prompt like the HF processor.
@@ -67,7 +67,7 @@ class LlamaCppSession:
                  n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False, smoke: bool = True):
         if missing := missing_bindings("llama_cpp", "gguf"):
             raise RuntimeError_(missing)
-        from genrecal.export.gguf.validate import validate_pair
+        from genrecal.gguf_pair.validate import validate_pair
 
         self.facts = validate_pair(Path(model_path), Path(mmproj_path))  # before llama.cpp reads a byte
         if not self.facts.chat_template:
@@ -75,8 +75,7 @@ class LlamaCppSession:
         self.prompt, self.verbose = prompt, verbose
         self.threads = int(threads or os.cpu_count() or 1)
         # a native crash (e.g. a -march=native build's AMX path) in a child process becomes one clear line
-        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), Path(mmproj_path), prompt.to_dict(),
-                                                   self.threads) if smoke else None
+        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), self.threads) if smoke else None
         self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
         self._mtmd = None
         self.llama = self._load_llama(Path(model_path), f32_kv)
@@ -316,8 +315,8 @@ class LlamaCppRuntime:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, n_ctx: int | None = None,
                  verbose: bool = False):
-        from genrecal.export.gguf import layout
-        from genrecal.export.gguf.prompt import PromptFormat
+        from genrecal.gguf_pair import layout
+        from genrecal.gguf_pair.prompt import PromptFormat
 
         root = Path(path)
         self.path = str(root)

@@ -216,7 +216,7 @@ def test_llama_cpp_python_chat_handler_runs_the_pair(exported):
 def test_q4_k_m_accuracy_on_200_questions(family, student_dir, tmp_path):
     from genrecal.export.gguf import parity
     from genrecal.export.gguf.export import load_source
-    from genrecal.export.gguf.prompt import PromptFormat
+    from genrecal.gguf_pair.prompt import PromptFormat
 
     out = tmp_path / "q4"
     manifest = export_gguf(student_dir(family), out, "q4_k_m", check=False)
@@ -288,7 +288,7 @@ def _drop_tensor(src: Path, dst: Path, name: str) -> None:
 
 
 def test_missing_mmproj_tensor_caught_before_load(exported, tmp_path):
-    from genrecal.export.gguf.validate import validate_pair
+    from genrecal.gguf_pair.validate import validate_pair
     from genrecal.runtimes.llamacpp import LlamaCppRuntime
 
     src, manifest = exported("qwen2_vl", "f16")

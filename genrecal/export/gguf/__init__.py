@@ -7,9 +7,9 @@
 Files: export.py (orchestration), qwen2_vl.py / idefics3.py (per-family tensor maps, mmproj
 hyper-parameters, prompt format; idefics3.py also serves smolvlm), writer.py (precision policy, the
 shared decoder map), tokenizer.py (vocab, merges, token types, chat template), mmproj.py (clip file),
-quantize.py (llama.cpp K-quants + type read-back), validate.py (what llama.cpp needs, checked before
-any load), parity.py (PyTorch vs llama.cpp), prompt.py (template/image sizing/layout replayed by the
-runtime), llama_log.py (llama.cpp log capture), layout.py (file names, manifest keys, errors).
+quantize.py (llama.cpp K-quants + type read-back), parity.py (PyTorch vs llama.cpp), layout.py
+(precisions, family writers, GgufExportError). What the runtime reads too — file names, manifest keys,
+the prompt format, pair validation, llama.cpp log capture — lives in genrecal.gguf_pair.
 Importing this package loads neither torch nor llama.cpp.
 """
 from __future__ import annotations

@@ -20,8 +20,8 @@ from types import ModuleType
 
 from genrecal.export.gguf import layout
 from genrecal.export.gguf.layout import GgufExportError
-from genrecal.export.gguf.llama_log import missing_bindings
-from genrecal.export.gguf.prompt import PromptFormat
+from genrecal.gguf_pair.llama_log import missing_bindings
+from genrecal.gguf_pair.prompt import PromptFormat
 from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256
 
 TARGET = "phone"
@@ -157,7 +157,7 @@ def _reference_path(tmp: Path, scratch: Path, job: _Job) -> Path:
 
 def _build(tmp: Path, job: _Job, check: bool) -> tuple[dict, dict]:
     """Write, read back, validate and (check) compare; returns (manifest extra, manifest parity)."""
-    from genrecal.export.gguf.validate import validate_pair
+    from genrecal.gguf_pair.validate import validate_pair
 
     with tempfile.TemporaryDirectory(prefix="genrecal-gguf-") as scratch_dir:
         scratch = Path(scratch_dir)

@@ -16,8 +16,8 @@ from gguf.constants import MODEL_TENSOR, VisionProjectorType
 
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.mmproj import VisionSpec
-from genrecal.export.gguf.prompt import PromptFormat
 from genrecal.export.gguf.writer import add_decoder_keys, decoder_tensors, tensor_name
+from genrecal.gguf_pair.prompt import PromptFormat
 
 TEXT_ARCH = "llama"
 PROJECTOR_TYPE = VisionProjectorType.IDEFICS3  # "idefics3"

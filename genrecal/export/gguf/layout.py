@@ -1,18 +1,21 @@
-"""What a GGUF artifact dir holds, defined once: file names, precisions, families, manifest keys.
+"""What the GGUF exporter produces and for which families: precisions, family writers, errors.
 
-    out/
-      model.gguf              text model + tokenizer + chat template (llama.cpp's LLM loader)
-      mmproj.gguf             vision tower + projector, arch "clip" (llama.cpp's libmtmd), F16
-      genrecal_manifest.json  format "gguf": checksums, parity results, and `extra` (keys below)
-
-This module imports neither torch nor transformers, so the llama.cpp runtime can use it on a device.
+The artifact's file names and manifest keys are shared with the runtime and live in
+genrecal.gguf_pair.layout; they are re-exported here so export code reads one `layout`.
+This module imports neither torch nor transformers.
 """
 from __future__ import annotations
 
-from genrecal.errors import GenrecalError
-
-MODEL_FILE = "model.gguf"
-MMPROJ_FILE = "mmproj.gguf"
+from genrecal.gguf_pair.layout import (  # noqa: F401 - re-exported for the export code
+    EXTRA_PROJECTOR,
+    EXTRA_PROMPT,
+    EXTRA_QUANT,
+    EXTRA_TEXT_ARCH,
+    MMPROJ_FILE,
+    MODEL_FILE,
+    GgufPairError,
+    GgufValidationError,
+)
 
 # precision name -> how it is produced
 QUANTS = {
@@ -29,19 +32,9 @@ FAMILY_WRITERS = {"qwen2_vl": "qwen2_vl", "idefics3": "idefics3", "smolvlm": "id
 # families llama.cpp itself cannot run (no mmproj projector / text arch for them)
 NOT_IN_LLAMA_CPP = ("llava_onevision", "paligemma")
 
-# keys of Manifest.extra written by export and read by the runtime
-EXTRA_TEXT_ARCH = "text_arch"  # general.architecture of model.gguf, e.g. "qwen2vl", "llama"
-EXTRA_PROJECTOR = "projector_type"  # clip.projector_type of mmproj.gguf, e.g. "qwen2vl_merger"
-EXTRA_PROMPT = "prompt_format"  # genrecal.export.gguf.prompt.PromptFormat: placeholder, image size, layout
-EXTRA_QUANT = "quantization"  # requested precision, tensor-type counts, fallbacks
 
-
-class GgufExportError(GenrecalError):
+class GgufExportError(GgufPairError):
     """A model that cannot be written as a GGUF pair, or a pair that failed its checks."""
-
-
-class GgufValidationError(GgufExportError):
-    """A GGUF file missing a key or tensor llama.cpp needs (loading it would abort or segfault)."""
 
 
 def supported_families() -> list[str]:

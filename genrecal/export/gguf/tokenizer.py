@@ -16,7 +16,7 @@ import gguf
 from jinja2.exceptions import TemplateError
 
 from genrecal.export.gguf.layout import GgufExportError
-from genrecal.export.gguf.prompt import render_chat
+from genrecal.gguf_pair.prompt import render_chat
 
 T = gguf.TokenType
 # pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name; the two differ

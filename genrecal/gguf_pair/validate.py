@@ -5,7 +5,7 @@ building the graph: a missing `v.blk.0.attn_q.weight` or `v.patch_embd.weight.1`
 a missing image_mean is an abort — neither can be caught from Python. So every key and tensor the
 graph for the file's projector type uses is checked here with gguf-py's reader, without torch.
 
-    python -m genrecal.export.gguf.validate out/model.gguf out/mmproj.gguf
+    python -m genrecal.gguf_pair.validate out/model.gguf out/mmproj.gguf
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gguf import GGUFReader
 
-from genrecal.export.gguf.layout import GgufValidationError
+from genrecal.gguf_pair.layout import GgufValidationError
 
 _VISION_BLOCK = [f"{t}.{k}" for t in ("ln1", "ln2", "attn_q", "attn_k", "attn_v", "attn_out", "ffn_up", "ffn_down")
                  for k in ("weight", "bias")]
