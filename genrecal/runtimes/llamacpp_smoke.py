@@ -176,7 +176,7 @@ def _smoke(request: dict) -> dict:
     """In the child: load the pair, encode one image, prefill, decode 2 greedy tokens."""
     from PIL import Image
 
-    from genrecal.export.gguf.prompt import PromptFormat
+    from genrecal.gguf_pair.prompt import PromptFormat
     from genrecal.runtimes.llamacpp import LlamaCppSession
 
     print(_INFO_TAG + json.dumps(build_info()), flush=True)
