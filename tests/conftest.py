@@ -27,6 +27,41 @@ def zoo_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bf16_zoo_dir(zoo_dir, tmp_path_factory):
+    """bf16_zoo_dir(family, size="tiny") -> the zoo model saved in bf16 (as real checkpoints and genrecal's
+    bf16 runs ship), processor alongside; built once per session."""
+    root = tmp_path_factory.mktemp("zoo-bf16")
+    built: dict[tuple[str, str], str] = {}
+
+    def get(family: str, size: str = "tiny"):
+        if (family, size) not in built:
+            import torch
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            src, out = zoo_dir(family, size), root / f"{family}-{size}"
+            model = AutoModelForImageTextToText.from_pretrained(src, dtype=torch.float32)
+            model.to(torch.bfloat16).save_pretrained(out)
+            AutoProcessor.from_pretrained(src).save_pretrained(out)
+            built[family, size] = str(out)
+        return built[family, size]
+
+    return get
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests skip, with the reason, where torch sees no CUDA device."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason=f"needs a CUDA device (torch {torch.__version__} sees none)")
+        for item in gpu:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
 def evqa_train(tmp_path_factory):
     from genrecal.data import write_easy_vqa
 

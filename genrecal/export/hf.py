@@ -92,8 +92,10 @@ def export_hf(src: Path, out_dir: Path, strip: bool = False) -> Manifest:
     def build(tmp: Path) -> Manifest:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        # dtype "auto": the clean student keeps the checkpoint's dtype (a bf16 student stays bf16);
+        # each format's exporter loads it again at the precision it computes from (fp32)
         model, info = AutoModelForImageTextToText.from_pretrained(
-            src, trust_remote_code=False, output_loading_info=True)
+            src, dtype="auto", trust_remote_code=False, output_loading_info=True)
         if info.get("missing_keys"):
             raise StudentDirError(f"{src} is missing weights the {scan.family} model needs: "
                                   f"{', '.join(sorted(info['missing_keys'])[:5])}")

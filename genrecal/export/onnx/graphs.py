@@ -31,8 +31,10 @@ SIDE_FILES = ("config.json", "generation_config.json")
 
 
 def load_student(hf_dir: Path):
-    """(model, processor) in eager attention, the reference every parity check compares against."""
-    model = AutoModelForImageTextToText.from_pretrained(hf_dir, attn_implementation="eager",
+    """(model, processor): fp32 whatever the checkpoint's dtype (bf16/fp16 weights are upcast exactly),
+    eager attention. Every ONNX precision is derived from these fp32 graphs, and this model is the
+    reference every parity check compares against."""
+    model = AutoModelForImageTextToText.from_pretrained(hf_dir, dtype=torch.float32, attn_implementation="eager",
                                                         trust_remote_code=False).eval()
     processor = AutoProcessor.from_pretrained(hf_dir, trust_remote_code=False)
     return model, processor
