@@ -55,7 +55,7 @@ class Prefill:
 class LlamaCppSession:
     """model.gguf + mmproj.gguf loaded into llama.cpp; one greedy sequence at a time.
 
-    smoke: first run llamacpp_smoke.ensure_decodes (a 2-token decode of the pair in a child process,
+    smoke: first run llamacpp_smoke.ensure_decodes (a 2-token decode of the text model in a child process,
     once per process), so a native crash raises LlamaCppCrash instead of killing this process.
 
     `prompt` (from the manifest) says how to render and lay out a prompt like the HF processor.
@@ -75,8 +75,7 @@ class LlamaCppSession:
         self.prompt, self.verbose = prompt, verbose
         self.threads = int(threads or os.cpu_count() or 1)
         # a native crash (e.g. a -march=native build's AMX path) in a child process becomes one clear line
-        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), Path(mmproj_path), prompt.to_dict(),
-                                                   self.threads) if smoke else None
+        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), self.threads) if smoke else None
         self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
         self._mtmd = None
         self.llama = self._load_llama(Path(model_path), f32_kv)

@@ -1,14 +1,16 @@
 """A llama.cpp smoke decode in a child process, so a native crash becomes one clear line.
 
     from genrecal.runtimes.llamacpp_smoke import ensure_decodes, build_info
-    info = ensure_decodes(Path("gguf-q4_k_m/model.gguf"), Path("gguf-q4_k_m/mmproj.gguf"), prompt_dict, threads=2)
+    info = ensure_decodes(Path("gguf-q4_k_m/model.gguf"), threads=2)
     info["cpu_features"]  # e.g. ["SSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2", ...]
 
 Why: llama-cpp-python compiles llama.cpp at install time, by default with `GGML_NATIVE=ON`
 (`-march=native`). On x86-64 hosts with AMX (Sapphire Rapids and later) that build compiles in ggml's
 AMX path, which segfaults in every decode on some hosts of that class (llama.cpp #20824). A segfault
-in-process kills Python with no message. `LlamaCppSession` therefore first loads the same GGUF pair
-in a child process, encodes one image, prefills a short prompt and decodes two tokens; if the child
+in-process kills Python with no message. `LlamaCppSession` therefore first loads the same text GGUF
+in a child process, prefills a short prompt and decodes two tokens (the quantised matmuls of the text
+model are where ggml's AMX kernels run; the F16 mmproj is not smoke-tested, which keeps the check
+~1-2 s instead of a full image encode); if the child
 dies on a signal (SIGSEGV, SIGILL, SIGABRT) or hangs, the parent raises `LlamaCppCrash` naming the
 backend, the library version, the CPU features the build uses, how it was built and how to rebuild.
 One check per (files, threads) per process. `GENRECAL_LLAMACPP_SMOKE=0` skips it.
@@ -34,8 +36,9 @@ SKIP_ENV = "GENRECAL_LLAMACPP_SMOKE"  # "0": skip the child-process check
 BUILD_RECORD = "genrecal-llama-cpp-build.json"  # in the venv root (sys.prefix), written by scripts/setup.sh
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
 REBUILD_HINT = ("rebuild it without the native/AMX path: `bash scripts/setup.sh` (genrecal's setup builds it with "
-                f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}"), or `CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install '
-                "--force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python llama-cpp-python=={version}`")
+                f"{PORTABLE_CMAKE_ARGS} plus the AVX-512 kernels the CPU has, never AMX), or "
+                f'`CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --force-reinstall --no-deps --no-cache-dir '
+                "--no-binary llama-cpp-python llama-cpp-python=={version}`")
 DEFAULT_TIMEOUT_S = 300.0
 _INFO_TAG = "GENRECAL-SMOKE-INFO "
 _DONE_TAG = "GENRECAL-SMOKE-DONE "
@@ -154,15 +157,19 @@ def _tagged(stdout: str, tag: str) -> dict | None:
         return None
 
 
-def ensure_decodes(model_path: Path, mmproj_path: Path, prompt: dict, threads: int,
-                   timeout_s: float = DEFAULT_TIMEOUT_S) -> dict | None:
-    """Smoke-decode the pair in a child process once per process; None when skipped by SKIP_ENV."""
+def ensure_decodes(model_path: Path, threads: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict | None:
+    """Smoke-decode a text GGUF in a child process once per process; None when skipped by SKIP_ENV.
+
+    Returns the child's build info + {"tokens": [2 greedy ids], "tokens_in": n}, or + {"child_error"}
+    when the child raised a Python error (left to the in-process load to report). Raises
+    LlamaCppCrash when the child died on a signal or did not finish within timeout_s seconds.
+    """
     if os.environ.get(SKIP_ENV, "1") == "0":
         return None
-    model_path, mmproj_path = Path(model_path).resolve(), Path(mmproj_path).resolve()
-    key = (str(model_path), _stamp(model_path), str(mmproj_path), _stamp(mmproj_path), int(threads))
+    model_path = Path(model_path).resolve()
+    key = (str(model_path), _stamp(model_path), int(threads))
     if key not in _checked:
-        request = {"model": str(model_path), "mmproj": str(mmproj_path), "prompt": prompt, "threads": int(threads)}
+        request = {"model": str(model_path), "threads": int(threads)}
         _checked[key] = run_child(child_argv(request), model_path.name, timeout_s)
     return _checked[key]
 
@@ -173,23 +180,27 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def _smoke(request: dict) -> dict:
-    """In the child: load the pair, encode one image, prefill, decode 2 greedy tokens."""
-    from PIL import Image
+    """In the child: load the text GGUF, prefill a short prompt, decode 2 greedy tokens."""
+    import ctypes
 
-    from genrecal.gguf_pair.prompt import PromptFormat
-    from genrecal.runtimes.llamacpp import LlamaCppSession
+    import llama_cpp
+    import numpy as np
 
     print(_INFO_TAG + json.dumps(build_info()), flush=True)
-    prompt = PromptFormat.from_dict(request["prompt"])
-    with LlamaCppSession(Path(request["model"]), Path(request["mmproj"]), prompt, threads=request["threads"],
-                         n_ctx=1024, smoke=False) as session:
-        pre = session.prefill("What is this?", [Image.new("RGB", (64, 64), (128, 96, 64))])
-        logits = pre.logits
+    llm = llama_cpp.Llama(request["model"], n_ctx=64, n_batch=64, n_threads=request["threads"],
+                          n_threads_batch=request["threads"], n_gpu_layers=0, verbose=False)
+    try:
+        ids = llm.tokenize(b"What is in this picture?", add_bos=True, special=False)
+        llm.eval(ids)
         tokens = []
         for _ in range(2):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, ctypes.c_int32(-1)),
+                                           shape=(llm.n_vocab(),))
             tokens.append(int(logits.argmax()))
-            logits = session.step(tokens[-1])
-    return {"tokens": tokens, "tokens_in": pre.tokens_in}
+            llm.eval([tokens[-1]])
+    finally:
+        llm.close()
+    return {"tokens": tokens, "tokens_in": len(ids)}
 
 
 if __name__ == "__main__":

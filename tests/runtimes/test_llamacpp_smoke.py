@@ -54,21 +54,27 @@ def test_a_python_error_in_the_child_is_left_to_the_in_process_load():
 
 def test_smoke_decodes_a_real_export_once_per_process(exported, monkeypatch):
     from genrecal.gguf_pair import layout
-    from genrecal.manifest import load_manifest
 
-    root = exported("gguf", "f16")
-    prompt = load_manifest(root).extra[layout.EXTRA_PROMPT]
+    model = exported("gguf", "f16") / layout.MODEL_FILE
     monkeypatch.setattr(smoke, "_checked", {})
     calls = []
     real = smoke.run_child
     monkeypatch.setattr(smoke, "run_child", lambda *a, **k: calls.append(a) or real(*a, **k))
     for _ in range(2):
-        result = smoke.ensure_decodes(root / layout.MODEL_FILE, root / layout.MMPROJ_FILE, prompt, threads=1)
+        result = smoke.ensure_decodes(model, threads=1)
     assert len(calls) == 1  # cached for the process
     assert len(result["tokens"]) == 2 and result["tokens_in"] > 0 and "child_error" not in result
     assert "AVX2" in result["cpu_features"] and result["llama_cpp_python"] == "0.3.36"
     monkeypatch.setenv(smoke.SKIP_ENV, "0")
-    assert smoke.ensure_decodes(root / layout.MODEL_FILE, root / layout.MMPROJ_FILE, prompt, threads=2) is None
+    assert smoke.ensure_decodes(model, threads=2) is None
+
+
+def test_a_file_llama_cpp_refuses_is_left_to_the_in_process_load(tmp_path, monkeypatch):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    monkeypatch.setattr(smoke, "_checked", {})
+    result = smoke.ensure_decodes(bad, threads=1)
+    assert result["child_error"].startswith("exit 1: ") and "AVX2" in result["cpu_features"]
 
 
 def test_the_installed_build_is_the_one_setup_chose():
