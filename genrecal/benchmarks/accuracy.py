@@ -16,7 +16,7 @@ from pathlib import Path
 
 from genrecal.benchmarks.latency import pick_runtime, pick_threads
 from genrecal.benchmarks.profiles import get_profile
-from genrecal.benchmarks.results import SCHEMA, artifact_info, provenance, summarize
+from genrecal.benchmarks.results import SCHEMA, artifact_info, computed_as, provenance, summarize
 from genrecal.data.scoring import exact_match, normalize_answer, vqa_soft_accuracy
 from genrecal.errors import GenrecalError
 
@@ -33,6 +33,10 @@ class AccuracyConfig:
     seed: int = 0
     runtime: str | None = None
     threads: int | None = None
+    device: str | None = None
+    """torch runtime only: auto | cpu | cuda (None: auto)."""
+    dtype: str | None = None
+    """torch runtime only: auto | fp32 | bf16 | fp16 (None: auto = the checkpoint's on CUDA, fp32 on CPU)."""
     profile: str = "host"
     max_new_tokens: int = 8
     role: str | None = None
@@ -96,7 +100,8 @@ def run_accuracy(cfg: AccuracyConfig, log=print) -> dict:
     threads = pick_threads(profile, cfg.threads, warnings)
     info = artifact_info(cfg.artifact, runtime, cfg.role, cfg.label)
     questions = load_questions(cfg.data, cfg.limit, cfg.seed)
-    rt = runtimes.load(cfg.artifact, runtime, threads)
+    rt = runtimes.load(cfg.artifact, runtime, threads, device=cfg.device, dtype=cfg.dtype)
+    info = computed_as(info, rt, cfg.label)
     em = soft = 0.0
     examples, timings = [], []
     t0 = time.perf_counter()

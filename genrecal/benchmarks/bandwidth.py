@@ -57,13 +57,16 @@ def roofline(decode_tok_s: float, bandwidth_gbs: float, bytes_per_token: int) ->
 
 
 # ---- bytes of weights one decode step reads, per artifact format ----
-def weight_bytes_per_token(path: str | Path, fmt: str, files: list[str] | None = None) -> dict:
+def weight_bytes_per_token(path: str | Path, fmt: str, files: list[str] | None = None,
+                           compute_itemsize: int | None = None) -> dict:
     """{"bytes", "source"}: the decoder weights (LM head included, embedding table and vision
-    tower excluded) of an artifact dir in format hf/onnx/gguf/tensorrt."""
+    tower excluded) of an artifact dir in format hf/onnx/gguf/tensorrt. compute_itemsize (hf only):
+    bytes per element the weights are held in when run (a bf16 checkpoint run in fp32: 4), default the
+    checkpoint's own."""
     root = Path(path)
     files = files if files is not None else [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
     if fmt == "hf":
-        return _hf_bytes(root, files)
+        return _hf_bytes(root, files, compute_itemsize)
     if fmt == "onnx":
         return _named_bytes(root, files, "decoder", "decoder graph + external data")
     if fmt == "tensorrt":
@@ -89,20 +92,21 @@ def safetensors_header(path: Path) -> dict:
     return header
 
 
-def _hf_bytes(root: Path, files: list[str]) -> dict:
+def _hf_bytes(root: Path, files: list[str], itemsize: int | None = None) -> dict:
     tensors: dict[str, int] = {}
     for f in files:
         if f.endswith(".safetensors"):
             for name, info in safetensors_header(root / f).items():
                 start, end = info["data_offsets"]
-                tensors[name] = end - start
+                tensors[name] = int(np.prod(info["shape"], dtype=np.int64)) * itemsize if itemsize else end - start
     if not tensors:
         raise GenrecalError(f"{root}: no .safetensors weights to size")
     decoder = {n: b for n, b in tensors.items() if not any(k in n for k in _NOT_DECODER)}
     tied = not any(n.startswith("lm_head.") or ".lm_head." in n for n in decoder)
     total = sum(b for n, b in decoder.items() if tied or "embed_tokens" not in n)
     # a tied head reads the whole embedding table as the LM head; an untied one reads one row of it
-    return {"bytes": total, "source": "safetensors: text decoder + LM head" + (" (tied)" if tied else "")}
+    held = f" at {itemsize} bytes/element" if itemsize else ""
+    return {"bytes": total, "source": f"safetensors: text decoder + LM head{held}" + (" (tied)" if tied else "")}
 
 
 def _gguf_bytes(root: Path, files: list[str]) -> dict:

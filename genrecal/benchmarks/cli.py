@@ -1,8 +1,8 @@
 """`genrecal-bench`: latency, accuracy, on-device bundles and reports.
 
     genrecal-bench latency  --artifact PATH [--runtime R] [--threads N] [--profile P] [--warmup K]
-                            [--runs N] [--json FILE]
-    genrecal-bench accuracy --artifact PATH --data easy-vqa|FILE [--limit N] [--json FILE]
+                            [--runs N] [--device auto|cpu|cuda] [--dtype auto|fp32|bf16|fp16] [--json FILE]
+    genrecal-bench accuracy --artifact PATH --data easy-vqa|FILE [--limit N] [--device D] [--dtype T] [--json FILE]
     genrecal-bench bundle   --artifact PATH --profile P --out DIR
     genrecal-bench report   RESULTS... --out DIR
     genrecal-bench quality  [--quick] [--seeds 0,1,2] [--out DIR]   (trains models; see quality.py)
@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from genrecal.benchmarks.profiles import PROFILES
+from genrecal.runtimes.torch_device import DEVICES, DTYPES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("torch", "onnxruntime", "llamacpp", "tensorrt"),
                    help="default: the profile's runtime if the artifact's format allows it, else the format's")
     p.add_argument("--threads", type=int, help="CPU threads (default: the profile's; host: all usable cores)")
+    p.add_argument("--device", choices=DEVICES, help="torch runtime: where to compute (default auto: CUDA if present)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), help="torch runtime: compute dtype (default auto: the "
+                   "checkpoint's on CUDA, fp32 on CPU)")
     p.add_argument("--profile", default="host", help=f"device profile: {', '.join(PROFILES)} (default host)")
     p.add_argument("--role", choices=("teacher", "student", "model"), help="for the report's teacher vs student")
     p.add_argument("--label", help="name in reports (default: '<role> <runtime> <precision>')")
@@ -66,8 +70,8 @@ def run_latency(args) -> int:
     from genrecal.benchmarks.latency import LatencyConfig, format_latency, run_latency
     from genrecal.benchmarks.results import write_json
 
-    keys = ("artifact", "runtime", "threads", "profile", "warmup", "runs", "max_new_tokens", "image", "prompt",
-            "role", "label", "measure_bandwidth")
+    keys = ("artifact", "runtime", "threads", "device", "dtype", "profile", "warmup", "runs", "max_new_tokens",
+            "image", "prompt", "role", "label", "measure_bandwidth")
     result = run_latency(LatencyConfig(**{k: getattr(args, k) for k in keys}))
     print(format_latency(result))
     if args.json:
@@ -79,7 +83,8 @@ def run_accuracy(args) -> int:
     from genrecal.benchmarks.accuracy import AccuracyConfig, format_accuracy, run_accuracy
     from genrecal.benchmarks.results import write_json
 
-    keys = ("artifact", "data", "limit", "seed", "runtime", "threads", "profile", "max_new_tokens", "role", "label")
+    keys = ("artifact", "data", "limit", "seed", "runtime", "threads", "device", "dtype", "profile", "max_new_tokens",
+            "role", "label")
     result = run_accuracy(AccuracyConfig(**{k: getattr(args, k) for k in keys}))
     print(format_accuracy(result))
     if args.json:

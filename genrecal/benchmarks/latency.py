@@ -15,9 +15,10 @@ from pathlib import Path
 
 from genrecal.benchmarks import bandwidth
 from genrecal.benchmarks.profiles import Profile, get_profile
-from genrecal.benchmarks.results import SCHEMA, artifact_info, provenance, summarize
+from genrecal.benchmarks.results import SCHEMA, artifact_info, computed_as, provenance, summarize
 from genrecal.errors import GenrecalError
 
+ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2}  # bytes per weight element a torch-run model holds
 PHASES = ("load_ms", "preprocess_ms", "vision_encode_ms", "prefill_ms", "prefill_tok_s", "ttft_ms",
           "decode_ms_per_token", "decode_tok_s", "e2e_ms", "tokens_in", "tokens_out", "peak_rss_mb")
 
@@ -30,6 +31,10 @@ class LatencyConfig:
     """Runtime (torch, onnxruntime, llamacpp, tensorrt); default: the profile's, else the format's."""
     threads: int | None = None
     """CPU threads; default: the profile's (host: every usable core)."""
+    device: str | None = None
+    """torch runtime only: auto | cpu | cuda (None: auto)."""
+    dtype: str | None = None
+    """torch runtime only: auto | fp32 | bf16 | fp16 (None: auto = the checkpoint's on CUDA, fp32 on CPU)."""
     profile: str = "host"
     warmup: int = 1
     """Untimed runs first (allocators, caches, lazy graph init)."""
@@ -103,7 +108,8 @@ def run_latency(cfg: LatencyConfig, log=print) -> dict:
     threads = pick_threads(profile, cfg.threads, warnings)
     info = artifact_info(cfg.artifact, runtime, cfg.role, cfg.label)
     image, prompt = default_request(cfg.image, cfg.prompt)
-    rt = runtimes.load(cfg.artifact, runtime, threads)
+    rt = runtimes.load(cfg.artifact, runtime, threads, device=cfg.device, dtype=cfg.dtype)
+    info = computed_as(info, rt, cfg.label)
     for i in range(cfg.warmup):
         rt.generate([image], prompt, cfg.max_new_tokens)
     timings, text = [], ""
@@ -136,8 +142,11 @@ def run_latency(cfg: LatencyConfig, log=print) -> dict:
 
 def roofline_record(cfg: LatencyConfig, info: dict, profile: Profile, decode_tok_s: float) -> dict:
     """Decode tok/s vs the bandwidth bound, measured here (and with the profile's nominal figure)."""
+    if info.get("device") == "cuda":
+        return {"error": "computed on CUDA: the host memory bandwidth measured here does not bound it"}
+    itemsize = ITEMSIZE.get(info["precision"]) if "checkpoint_precision" in info else None
     try:
-        weights = bandwidth.weight_bytes_per_token(cfg.artifact, info["format"], info["files"])
+        weights = bandwidth.weight_bytes_per_token(cfg.artifact, info["format"], info["files"], itemsize)
     except (GenrecalError, OSError, ValueError) as exc:
         return {"error": f"cannot size the decoder weights: {exc}"}
     out = {"weight_bytes_per_token": weights["bytes"], "weight_source": weights["source"]}

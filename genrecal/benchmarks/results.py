@@ -50,6 +50,22 @@ def artifact_info(path: str | os.PathLike, runtime: str | None, role: str | None
     }
 
 
+def computed_as(info: dict, rt, label: str | None = None) -> dict:
+    """`info` for what the runtime really computes: a torch-run model's precision becomes the dtype it
+    runs in (the checkpoint's stays as `checkpoint_precision`), plus its device; other runtimes: unchanged."""
+    from genrecal.runtimes.torch_device import SHORT
+
+    place = getattr(rt, "placement", None)
+    if place is None:
+        return info
+    precision = SHORT.get(place.dtype, place.dtype)
+    checkpoint = SHORT.get(info["precision"], info["precision"])  # an hf export's manifest says "bfloat16"
+    out = {**info, "checkpoint_precision": checkpoint, "precision": precision, "device": place.device}
+    if label is None:
+        out["label"] = f"{info['role']} {info['runtime']} {precision}" + (" cuda" if place.device == "cuda" else "")
+    return out
+
+
 def provenance() -> dict:
     """Which genrecal produced a result (the path shows whether a bundle ran its own copy)."""
     import sys
@@ -76,9 +92,10 @@ def _hf_config(root: Path) -> dict:
 
 
 def _hf_dtype(root: Path) -> str:
-    cfg = _hf_config(root)
-    dtype = cfg.get("dtype") or cfg.get("torch_dtype") or (cfg.get("text_config") or {}).get("dtype") or "float32"
-    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(dtype), str(dtype))
+    from genrecal.runtimes.torch_device import SHORT, checkpoint_dtype
+
+    dtype = checkpoint_dtype(root) or "float32"
+    return SHORT.get(dtype, dtype)
 
 
 def _hf_family(root: Path) -> str | None:

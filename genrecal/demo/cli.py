@@ -3,6 +3,7 @@
     genrecal-demo                                  # the quickstart's genrecal-out/teacher + student-genrecal
     genrecal-demo --teacher T --student S [--runtime R] [--host 127.0.0.1] [--port 7860] [--share]
     genrecal-demo --student genrecal-out/export    # offer every exported artifact of the student
+    genrecal-demo --teacher T --student S --device cuda --dtype bf16   # torch-run models on the GPU
 
 Binds 127.0.0.1 unless --host says otherwise; --share also asks Gradio for a public link.
 """
@@ -26,6 +27,7 @@ class DemoError(GenrecalError):
 
 def build_parser() -> argparse.ArgumentParser:
     from genrecal import runtimes
+    from genrecal.runtimes.torch_device import DEVICES, DTYPES
 
     p = argparse.ArgumentParser(prog="genrecal-demo", description=__doc__.splitlines()[0])
     p.add_argument("--teacher", help=f"teacher model dir (default: {DEFAULT_TEACHER})")
@@ -36,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also create a public *.gradio.live link")
     p.add_argument("--threads", type=int, help="CPU threads per model (default: the runtime's own)")
+    p.add_argument("--device", choices=DEVICES, help="torch-run models (teacher, HF student): where to compute "
+                   "(default auto: CUDA if present)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), help="torch-run models: compute dtype (default auto: the "
+                   "checkpoint's on CUDA, fp32 on CPU)")
     p.add_argument("--max-new-tokens", type=int, default=32, dest="max_new_tokens", help="answer length cap")
     return p
 
@@ -77,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from genrecal.demo.models import Models
 
     print(f"loading teacher {teacher} and student {student} ...", flush=True)
-    models = Models.open(teacher, student, runtime=args.runtime, threads=args.threads)
+    models = Models.open(teacher, student, runtime=args.runtime, threads=args.threads, device=args.device,
+                         dtype=args.dtype)
     app = build_app(models, max_new_tokens=args.max_new_tokens)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {args.host}: the demo is reachable from other machines", flush=True)

@@ -7,7 +7,8 @@
 Student artifacts are found next to the student: a `--student` that is an export root lists its
 artifacts; an HF student dir also offers the artifacts under `<dir>/export/` and `<parent>/export/`
 (the quickstart writes OUT/student-genrecal and OUT/export/...). Every runtime goes through
-`genrecal.runtimes.load`, which verifies export checksums before loading.
+`genrecal.runtimes.load`, which verifies export checksums before loading. --device/--dtype go to
+every model the torch runtime runs (the teacher, an HF student); exports keep their own runtime's.
 """
 from __future__ import annotations
 
@@ -39,11 +40,15 @@ class Loaded:
         return f"loaded in {self.load_s:.1f} s, +{self.load_mb:,.0f} MiB"
 
 
-def open_model(role: str, path: str | Path, runtime: str | None = None, threads: int | None = None) -> Loaded:
-    """Load one artifact and record its load time and the resident memory it added."""
+def open_model(role: str, path: str | Path, runtime: str | None = None, threads: int | None = None,
+               device: str | None = None, dtype: str | None = None) -> Loaded:
+    """Load one artifact and record its load time and the resident memory it added. device/dtype
+    apply when the torch runtime runs it (an HF dir) and are left out for exports."""
+    _, default = runtimes.describe(path, verify=False)  # load() verifies the checksums
+    placement = {"device": device, "dtype": dtype} if (runtime or default) == "torch" else {}
     before = sysinfo.current_rss_mb()
     t0 = time.perf_counter()
-    rt = runtimes.load(path, runtime=runtime, threads=threads)
+    rt = runtimes.load(path, runtime=runtime, threads=threads, **placement)
     return Loaded(role, str(path), rt, time.perf_counter() - t0, max(sysinfo.current_rss_mb() - before, 0.0))
 
 
@@ -82,13 +87,16 @@ class Models:
     student_paths: list[Path]
     runtime: str | None = None  # --runtime: applies to the first student artifact (the --student path)
     threads: int | None = None
+    device: str | None = None  # --device / --dtype: for every torch-run model (None: auto)
+    dtype: str | None = None
     _students: dict[str, Loaded] = field(default_factory=dict)
 
     @classmethod
     def open(cls, teacher: str | Path, student: str | Path, runtime: str | None = None,
-             threads: int | None = None) -> "Models":
+             threads: int | None = None, device: str | None = None, dtype: str | None = None) -> "Models":
         """Load the teacher and the first student artifact now, so a broken path fails at start-up."""
-        models = cls(open_model("teacher", teacher, threads=threads), student_artifacts(student), runtime, threads)
+        models = cls(open_model("teacher", teacher, threads=threads, device=device, dtype=dtype),
+                     student_artifacts(student), runtime, threads, device, dtype)
         models.student(str(models.student_paths[0]))
         return models
 
@@ -106,5 +114,6 @@ class Models:
             raise GenrecalError(f"unknown student artifact {path!r}; pick one from the list")
         if path not in self._students:
             runtime = self.runtime if path == self.default_student else None
-            self._students[path] = open_model("student", path, runtime=runtime, threads=self.threads)
+            self._students[path] = open_model("student", path, runtime=runtime, threads=self.threads,
+                                              device=self.device, dtype=self.dtype)
         return self._students[path]

@@ -74,17 +74,27 @@ def backend_class(name: str) -> type:
         raise RuntimeError_(f"the {name} runtime ({module}) has no {cls}: this genrecal build lacks it") from None
 
 
-def load(path: str | Path, runtime: str | None = None, threads: int | None = None) -> Runtime:
-    """Open an artifact with `runtime` (default: the one its format needs). Sets `.load_ms`."""
+def load(path: str | Path, runtime: str | None = None, threads: int | None = None, device: str | None = None,
+         dtype: str | None = None) -> Runtime:
+    """Open an artifact with `runtime` (default: the one its format needs). Sets `.load_ms`.
+
+    device (auto|cpu|cuda) and dtype (auto|fp32|bf16|fp16) are the torch runtime's (see
+    runtimes/torch_device.py); given for an artifact another runtime runs, they are refused, not ignored.
+    """
     manifest, default = describe(path)
     runtime = runtime or default
     fmt = manifest.format if manifest else "hf"
     if runtime not in FORMAT_RUNTIMES[fmt]:
         raise RuntimeError_(f"{path} is a {fmt} artifact; it runs with {', '.join(FORMAT_RUNTIMES[fmt])}, "
                             f"not {runtime}")
+    options = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if options and runtime != "torch":
+        flags = " and ".join(f"--{k}" for k in options)
+        raise RuntimeError_(f"{flags} apply to the torch runtime (HF model dirs); {path} runs with {runtime}, "
+                            "whose device and precision are fixed by the artifact")
     cls = backend_class(runtime)
     t0 = time.perf_counter()
-    rt = cls(str(path), threads=threads)
+    rt = cls(str(path), threads=threads, **options)
     if not getattr(rt, "load_ms", None):
         rt.load_ms = (time.perf_counter() - t0) * 1000
     return rt

@@ -1,14 +1,16 @@
 """PyTorch eager runtime over a transformers model dir (the teacher, the student, or an `hf` export).
 
     from genrecal.runtimes.torch_runtime import TorchRuntime
-    rt = TorchRuntime("out/student", threads=4)
+    rt = TorchRuntime("out/student", threads=4)                       # CUDA if present, else CPU fp32
+    rt = TorchRuntime("out/teacher", device="cuda", dtype="bf16")     # see torch_device.py
     gen = rt.generate([image], "What shape is in the image?", max_new_tokens=16)
     print(gen.text, gen.timing.decode_tok_s)
 
 Greedy decoding through `model.generate` (the code path users run), timed by a streamer that
 stamps each token as it is chosen. The vision tower + projector are timed separately by wrapping
 the model's own `get_image_features` on this instance (every family in transformers 5.23 routes
-images through it), so `prefill_ms` excludes them.
+images through it), so `prefill_ms` excludes them; on CUDA that span is synchronised, and every
+token's stamp is taken after its id reached the host (the streamer's `.tolist()`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from transformers.generation.streamers import BaseStreamer
 from genrecal.runtimes import sysinfo
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import ImageRejected, open_images
+from genrecal.runtimes.torch_device import Placement, checkpoint_dtype, resolve_placement
 
 
 class _TokenClock(BaseStreamer):
@@ -53,11 +56,17 @@ class _TokenClock(BaseStreamer):
 
 
 class TorchRuntime:
-    """`Runtime` over AutoModelForImageTextToText + AutoProcessor, fp32 by default, one request at a time."""
+    """`Runtime` over AutoModelForImageTextToText + AutoProcessor, one request at a time.
+
+    device: auto | cpu | cuda; dtype: auto | fp32 | bf16 | fp16 (or a torch.dtype). auto: CUDA if torch
+    sees one; on CUDA the checkpoint's dtype, on CPU fp32 (see torch_device.py for why).
+    `placement` says what was chosen; raises RuntimeError_ for CUDA without a GPU or an unknown name.
+    """
 
     name = "torch"
 
-    def __init__(self, path: str | Path, threads: int | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto",
+                 dtype: str | torch.dtype = "auto"):
         t0 = time.perf_counter()
         self.path = str(path)
         if threads is not None:
@@ -67,10 +76,9 @@ class TorchRuntime:
         self.threads = torch.get_num_threads()
         self.processor = _load_processor(self.path)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        try:
-            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise RuntimeError_(f"cannot load {self.path} as an image-text-to-text model: {exc}") from None
+        dtype = str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) else dtype
+        self.placement = resolve_placement(device, dtype, checkpoint_dtype(self.path))
+        self.model = _load_model(self.path, self.placement)
         self.family = self.model.config.model_type
         self._vision_spans: list[tuple[float, float]] = []
         self._time_vision()
@@ -85,10 +93,12 @@ class TorchRuntime:
 
         @functools.wraps(original)  # generate() inspects this signature to pick the encoder's inputs
         def timed(*args, **kwargs):
+            self._sync()
             t = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
+                self._sync()
                 self._vision_spans.append((t, time.perf_counter()))
 
         inner.get_image_features = timed  # instance attribute: shadows the method for this model only
@@ -106,9 +116,20 @@ class TorchRuntime:
         except ValueError as exc:
             raise RuntimeError_(f"{self.path}: the processor has no usable chat template ({exc})") from None
         try:
-            return self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="pt")
+            inputs = self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="pt")
         except (ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise ImageRejected(f"the {type(self.processor).__name__} rejected the input: {exc}") from None
+        # float inputs (pixel values) in the model's dtype, every tensor on its device
+        return inputs.to(self.placement.device, dtype=self.placement.torch_dtype)
+
+    def _reset_gpu_peak(self) -> None:
+        if self.placement.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def _sync(self) -> None:
+        """Wait for queued CUDA work, so wall-clock stamps cover it (a no-op on the CPU)."""
+        if self.placement.device == "cuda":
+            torch.cuda.synchronize()
 
     def generate(self, images, prompt: str, max_new_tokens: int = 32, stream: bool = False) -> Generation | Stream:
         t_call = time.perf_counter()
@@ -118,6 +139,7 @@ class TorchRuntime:
             return Stream(self._stream(inputs, t_call, t_pre, max_new_tokens))
         clock = _TokenClock()
         self._vision_spans = []
+        self._reset_gpu_peak()
         self._run(inputs, clock, max_new_tokens, self.threads)
         return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
 
@@ -134,6 +156,7 @@ class TorchRuntime:
                 sink.put(None)
 
         self._vision_spans = []
+        self._reset_gpu_peak()
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
         ids: list[int] = []
@@ -201,9 +224,30 @@ class TorchRuntime:
             tokens_in=n_in,
             tokens_out=n_out,
             peak_rss_mb=sysinfo.peak_rss_mb(),
-            extra={"threads": self.threads, "dtype": str(self.model.dtype).replace("torch.", ""),
-                   "generate_overhead_ms": max((start - t_pre) * 1000 - (vision_ms - inside), 0.0)},
+            extra={"threads": self.threads, "device": self.placement.device,
+                   "dtype": str(self.model.dtype).replace("torch.", ""), "dtype_reason": self.placement.reason,
+                   "generate_overhead_ms": max((start - t_pre) * 1000 - (vision_ms - inside), 0.0),
+                   **self._gpu_memory()},
         )
+
+    def _gpu_memory(self) -> dict:
+        """CUDA only: the peak memory torch allocated during this request (MiB)."""
+        if self.placement.device != "cuda":
+            return {}
+        return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def _load_model(path: str, place: Placement):
+    """The model in `place.dtype`, straight onto `place.device` (accelerate's device_map on CUDA, so an
+    8B bf16 model never sits in host memory as a whole)."""
+    where = {"device_map": place.device} if place.device == "cuda" else {}
+    try:
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=place.torch_dtype, **where).eval()
+    except (OSError, ValueError, KeyError) as exc:
+        raise RuntimeError_(f"cannot load {path} as an image-text-to-text model: {exc}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise RuntimeError_(f"{path} does not fit in GPU memory as {place.dtype}: try --dtype bf16 or fp16, "
+                            "or --device cpu") from None
 
 
 def _load_processor(path: str):

@@ -220,3 +220,29 @@ def test_building_the_page_writes_nothing_into_the_package(demo_models):
     app.build_app(demo_models)
     package = Path(app.__file__).parent
     assert not list(package.glob("*.pyi")), "a Gradio component subclass made Gradio write a .pyi stub"
+
+
+# ---- --device / --dtype (torch-run models) ----
+def test_dtype_reaches_every_torch_run_model(quickstart_out):
+    import torch
+
+    from genrecal.demo.models import Models
+
+    models = Models.open(quickstart_out / "teacher", quickstart_out / "student-genrecal", threads=1, device="cpu",
+                         dtype="bf16")
+    assert models.teacher.runtime.model.dtype == torch.bfloat16
+    assert models.student(None).runtime.model.dtype == torch.bfloat16
+    assert models.student(str(quickstart_out / "export" / "hf")).runtime.model.dtype == torch.bfloat16
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(quickstart_out, capsys):
+    import torch
+
+    from genrecal.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["demo", "--teacher", str(quickstart_out / "teacher"),
+                 "--student", str(quickstart_out / "student-genrecal"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--device cuda: torch" in err and "Traceback" not in err
