@@ -12,6 +12,9 @@ import sys
 from genrecal.errors import user_errors
 
 
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
@@ -31,7 +34,24 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lr", type=float, dest="min_lr")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="use only the first N samples")
-    p.add_argument("--max-length", type=int, dest="max_length", help="longest sample in tokens (either model)")
+    p.add_argument("--max-length", type=int, dest="max_length",
+                   help="longest sample in tokens, either model (default: one largest image + 1024 text tokens)")
+    p.add_argument("--image-root", dest="image_root",
+                   help="image paths resolve under this dir (default: the data file's dir); symlinks inside allowed")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, help="frozen teacher + compute precision (default auto: the "
+                   "launch config's, else the teacher checkpoint's); trainable weights stay fp32")
+    p.add_argument("--save-dtype", choices=DTYPE_CHOICES, dest="save_dtype",
+                   help="dtype of the saved student (default auto: the input student checkpoint's)")
+    p.add_argument("--teacher-device-map", dest="teacher_device_map",
+                   help="spread the teacher over the GPUs with this transformers device_map (e.g. auto); one process")
+    p.add_argument("--gradient-checkpointing", choices=("auto", "on", "off"), dest="gradient_checkpointing",
+                   help="recompute student activations in backward (default auto: on when on a GPU)")
+    p.add_argument("--attn-mass-every", type=int, dest="attn_mass_every",
+                   help="compute the attention-mass diagnostic every N steps (default 10)")
+    p.add_argument("--data-workers", type=int, dest="data_workers",
+                   help="processes rendering the next micro-batches while the model trains (default 0)")
+    p.add_argument("--stop-after", dest="stop_after",
+                   help="end this launch after this stage; go on with --resume (FSDP/DeepSpeed: one per launch)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     p.add_argument("--config", help="YAML file with DistillConfig fields (CLI flags override it)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoints/latest")
@@ -48,8 +68,9 @@ def run_distill(args) -> int:
     from genrecal.distill.config import load_config
 
     keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
-            "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample", "trust_remote_code",
-            "require_image")
+            "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample",
+            "trust_remote_code", "require_image", "image_root", "dtype", "save_dtype", "teacher_device_map",
+            "gradient_checkpointing", "attn_mass_every", "stop_after", "data_workers")
     cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
     for name in ("student", "data", "out"):
         if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):

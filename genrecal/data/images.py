@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -16,13 +17,16 @@ class ImageChecker:
     """Turns a record's image references into verified absolute paths.
 
     A reference written in the data must resolve (symlinks followed) inside `root`, so a
-    dataset cannot make training read arbitrary files. Each distinct file is opened and fully
-    decoded once with `genrecal.images.open_image` (the rule training and serving share); the
-    verdict is cached for the rest of the load.
+    dataset cannot make training read arbitrary files. With `allow_links` (a root the user named,
+    e.g. `--image-root`), the check is on the path as written: symlinks inside the root may point
+    anywhere (`coco -> /mnt/datasets/coco`), but `..` or an absolute path leaving it is refused.
+    Each distinct file is opened and fully decoded once with `genrecal.images.open_image` (the
+    rule training and serving share); the verdict is cached for the rest of the load.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, allow_links: bool = False):
         self.root = Path(root).resolve()
+        self.allow_links = allow_links
         # path -> None if fine, else (reason, problem text with a "{ref}" slot)
         self._verdicts: dict[Path, tuple[str, str] | None] = {}
 
@@ -46,8 +50,9 @@ class ImageChecker:
     def _inside_root(self, rec: RawRecord, ref: str) -> Path:
         if not ref.strip():
             raise rec.error(BAD_RECORD, "empty image path")
-        path = (self.root / ref).resolve()  # an absolute `ref` replaces the root here
-        if not path.is_relative_to(self.root):
+        written = Path(os.path.normpath(self.root / ref))  # an absolute `ref` replaces the root here
+        path = written.resolve()
+        if not (written if self.allow_links else path).is_relative_to(self.root):
             raise rec.error(PATH_ESCAPE, f"image path {ref!r} resolves outside {str(self.root)!r}")
         return path
 

@@ -117,7 +117,8 @@ def render(processor, sample: Sample, images: list[Image.Image] | None = None, m
         if start >= ids.shape[0]:
             raise sample_error(sample, NO_ANSWER_SPAN, f"answer {answer!r} is not found in the rendered ids")
     if ids.shape[0] > max_length:
-        raise sample_error(sample, TOO_LONG, f"{ids.shape[0]} tokens > max_length {max_length}")
+        raise sample_error(sample, TOO_LONG, f"{ids.shape[0]} tokens > max_length {max_length} (raise it with "
+                           "--max-length)")
     if images and image_token_id is not None and not bool((ids == image_token_id).any()):
         raise sample_error(sample, NO_IMAGE_TOKEN,
                            "the rendered prompt has no image token: the chat template dropped the image")

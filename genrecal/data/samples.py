@@ -80,13 +80,14 @@ def load_samples(
     require_image: a sample without images is bad (`no_image`): a record without any, or a turn
         whose images all come in later turns. False (default): text-only samples are kept.
     max_chars: a sample whose messages total more characters is bad (`too_long`); None: no limit.
-    image_root: image paths are relative to it and must stay inside it; default: the data
-        file's directory (the dataset directory for HF datasets).
+    image_root: image paths are relative to it and must stay inside it as written (symlinks
+        inside it may point elsewhere); default: the data file's directory (the dataset directory
+        for HF datasets), where the resolved path must stay inside.
     """
     if on_bad not in ("error", "skip"):
         raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     records, default_root = _open(Path(path))
-    checker = ImageChecker(image_root if image_root is not None else default_root)
+    checker = ImageChecker(image_root if image_root is not None else default_root, allow_links=image_root is not None)
     report = report if report is not None else SkipReport()
     skipped_before = report.total
     samples = []

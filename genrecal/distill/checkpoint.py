@@ -24,21 +24,28 @@ class Progress:
     log_lines: int  # lines of train_log.jsonl that belong to the run so far
 
 
-def _weights(modules: dict) -> dict[str, torch.Tensor]:
+def module_weights(modules: dict) -> dict[str, torch.Tensor]:
+    """{"student": module, "recal": module} -> one flat state dict with `student.` / `recal.` keys."""
     out = {}
     for prefix, module in modules.items():
         if module is not None:
-            out.update({f"{prefix}.{k}": v.detach().clone().contiguous() for k, v in module.state_dict().items()})
+            out.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
     return out
 
 
-def save_checkpoint(ckpt_root: Path, progress: Progress, modules: dict, optimizer, scheduler, keep: int = 2) -> Path:
-    """Write <root>/step-XXXXXXX atomically (temp dir + rename), then point <root>/latest at it."""
+def save_checkpoint(ckpt_root: Path, progress: Progress, weights: dict[str, torch.Tensor], optimizer, scheduler,
+                    keep: int = 2) -> Path:
+    """Write <root>/step-XXXXXXX atomically (temp dir + rename), then point <root>/latest at it.
+
+    weights: full (gathered) state dict with `student.` / `recal.` keys. optimizer None: no
+    optimizer state (a stage-end checkpoint of a sharded run; the next stage starts a new one)."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{progress.global_step:07d}"
     with atomic_dir(ckpt_root / name) as tmp:
-        save_file(_weights(modules), str(tmp / "weights.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+        save_file({k: v.detach().clone().contiguous().cpu() for k, v in weights.items()},
+                  str(tmp / "weights.safetensors"))
+        if optimizer is not None:
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
         rng = {"torch": torch.get_rng_state().tolist(), "python": _py_state(), "numpy": _np_state()}
         (tmp / "state.json").write_text(json.dumps({"progress": asdict(progress), "rng": rng}))
     write_text_atomic(ckpt_root / LATEST, name)
@@ -60,6 +67,7 @@ def load_progress(ckpt: Path) -> Progress:
 
 
 def restore(ckpt: Path, modules: dict, optimizer=None, scheduler=None) -> None:
+    """Load weights (and, if given, optimizer + scheduler state) and the RNG states of `ckpt`."""
     weights = load_file(str(ckpt / "weights.safetensors"))
     for prefix, module in modules.items():
         if module is None:

@@ -12,6 +12,8 @@ import yaml
 
 METHODS = ("genrecal", "sft", "kd", "uld")
 GENRECAL_STAGES = ("align", "distill", "sft")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+SWITCHES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -51,12 +53,21 @@ class DistillConfig:
     checkpoint_every: int = 50
     """Write a resumable checkpoint every N optimizer steps (and at each stage end)."""
     keep_checkpoints: int = 2
-    max_length: int = 1024
-    """Samples longer than this (tokens, either model) are bad input (`too_long`)."""
+    stop_after: str | None = None
+    """End this launch after the named stage (its checkpoint is written); `--resume` continues with
+    the next one. Under FSDP/DeepSpeed every launch runs one stage."""
+    max_length: int | None = None
+    """Samples longer than this (tokens, either model) are bad input (`too_long`). None: derived
+    from the two processors (largest image-token count of one image + 1024 text tokens)."""
+    image_root: str | None = None
+    """Image paths in the data resolve under this dir (default: the data file's dir); symlinks
+    inside it may point anywhere, paths leaving it are refused."""
     on_bad_sample: str = "error"
     """error: stop at the first bad sample; skip: drop it and report counts per reason."""
     limit: int | None = None
     """Use only the first N samples of the data."""
+    data_workers: int = 0
+    """DataLoader worker processes rendering the next micro-batches (0: render in the training process)."""
     require_image: bool = False
     """Refuse text-only samples (`no_image`) instead of training on them beside image samples."""
     # ---- losses ----
@@ -82,8 +93,23 @@ class DistillConfig:
     """Student parts trained in stage 2: layers, norm, embed, head, projector, vision."""
     sft_train: tuple[str, ...] = ("layers", "norm", "embed", "head", "projector")
     """Student parts trained in stage 3 and by the sft/kd/uld baselines."""
+    # ---- precision and devices ----
+    dtype: str = "auto"
+    """auto | bf16 | fp16 | fp32: the frozen teacher's weights and the compute (autocast) precision.
+    auto: Accelerate's launch setting if it has one, else the teacher's checkpoint dtype (the
+    student's for sft); fp16 on CPU falls back to fp32. Trainable weights always stay fp32."""
+    save_dtype: str = "auto"
+    """dtype of the saved student; auto: the input student checkpoint's dtype."""
+    teacher_device_map: str | None = None
+    """Place the teacher over several GPUs with this transformers `device_map` (e.g. auto);
+    one process only. None: the teacher sits on the Accelerate device."""
+    gradient_checkpointing: str = "auto"
+    """auto | on | off: activation checkpointing of the student (auto: on when training on a GPU)."""
     trust_remote_code: bool = False
     log_attention_mass: bool = True
+    attn_mass_every: int = 10
+    """Compute the attention-mass diagnostic (an eager attention pass) every N optimizer steps;
+    the Recalibrator uses SDPA otherwise."""
     dry_run: bool = False
     resume: bool = False
 
@@ -104,6 +130,24 @@ class DistillConfig:
             raise ConfigError("max_steps, batch_size and grad_accum must be >= 1")
         if self.recal_init not in ("student", "random"):
             raise ConfigError("recal_init must be 'student' or 'random'")
+        self._check_precision_and_lengths()
+
+    def _check_precision_and_lengths(self) -> None:
+        for name in ("dtype", "save_dtype"):
+            value = getattr(self, name)
+            if value not in DTYPES:
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(DTYPES)}")
+        if self.gradient_checkpointing not in SWITCHES:
+            raise ConfigError(f"--gradient-checkpointing must be one of {', '.join(SWITCHES)}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError("--max-length must be >= 1")
+        if self.data_workers < 0:
+            raise ConfigError("--data-workers must be >= 0")
+        if self.attn_mass_every < 1:
+            raise ConfigError("attn_mass_every must be >= 1 (log_attention_mass: false turns it off)")
+        if self.stop_after is not None and self.stop_after not in self.stage_names():
+            raise ConfigError(f"--stop-after {self.stop_after!r}: not a stage of this run "
+                              f"({', '.join(self.stage_names())})")
 
     def stage_names(self) -> tuple[str, ...]:
         return self.stages if self.method == "genrecal" else (self.method,)

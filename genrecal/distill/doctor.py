@@ -8,10 +8,13 @@ from __future__ import annotations
 from genrecal.data.render import load_images, render
 from genrecal.data.samples import load_samples
 from genrecal.distill.config import DistillConfig
+from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, load_vlm
+from genrecal.distill.precision import TORCH_DTYPES
+from genrecal.distill.setup import run_dtype
 from genrecal.distill.stages import build_stage, set_trainable
 
-BYTES = 4  # fp32 on CPU
+BYTES = 4  # the student and the Recalibrator: fp32 master weights, grads and AdamW state
 
 
 def _model_report(role: str, vlm: LoadedVLM, enc, max_length: int) -> list[str]:
@@ -32,9 +35,11 @@ def _model_report(role: str, vlm: LoadedVLM, enc, max_length: int) -> list[str]:
 
 
 def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM | None, seq_s: int,
-                    seq_t: int) -> list[str]:
-    """Weights + grads + AdamW state for the largest stage + a rough activation figure (fp32)."""
-    weights = student.num_parameters() + (teacher.num_parameters() if teacher else 0)
+                    seq_t: int, dtype: str = "fp32") -> list[str]:
+    """Weights (student fp32, teacher in `dtype`) + grads + AdamW state for the largest stage + a
+    rough activation figure (fp32)."""
+    t_bytes = TORCH_DTYPES[dtype].itemsize
+    weights = student.num_parameters() + (teacher.num_parameters() * t_bytes / BYTES if teacher else 0)
     trainable = 0
     for name in cfg.stage_names():
         stage = build_stage(name, cfg)
@@ -53,7 +58,7 @@ def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM |
     total = (weights + 3 * trainable) * BYTES + act * BYTES
     gib = 1024 ** 3
     return [
-        "[memory estimate, fp32, per process]",
+        f"[memory estimate per process: student fp32, teacher {dtype}]",
         f"  weights {weights * BYTES / gib:.3f} GiB; trainable (largest stage) {trainable:,} params ->"
         f" grads + AdamW {3 * trainable * BYTES / gib:.3f} GiB; activations ~{act * BYTES / gib:.3f} GiB",
         f"  total ~{total / gib:.3f} GiB (head applied in chunks of {cfg.head_chunk} tokens)",
@@ -63,7 +68,7 @@ def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM |
 def doctor(cfg: DistillConfig) -> str:
     student = load_vlm(cfg.student, "student", cfg.trust_remote_code)
     teacher = load_vlm(cfg.teacher, "teacher", cfg.trust_remote_code) if cfg.teacher else None
-    samples = load_samples(cfg.data, on_bad="error", require_image=cfg.require_image)
+    samples = load_samples(cfg.data, on_bad="error", require_image=cfg.require_image, image_root=cfg.image_root)
     if not samples:
         from genrecal.data.samples import DataError
 
@@ -73,12 +78,13 @@ def doctor(cfg: DistillConfig) -> str:
     lines = [f"data: {cfg.data} ({len(samples)} samples; first: record {sample.index} turn {sample.turn} of "
              f"{sample.source}, {len(images)} image(s))",
              f"method: {cfg.method}; stages: {', '.join(cfg.stage_names())}; steps {cfg.stage_steps()}"]
-    s_enc = render(student.processor, sample, images, cfg.max_length, student.image_token_id)
-    lines += _model_report("student", student, s_enc, cfg.max_length)
+    max_length = cfg.max_length or default_max_length(student, teacher)
+    s_enc = render(student.processor, sample, images, max_length, student.image_token_id)
+    lines += _model_report("student", student, s_enc, max_length)
     t_enc = None
     if teacher is not None:
-        t_enc = render(teacher.processor, sample, images, cfg.max_length, teacher.image_token_id)
-        lines += _model_report("teacher", teacher, t_enc, cfg.max_length)
-    lines += memory_estimate(cfg, student, teacher, s_enc.length, t_enc.length if t_enc else 0)
+        t_enc = render(teacher.processor, sample, images, max_length, teacher.image_token_id)
+        lines += _model_report("teacher", teacher, t_enc, max_length)
+    lines += memory_estimate(cfg, student, teacher, s_enc.length, t_enc.length if t_enc else 0, run_dtype(cfg))
     lines.append("dry run OK: answer spans located, image tokens present")
     return "\n".join(lines)

@@ -9,6 +9,14 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
+def apply_linear(head, feats: torch.Tensor) -> torch.Tensor:
+    """head(feats) with feats cast to the Linear's weight dtype (a bf16 teacher head on fp32 features,
+    or an fp32 proj_pre on bf16 teacher features). Under autocast the Linear picks the dtype itself."""
+    if not torch.is_autocast_enabled(feats.device.type):
+        feats = feats.to(head.weight.dtype)
+    return head(feats)
+
+
 def head_ce_kl(head, feats: torch.Tensor, targets: torch.Tensor, ref_feats: torch.Tensor | None = None,
                temperature: float = 1.0, chunk: int = 256) -> dict[str, torch.Tensor]:
     """CE(head(feats), targets) and KL(softmax(head(ref)/T) || softmax(head(feats)/T)) * T^2.
@@ -31,12 +39,12 @@ def head_ce_kl(head, feats: torch.Tensor, targets: torch.Tensor, ref_feats: torc
 
 
 def _chunk_ce_kl(head, feats, targets, ref, temperature):
-    logits = head(feats).float()  # [c, V]
+    logits = apply_linear(head, feats).float()  # [c, V]
     ce = F.cross_entropy(logits, targets, reduction="sum")
     if ref is None:
         return torch.stack([ce, ce.new_zeros(())])
     with torch.no_grad():
-        ref_logp = F.log_softmax(head(ref).float() / temperature, dim=-1)
+        ref_logp = F.log_softmax(apply_linear(head, ref).float() / temperature, dim=-1)
     logp = F.log_softmax(logits / temperature, dim=-1)
     kl = (ref_logp.exp() * (ref_logp - logp)).sum() * temperature**2
     return torch.stack([ce, kl])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrecal.distill.losses import head_ce_kl, token_kl, uld_distance
+from genrecal.distill.losses import apply_linear, head_ce_kl, token_kl, uld_distance
 from genrecal.distill.stages import Stage
 
 SPAN_KEYS = ("answer_start", "answer_end")
@@ -34,7 +34,8 @@ def scored_rows(feats: torch.Tensor, ids: torch.Tensor, start: torch.Tensor, end
 
 def pack(parts: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample, concatenate its pieces; left-align samples and pad. -> x [B, L, d], mask [B, L]."""
-    seqs = [torch.cat(p, dim=0) for p in parts]
+    dtype = parts[0][0].dtype  # under autocast the pieces may differ (student bf16, proj_pre output fp32)
+    seqs = [torch.cat([piece.to(dtype) for piece in p], dim=0) for p in parts]
     length = max(s.shape[0] for s in seqs)
     x = seqs[0].new_zeros(len(seqs), length, seqs[0].shape[-1])
     mask = torch.zeros(len(seqs), length, dtype=torch.long, device=x.device)
@@ -45,17 +46,27 @@ def pack(parts: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class DistillObjective(nn.Module):
-    """Holds the trainable student and Recalibrator; the frozen teacher head is passed in."""
+    """Holds the trainable student and Recalibrator; the frozen teacher head is passed in.
 
-    def __init__(self, student: nn.Module, recal: nn.Module | None, cfg):
+    vocab: (student, teacher) tokenizer lengths; logits are compared over these rows only, so
+    heads padded past their tokenizer (Qwen2-VL-7B's 152064 rows for 151936 tokens) still line up.
+    """
+
+    def __init__(self, student: nn.Module, recal: nn.Module | None, cfg, vocab: tuple[int, int | None] = (0, None)):
         super().__init__()
         self.student = student
         self.recal = recal
         self.cfg = cfg
+        self.vocab = vocab
         self.attention_mass: float | None = None  # set by the main path (see _question_mass)
+        # FSDP's transformer-based auto wrap reads the wrapped module's unsplittable block classes
+        self._no_split_modules = getattr(student, "_no_split_modules", None)
 
     def forward(self, stage: Stage, s_batch: dict, t_batch: dict | None = None,
-                t_feats: torch.Tensor | None = None, t_head: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                t_feats: torch.Tensor | None = None, t_head: nn.Module | None = None,
+                keep_attention: bool = False) -> dict[str, torch.Tensor]:
+        """One micro-batch -> loss terms (scalars, `loss` their weighted sum). keep_attention: also
+        compute `attention_mass` (an eager Recalibrator pass)."""
         cfg, terms = self.cfg, {}
         self.attention_mass = None
         s_feats = self.student.model(**model_inputs(s_batch)).last_hidden_state  # [B, L_s, d_s]
@@ -66,7 +77,7 @@ class DistillObjective(nn.Module):
         if stage.needs_teacher:
             t_rows, t_tgts = scored_rows(t_feats, t_batch["input_ids"], t_batch["answer_start"], t_batch["answer_end"])
         if {"ar", "kl"} & set(stage.losses):
-            terms.update(self._main_path(s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head))
+            terms.update(self._main_path(s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head, keep_attention))
         if "reg" in stage.losses:
             terms.update(self._reg_path(t_feats, t_batch, t_rows, t_tgts, t_head))
         if "uld" in stage.losses:
@@ -78,28 +89,33 @@ class DistillObjective(nn.Module):
         terms["loss"] = sum(weights[k] * v for k, v in terms.items())
         return terms
 
-    def _recal_scores(self, parts, first_scored, n_scored, t_rows, t_tgts, t_head, prefix=""):
+    def _recal_scores(self, parts, first_scored, n_scored, t_rows, t_tgts, t_head, prefix="", keep=False):
         x, mask = pack(parts)
-        r = self.recal(x, mask)  # [B, L, d_l]
+        r = self.recal(x, mask, keep_attention=keep)  # [B, L, d_l]
         rows = torch.cat([r[b, f:f + n] for b, (f, n) in enumerate(zip(first_scored, n_scored))])
         out = head_ce_kl(t_head, rows, torch.cat(t_tgts), torch.cat(t_rows), self.cfg.temperature, self.cfg.head_chunk)
         return {f"{prefix}ar": out["ce"], f"{prefix}kl": out["kl"]}
 
-    def _main_path(self, s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head):
+    def _main_path(self, s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head, keep: bool):
         """concat[z_qs, proj_pre(z_al)] -> Recalibrator; scored from the last student question position."""
         q_s = s_batch["answer_start"].tolist()
         spans = list(zip(t_batch["answer_start"].tolist(), t_batch["answer_end"].tolist()))
-        parts = [[s_feats[b, :q_s[b]], self.recal.proj_pre(t_feats[b, s:e])] for b, (s, e) in enumerate(spans)]
-        out = self._recal_scores(parts, [q - 1 for q in q_s], [e - s for s, e in spans], t_rows, t_tgts, t_head)
-        self.attention_mass = self._question_mass(q_s, [e - s for s, e in spans])
+        parts = [[s_feats[b, :q_s[b]], self._proj_pre(t_feats[b, s:e])] for b, (s, e) in enumerate(spans)]
+        out = self._recal_scores(parts, [q - 1 for q in q_s], [e - s for s, e in spans], t_rows, t_tgts, t_head,
+                                 keep=keep)
+        self.attention_mass = self._question_mass(q_s, [e - s for s, e in spans]) if keep else None
         return out
 
     def _reg_path(self, t_feats, t_batch, t_rows, t_tgts, t_head):
         """Teacher-only path: concat[proj_pre(z_ql), proj_pre(z_al)] keeps the Recalibrator near teacher space."""
         spans = list(zip(t_batch["answer_start"].tolist(), t_batch["answer_end"].tolist()))
-        parts = [[self.recal.proj_pre(t_feats[b, :e])] for b, (s, e) in enumerate(spans)]
+        parts = [[self._proj_pre(t_feats[b, :e])] for b, (s, e) in enumerate(spans)]
         return self._recal_scores(parts, [s - 1 for s, _ in spans], [e - s for s, e in spans], t_rows, t_tgts,
                                   t_head, prefix="reg_")
+
+    def _proj_pre(self, t_feats: torch.Tensor) -> torch.Tensor:
+        """proj_pre on (frozen) teacher features, whatever dtype the teacher runs in."""
+        return apply_linear(self.recal.proj_pre, t_feats)
 
     def _question_mass(self, q_s: list[int], n_answer: list[int]) -> float | None:
         """Mean attention mass that answer positions put on the student-question part (last block)."""
@@ -109,22 +125,30 @@ class DistillObjective(nn.Module):
         masses = [att[b, :, q:q + n, :q].sum(-1).mean() for b, (q, n) in enumerate(zip(q_s, n_answer))]
         return float(torch.stack(masses).mean())
 
+    def _logits(self, head, feats: torch.Tensor, vocab: int | None) -> torch.Tensor:
+        """head(feats) over the tokenizer's rows only (padding rows past it dropped): [n, <=vocab]."""
+        logits = apply_linear(head, feats).float()
+        return logits[:, :vocab] if vocab else logits
+
     def _uld(self, s_rows, t_rows, t_head):
         s_head = self.student.get_output_embeddings()
+        s_vocab, t_vocab = self.vocab
         dists = []
         for s, t in zip(s_rows, t_rows):
             n = min(s.shape[0], t.shape[0])
             with torch.no_grad():
-                t_probs = F.softmax(t_head(t[:n]).float(), dim=-1)
-            dists.append(uld_distance(F.softmax(s_head(s[:n]).float(), dim=-1), t_probs))
+                t_probs = F.softmax(self._logits(t_head, t[:n], t_vocab), dim=-1)
+            dists.append(uld_distance(F.softmax(self._logits(s_head, s[:n], s_vocab), dim=-1), t_probs))
         return torch.stack(dists).mean()
 
     def _kd(self, s_rows, t_rows, t_head):
+        """Token KL over the shared tokenizer's rows; either head may be padded past them."""
         s_head = self.student.get_output_embeddings()
+        shared = self.vocab[0]
         losses = []
         for s, t in zip(s_rows, t_rows):
             n = min(s.shape[0], t.shape[0])
             with torch.no_grad():
-                t_logits = t_head(t[:n])
-            losses.append(token_kl(s_head(s[:n]), t_logits, self.cfg.temperature))
+                t_logits = self._logits(t_head, t[:n], shared)
+            losses.append(token_kl(self._logits(s_head, s[:n], shared), t_logits, self.cfg.temperature))
         return torch.stack(losses).mean()

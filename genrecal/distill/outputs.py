@@ -1,9 +1,13 @@
 """What a run leaves behind: a clean HF student with a model card, the Recalibrator, the log."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import torch
+
+from genrecal.distill.precision import cast_weights
 from genrecal.fsutil import atomic_dir, write_text_atomic
 
 LOG_NAME = "train_log.jsonl"
@@ -17,14 +21,20 @@ def truncate_log(path: Path, keep_lines: int) -> None:
     write_text_atomic(path, "".join(path.read_text().splitlines(keepends=True)[:keep_lines]))
 
 
-def write_student(out: Path, student) -> Path:
-    """Save the student as a plain transformers model dir (safetensors + processor), atomically."""
-    keys = student.model.state_dict().keys()
-    leaked = [k for k in keys if any(m in k for m in RECAL_MARKERS)]
+def write_student(out: Path, student, weights: dict[str, torch.Tensor], dtype: torch.dtype) -> Path:
+    """Save the student as a plain transformers model dir (safetensors in `dtype` + processor), atomically.
+
+    weights: the student's full state dict (gathered from every process under FSDP/ZeRO-3)."""
+    leaked = [k for k in weights if any(m in k for m in RECAL_MARKERS)]
     if leaked:
         raise RuntimeError(f"student state has Recalibrator tensors: {leaked[:3]}")
     with atomic_dir(out / "student") as tmp:
-        student.model.save_pretrained(tmp, safe_serialization=True)
+        student.model.save_pretrained(tmp, state_dict=cast_weights(weights, dtype))
+        config = copy.deepcopy(student.model.config)  # save_pretrained wrote the in-memory (fp32) dtype
+        for sub in [config] + [getattr(config, key) for key in getattr(config, "sub_configs", {})]:
+            if sub is not None:
+                sub.dtype = dtype
+        config.save_pretrained(tmp)
         student.processor.save_pretrained(tmp)
     return out / "student"
 
@@ -69,13 +79,22 @@ def last_losses(log_path: Path) -> dict:
     return last
 
 
-def write_outputs(out: Path, cfg, student, recal, report) -> None:
-    student_dir = write_student(out, student)
+def split_weights(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a flat `student.` / `recal.` state dict under `prefix`, without it."""
+    return {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
+
+
+def write_outputs(out: Path, cfg, student, recal, report, weights: dict[str, torch.Tensor],
+                  dtype: torch.dtype) -> None:
+    """The run's results: OUT/student (cast to `dtype`, with a model card), OUT/recalibrator, the config.
+
+    weights: full state dict with `student.` / `recal.` keys (see checkpoint.module_weights)."""
+    student_dir = write_student(out, student, split_weights(weights, "student"), dtype)
     (student_dir / "README.md").write_text(model_card(cfg, student, report, last_losses(out / LOG_NAME)))
     (out / "genrecal_distill.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
     if recal is not None:
         with atomic_dir(out / "recalibrator") as tmp:
-            recal.save(tmp)
+            recal.save(tmp, split_weights(weights, "recal"))
 
 
 __all__ = ["write_outputs", "truncate_log", "LOG_NAME"]

@@ -2,7 +2,8 @@
 
 proj_pre (d_l -> d_s) -> `depth` decoder blocks of the *student's* layer class and config, with a
 fresh 1-D RoPE over the Recalibrator's own sequence -> proj_post (d_s -> d_l) -> RMSNorm(d_l)
-initialised from the teacher's final norm.
+initialised from the teacher's final norm. Attention runs in SDPA; a forward that must keep the
+last block's attention map (the attention-mass diagnostic) runs in eager mode.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class Recalibrator(nn.Module):
         self.meta = meta
         d_l, d_s = meta["teacher_hidden"], meta["student_hidden"]
         text_cfg = _import(meta["text_config_class"])(**meta["text_config"])
-        text_cfg._attn_implementation = "eager"  # eager returns attention weights (attention-mass log)
+        text_cfg._attn_implementation = "sdpa"  # switched to eager per forward when the map is kept
+        self.text_cfg = text_cfg  # shared by the layers' attention modules
         layer_cls, rotary_cls = _import(meta["layer_class"]), _import(meta["rotary_class"])
         self.rope_ids = get_family(meta["student_family"], role="student").rope_position_ids
         self.proj_pre = nn.Linear(d_l, d_s, bias=False)
@@ -89,30 +91,44 @@ class Recalibrator(nn.Module):
             recal.norm.weight.data.copy_(weight.detach().float())
         return recal
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, d_s] packed left-aligned inputs; mask: [B, L] 1 = real token. -> [B, L, d_l]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, keep_attention: bool = False) -> torch.Tensor:
+        """x: [B, L, d_s] packed left-aligned inputs; mask: [B, L] 1 = real token. -> [B, L, d_l].
+
+        keep_attention: run eager attention and keep the last block's map in `last_attention`
+        ([B, heads, L, L]); otherwise SDPA and `last_attention` is None.
+        """
         bsz, length, _ = x.shape
         ids = torch.arange(length, device=x.device).unsqueeze(0).expand(bsz, length)  # fresh 0..N-1
         pos = self.rotary(x, self.rope_ids(ids))
-        attn = _causal_padding_mask(mask, x.dtype)
-        h = x
-        for i, layer in enumerate(self.layers):
-            hook = layer.self_attn.register_forward_hook(self._keep_attention) if i == len(self.layers) - 1 else None
-            out = layer(h, attention_mask=attn, position_ids=ids, position_embeddings=pos)
-            h = out[0] if isinstance(out, tuple) else out
-            if hook is not None:
-                hook.remove()
+        allowed = _causal_padding_mask(mask)
+        # SDPA takes the boolean mask as is; eager adds it to the scores
+        attn = _additive(allowed) if keep_attention else allowed
+        self.last_attention = None
+        self.text_cfg._attn_implementation = "eager" if keep_attention else "sdpa"
+        try:
+            h = x
+            for i, layer in enumerate(self.layers):
+                last = keep_attention and i == len(self.layers) - 1
+                hook = layer.self_attn.register_forward_hook(self._keep_attention) if last else None
+                out = layer(h, attention_mask=attn, position_ids=ids, position_embeddings=pos)
+                h = out[0] if isinstance(out, tuple) else out
+                if hook is not None:
+                    hook.remove()
+        finally:
+            self.text_cfg._attn_implementation = "sdpa"
         return self.norm(self.proj_post(h))
 
     def _keep_attention(self, module, args, output):
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         self.last_attention = None if weights is None else weights.detach()
 
-    def save(self, out_dir: str | Path) -> None:
+    def save(self, out_dir: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Config + safetensors; state: the weights to write (default: this module's own state dict)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_NAME).write_text(json.dumps(self.meta, indent=2))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS_NAME))
+        state = self.state_dict() if state is None else state
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / WEIGHTS_NAME))
 
     @classmethod
     def load(cls, in_dir: str | Path) -> "Recalibrator":
@@ -129,10 +145,16 @@ def _plain_config(cfg) -> dict:
     return d
 
 
-def _causal_padding_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, L] validity -> additive [B, 1, L, L]: causal, and padding never attended."""
+def _causal_padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] validity -> boolean [B, 1, L, L], True = may attend: causal, and padding never attended.
+
+    Every row keeps key 0 (samples are left-aligned), so no query row is fully masked."""
     length = mask.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
-    allowed = causal.unsqueeze(0) & mask.bool().unsqueeze(1)  # [B, L(q), L(k)]
-    neg = torch.finfo(dtype).min
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, neg).unsqueeze(1)
+    return (causal.unsqueeze(0) & mask.bool().unsqueeze(1)).unsqueeze(1)  # [B, 1, L(q), L(k)]
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """Boolean mask -> additive fp32 mask (0 where allowed, the fp32 minimum elsewhere) for eager attention."""
+    neg = torch.finfo(torch.float32).min
+    return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill(~allowed, neg)

@@ -1,48 +1,36 @@
 """The training loop: a short loop over stages; the losses live in `objective.py`.
 
 Runs under Hugging Face Accelerate (`accelerate launch -m genrecal.cli distill ...` for several
-processes/GPUs). Data order is a pure function of (seed, global step, rank), so a resumed run and a
-run split over processes see exactly the same micro-batches.
+processes/GPUs): Accelerate holds the mixed precision (fp32 master weights, bf16/fp16 autocast)
+and the gradient accumulation, and gathers full state dicts under FSDP/ZeRO-3 for every save.
+Data order is a pure function of (seed, global step, rank), so a resumed run and a run split over
+processes see exactly the same micro-batches.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import nn
 from tqdm.auto import tqdm
 
-from genrecal.data.samples import SkipReport, load_samples
 from genrecal.distill import outputs
-from genrecal.distill.checkpoint import Progress, latest_checkpoint, load_progress, restore, save_checkpoint
-from genrecal.distill.config import ConfigError, DistillConfig
-from genrecal.distill.models import LoadedVLM, load_vlm
+from genrecal.distill.checkpoint import Progress, load_progress, module_weights, restore, save_checkpoint
+from genrecal.distill.config import DistillConfig
+from genrecal.distill.devices import checkpointing_wanted, check_device_map, head_on, input_device, to_device
 from genrecal.distill.objective import DistillObjective, teacher_features
-from genrecal.distill.pairs import batch_of, encode_pairs
-from genrecal.distill.recalibrator import Recalibrator
+from genrecal.distill.batches import RenderedPairs, StepOrder, batch_loader
+from genrecal.distill.precision import save_dtype
+from genrecal.distill.setup import (
+    RUN_CONFIG, SHARDED, Prepared, check_one_stage_per_launch, check_run_dir, device_type, make_accelerator, prepare,
+    run_dtype,
+)
 from genrecal.distill.stages import build_stage, set_trainable
-
-
-class TokenizerMismatchError(ConfigError):
-    """`kd` needs one shared tokenizer."""
-
-
-def micro_batch(n: int, global_step: int, cfg: DistillConfig, rank: int, world: int, k: int) -> list[int]:
-    """Sample indices of micro-batch k on `rank` at `global_step` (epochs reshuffle with seed+epoch)."""
-    gbs = cfg.batch_size * cfg.grad_accum * world
-    if n < gbs:
-        raise ConfigError(f"only {n} usable samples for a global batch of {gbs}")
-    per_epoch = n // gbs
-    epoch, pos = divmod(global_step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-    chunk = order[pos * gbs:(pos + 1) * gbs]
-    m = rank * cfg.grad_accum + k
-    return chunk[m * cfg.batch_size:(m + 1) * cfg.batch_size].tolist()
 
 
 def lr_lambda(cfg: DistillConfig, steps: int):
@@ -58,58 +46,6 @@ def lr_lambda(cfg: DistillConfig, steps: int):
     return f
 
 
-def check_kd_tokenizers(student, teacher) -> None:
-    if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
-        raise TokenizerMismatchError(
-            "--method kd needs teacher and student to share one tokenizer, and these differ "
-            f"({len(teacher.tokenizer)} vs {len(student.tokenizer)} tokens). Use --method genrecal "
-            "(GenRecal recalibrates features across vocabularies) or --method uld.")
-
-
-def prepare(cfg: DistillConfig, progress: bool = True):
-    """Load models and data; returns everything the loop needs."""
-    student = load_vlm(cfg.student, "student", cfg.trust_remote_code)
-    needs_teacher = cfg.method != "sft"
-    teacher = load_vlm(cfg.teacher, "teacher", cfg.trust_remote_code) if needs_teacher else None
-    if cfg.method == "kd":
-        check_kd_tokenizers(student, teacher)
-    report = SkipReport()
-    samples = load_samples(cfg.data, on_bad=cfg.on_bad_sample, report=report, require_image=cfg.require_image)
-    if cfg.limit:
-        samples = samples[: cfg.limit]
-    pairs = encode_pairs(samples, student, teacher, cfg.max_length, cfg.on_bad_sample, report, progress)
-    if teacher is not None:
-        for p in teacher.model.parameters():
-            p.requires_grad_(False)
-    recal = None
-    if cfg.method == "genrecal":
-        recal = Recalibrator.from_models(teacher.model, student.model, student.family.name,
-                                         cfg.recal_depth, cfg.recal_init)
-    return student, teacher, recal, pairs, report
-
-
-RUN_CONFIG = "run_config.json"
-# fields that may change between a run and its resume; everything else must match
-RESUMABLE_CHANGES = {"resume", "dry_run", "checkpoint_every", "keep_checkpoints"}
-
-
-def _check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path):
-    """Refuse to overwrite a run by accident, or to resume it with different settings."""
-    latest = latest_checkpoint(ckpt_root)
-    saved = out / RUN_CONFIG
-    if latest is not None and not cfg.resume:
-        raise ConfigError(f"{out} already holds a run (checkpoint {latest.name}); pass --resume to continue "
-                          "it, or choose another --out")
-    if cfg.resume and latest is not None and saved.exists():
-        old = json.loads(saved.read_text())
-        new = json.loads(json.dumps(cfg.to_dict(), default=list))
-        defaults = json.loads(json.dumps({f.name: f.default for f in fields(DistillConfig)}, default=list))
-        # a key the saved run lacks was added to genrecal later: that run used its default
-        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != new[k])
-        if diff:
-            raise ConfigError(f"--resume with settings that differ from the run in {out}: {', '.join(diff)}")
-    return latest if cfg.resume else None
-
 
 @dataclass
 class Run:
@@ -117,66 +53,120 @@ class Run:
 
     acc: Accelerator
     cfg: DistillConfig
-    student: LoadedVLM
-    teacher: LoadedVLM | None
-    recal: Recalibrator | None
-    pairs: list
+    data: Prepared
+    t_head: nn.Module | None  # the frozen teacher head, on the Accelerate device
     ckpt_root: Path
     progress: bool
 
     @property
     def modules(self) -> dict:
-        return {"student": self.student.model, "recal": self.recal}
+        return {"student": self.data.student.model, "recal": self.data.recal}
 
     @property
     def pads(self) -> tuple[int, int | None]:
-        return self.student.tokenizer.pad_token_id, (self.teacher.tokenizer.pad_token_id if self.teacher else None)
+        student, teacher = self.data.student, self.data.teacher
+        return student.tokenizer.pad_token_id, (teacher.tokenizer.pad_token_id if teacher else None)
+
+    @property
+    def vocab(self) -> tuple[int, int | None]:
+        teacher = self.data.teacher
+        return len(self.data.student.tokenizer), (len(teacher.tokenizer) if teacher else None)
+
+
+def _last_stage(cfg: DistillConfig) -> int:
+    """Index of the last stage this launch may run (--stop-after, else the run's last)."""
+    names = cfg.stage_names()
+    return names.index(cfg.stop_after) if cfg.stop_after else len(names) - 1
+
+
+def launch_stages(cfg: DistillConfig, state: Progress) -> list[str]:
+    """The stages this launch trains: from the checkpoint's stage through --stop-after (a stage
+    an earlier launch finished is not counted)."""
+    names, steps = cfg.stage_names(), cfg.stage_steps()
+    todo = list(names[state.stage_index:_last_stage(cfg) + 1])
+    if todo and state.stage_step >= steps[todo[0]]:
+        todo = todo[1:]
+    return todo
 
 
 def train(cfg: DistillConfig, progress: bool = True) -> Path:
+    """Run (or resume) the stages up to --stop-after; the last stage writes OUT/student etc."""
     set_seed(cfg.seed)
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     out = Path(cfg.out)
-    resume_from = _check_run_dir(cfg, out, out / "checkpoints")
-    student, teacher, recal, pairs, report = prepare(cfg, progress and acc.is_main_process)
-    run = Run(acc, cfg, student, teacher, recal, pairs, out / "checkpoints", progress and acc.is_main_process)
+    resume_from = check_run_dir(cfg, out, out / "checkpoints")
     state = load_progress(resume_from) if resume_from else Progress(0, 0, 0, 0)
+    dtype = run_dtype(cfg)
+    acc = make_accelerator(cfg, dtype)
+    check_device_map(cfg.teacher_device_map, device_type(), acc.num_processes)
+    check_one_stage_per_launch(acc, launch_stages(cfg, state))
+    data = prepare(cfg, dtype, acc.device, progress and acc.is_main_process)
+    if checkpointing_wanted(cfg.gradient_checkpointing, device_type()):
+        data.student.model.activation_checkpointing_enable()
+    t_head = None if data.teacher is None else head_on(data.teacher.model.get_output_embeddings(), acc.device)
+    run = Run(acc, cfg, data, t_head, out / "checkpoints", progress and acc.is_main_process)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         outputs.truncate_log(out / outputs.LOG_NAME, state.log_lines)
         (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
-        (out / "skips.json").write_text(json.dumps(report.as_dict(), indent=2))
+        (out / "skips.json").write_text(json.dumps(data.report.as_dict(), indent=2))
     acc.wait_for_everyone()
-    steps_per_stage = cfg.stage_steps()
-    for index, name in enumerate(cfg.stage_names()):
+    names, steps_per_stage, last = cfg.stage_names(), cfg.stage_steps(), _last_stage(cfg)
+    weights = None
+    for index, name in enumerate(names[:last + 1]):
         if index < state.stage_index:
             continue
         resumed = resume_from if index == state.stage_index else None
         if index > state.stage_index:
             state = Progress(index, 0, state.global_step, state.log_lines)
-        state = _run_stage(run, build_stage(name, cfg), steps_per_stage[name], state, resumed)
-    if acc.is_main_process:
-        outputs.write_outputs(out, cfg, student, recal, report)
+        state, weights = _run_stage(run, build_stage(name, cfg), steps_per_stage[name], state, resumed)
+    if acc.is_main_process and weights is not None and last == len(names) - 1:
+        outputs.write_outputs(out, cfg, data.student, data.recal, data.report, weights,
+                              save_dtype(cfg.save_dtype, data.student.checkpoint_dtype))
     acc.wait_for_everyone()
     return out
 
 
-def _run_stage(run: Run, stage, steps: int, state: Progress, resume_from: Path | None) -> Progress:
+def _gathered(run: Run, wrapped) -> dict[str, torch.Tensor]:
+    """Full `student.` / `recal.` state dict: gathered from every process (a collective under
+    FSDP/ZeRO-3, so every rank calls it); modules this stage did not wrap are read directly."""
+    weights = dict(run.acc.get_state_dict(wrapped))
+    for prefix, module in run.modules.items():
+        if module is not None and not any(k.startswith(prefix + ".") for k in weights):
+            weights.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+    return weights
+
+
+def _checkpoint(run: Run, wrapped, state: Progress, optimizer, scheduler) -> None:
+    weights = _gathered(run, wrapped)
+    sharded = run.acc.distributed_type in SHARDED  # per-rank optimizer shards: stage-end checkpoints only
+    if run.acc.is_main_process:
+        save_checkpoint(run.ckpt_root, state, weights, None if sharded else optimizer, scheduler,
+                        run.cfg.keep_checkpoints)
+    run.acc.wait_for_everyone()
+
+
+def _run_stage(run: Run, stage, steps: int, state: Progress, resume_from: Path | None):
+    """Train one stage from `state`; returns (progress, the full weights at its end)."""
     acc, cfg = run.acc, run.cfg
-    params = set_trainable(run.student.model, run.recal, stage)
-    run.student.model.train()
-    objective = DistillObjective(run.student.model, run.recal if stage.needs_recal else None, cfg)
+    params = set_trainable(run.data.student.model, run.data.recal, stage)
+    if resume_from is not None and state.stage_step >= steps:  # finished by an earlier launch
+        restore(resume_from, run.modules)
+        return state, module_weights(run.modules)
+    run.data.student.model.train()
+    batches = _batches(run, stage, state, steps)
+    objective = DistillObjective(run.data.student.model, run.data.recal if stage.needs_recal else None, cfg,
+                                run.vocab)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
     if resume_from is not None and state.stage_step > 0:
         restore(resume_from, run.modules, optimizer, scheduler)
     wrapped, optimizer = acc.prepare(objective, optimizer)
+    sharded = acc.distributed_type in SHARDED
     log_path = Path(cfg.out) / outputs.LOG_NAME
     bar = tqdm(total=steps, initial=state.stage_step, desc=stage.name, disable=not run.progress)
     while state.stage_step < steps:
         t0 = time.perf_counter()
-        terms, mass = _optimizer_step(run, stage, wrapped, optimizer, params, state.global_step)
+        terms, mass = _optimizer_step(run, stage, wrapped, optimizer, state.global_step, batches)
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
         state = Progress(state.stage_index, state.stage_step + 1, state.global_step + 1, state.log_lines + 1)
@@ -189,41 +179,59 @@ def _run_stage(run: Run, stage, steps: int, state: Progress, resume_from: Path |
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
         bar.update(1)
-        if state.stage_step % cfg.checkpoint_every == 0 or state.stage_step == steps:
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                save_checkpoint(run.ckpt_root, state, run.modules, optimizer, scheduler, cfg.keep_checkpoints)
-            acc.wait_for_everyone()
+        if state.stage_step == steps or (state.stage_step % cfg.checkpoint_every == 0 and not sharded):
+            _checkpoint(run, wrapped, state, optimizer, scheduler)
     bar.close()
+    weights = _gathered(run, wrapped)
     acc.free_memory(wrapped, optimizer)
-    return state
+    return state, weights
 
 
-def _optimizer_step(run: Run, stage, wrapped, optimizer, params, global_step: int):
-    """One optimizer step over grad_accum micro-batches; returns mean loss terms over all processes."""
-    acc, cfg = run.acc, run.cfg
+def _batches(run: Run, stage, state: Progress, steps: int):
+    """This rank's (student, teacher) micro-batches for the rest of the stage, rendered lazily."""
+    teacher = run.data.teacher if stage.needs_teacher else None
+    data = RenderedPairs(run.data.samples, run.data.student, teacher, run.data.max_length)
+    order = StepOrder(len(data), run.cfg, run.acc.process_index, run.acc.num_processes, state.global_step,
+                      steps - state.stage_step)
     s_pad, t_pad = run.pads
-    t_head = run.teacher.model.get_output_embeddings() if stage.needs_teacher else None
+    return iter(batch_loader(data, order, (s_pad, t_pad if teacher else None), run.cfg.data_workers))
+
+
+def _teacher_pass(run: Run, t_batch: dict) -> tuple[dict, torch.Tensor]:
+    """The frozen teacher's final hidden states [B, L_t, d_t] and its batch, both on the Accelerate device."""
+    teacher = run.data.teacher.model
+    feats = teacher_features(teacher, to_device(t_batch, input_device(teacher)))
+    return to_device(t_batch, run.acc.device), feats.to(run.acc.device)
+
+
+def _optimizer_step(run: Run, stage, wrapped, optimizer, global_step: int, batches):
+    """One optimizer step over grad_accum micro-batches (accumulated through the Accelerator);
+    returns the mean loss terms over all processes and the attention mass (None if not computed)."""
+    acc, cfg = run.acc, run.cfg
+    t_head = run.t_head if stage.needs_teacher else None
+    keep = cfg.log_attention_mass and global_step % cfg.attn_mass_every == 0
     sums: dict[str, torch.Tensor] = {}
     masses = []
-    for k in range(cfg.grad_accum):
-        idx = micro_batch(len(run.pairs), global_step, cfg, acc.process_index, acc.num_processes, k)
-        s_batch, t_batch = batch_of(run.pairs, idx, s_pad, t_pad if stage.needs_teacher else None)
-        t_feats = teacher_features(run.teacher.model, t_batch) if stage.needs_teacher else None
-        sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else acc.no_sync(wrapped)
-        with sync:
-            terms = wrapped(stage, s_batch, t_batch, t_feats, t_head)
-            acc.backward(terms["loss"] / cfg.grad_accum)
+    for _ in range(cfg.grad_accum):
+        s_batch, t_batch = next(batches)
+        t_feats = None
+        if stage.needs_teacher:
+            t_batch, t_feats = _teacher_pass(run, t_batch)
+        with acc.accumulate(wrapped):
+            terms = wrapped(stage, to_device(s_batch, acc.device), t_batch, t_feats, t_head, keep_attention=keep)
+            acc.backward(terms["loss"])  # Accelerate divides by grad_accum
         for key, val in terms.items():
-            sums[key] = sums.get(key, 0.0) + val.detach() / cfg.grad_accum
+            sums[key] = sums.get(key, 0.0) + val.detach().float() / cfg.grad_accum
         mass = acc.unwrap_model(wrapped).attention_mass
         if mass is not None:
             masses.append(mass)
+    if not acc.sync_gradients:
+        raise RuntimeError("gradient accumulation is out of step with the Accelerator")
     if cfg.max_grad_norm:
-        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        acc.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     names = sorted(sums)
-    reduced = acc.reduce(torch.stack([sums[n].float() for n in names]), reduction="mean")
+    reduced = acc.reduce(torch.stack([sums[n] for n in names]), reduction="mean")
     terms = {n: float(v) for n, v in zip(names, reduced)}
     return terms, (sum(masses) / len(masses) if masses else None)

@@ -68,3 +68,36 @@ def test_sigkill_then_resume_equals_uninterrupted(zoo_dir, evqa_train, tmp_path)
     b = (cut / "train_log.jsonl").read_text().splitlines()
     strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "seconds"}  # noqa: E731
     assert [strip(x) for x in a] == [strip(x) for x in b]
+
+
+def test_stage_per_launch_equals_one_launch(zoo_dir, evqa_train, tmp_path):
+    """The FSDP/ZeRO-3 recipe: --stop-after align, then --resume --stop-after distill, then --resume."""
+    common = ["--max-steps", "5", "--batch-size", "4", "--checkpoint-every", "100"]
+    one, split = tmp_path / "one", tmp_path / "split"
+    subprocess.run([sys.executable, *distill_cmd(zoo_dir, evqa_train, one, *common)], check=True, env=ENV,
+                   capture_output=True, timeout=300)
+    for extra in (["--stop-after", "align"], ["--resume", "--stop-after", "distill"], ["--resume"]):
+        subprocess.run([sys.executable, *distill_cmd(zoo_dir, evqa_train, split, *common, *extra)], check=True,
+                       env=ENV, capture_output=True, timeout=300)
+        if extra[-1] == "align":
+            assert not (split / "student").exists()  # the run is not finished after one stage
+    assert max_diff(one / "student", split / "student", "model.safetensors") == 0.0
+    assert max_diff(one / "recalibrator", split / "recalibrator", "recalibrator.safetensors") == 0.0
+    stages = [json.loads(x)["stage"] for x in (split / "train_log.jsonl").read_text().splitlines()]
+    assert stages == ["align", "distill", "distill", "distill", "sft"]
+
+
+def test_sharded_launches_train_one_stage_each():
+    from types import SimpleNamespace
+
+    import pytest
+    from accelerate.utils import DistributedType
+
+    from genrecal.distill.config import ConfigError
+    from genrecal.distill.setup import check_one_stage_per_launch
+
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
+    check_one_stage_per_launch(fsdp, ["distill"])
+    with pytest.raises(ConfigError, match="--stop-after align"):
+        check_one_stage_per_launch(fsdp, ["align", "distill", "sft"])
+    check_one_stage_per_launch(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU), ["align", "distill"])

@@ -49,6 +49,7 @@ def test_genrecal_three_stages(zoo_dir, evqa_train, tmp_path, teacher, student):
     assert {"ar", "kl", "sft", "reg_ar"} <= set(lines[1]) and set(lines[-1]) >= {"sft"}
     assert "ar" not in lines[-1]
     assert 0.0 < lines[0]["attn_q_mass"] <= 1.0
+    assert "attn_q_mass" not in lines[1]  # the diagnostic runs every attn_mass_every (10) steps
     assert_clean_student(out / "student", zoo_dir(student))
     card = (out / "student" / "README.md").read_text()
     assert zoo_dir(teacher) in card and "genrecal" in card and "align, distill, sft" in card

@@ -43,7 +43,7 @@ def test_padding_never_attends(zoo_dir):
 def test_attention_mass_is_recorded(zoo_dir):
     recal, t, s = _recal(zoo_dir)
     d_s = s.model.config.get_text_config().hidden_size
-    recal(torch.randn(1, 6, d_s), torch.ones(1, 6, dtype=torch.long))
+    recal(torch.randn(1, 6, d_s), torch.ones(1, 6, dtype=torch.long), keep_attention=True)
     att = recal.last_attention
     assert att is not None and att.shape[-2:] == (6, 6)
     torch.testing.assert_close(att.sum(-1), torch.ones_like(att.sum(-1)))
