@@ -6,7 +6,9 @@ questions, fed the *same* processor arrays as the artifact. Per artifact:
   PyTorch greedy tokens -> max abs diff and top-1 agreement;
 - a free-running greedy continuation (16 tokens, stops at EOS) compared with HF
   `generate(do_sample=False)` (no `min_new_tokens`, which would mask EOS and change tokens);
-- exact-match accuracy on a small easy-vqa slice, for PyTorch and for the artifact.
+- exact-match accuracy on a small easy-vqa slice, for PyTorch and for the artifact;
+- top-1 agreement on >= 256 teacher-forced tokens of real English text (export/text_agreement.py),
+  recorded, not a pass criterion (tiny random models have no language statistics to keep).
 Pass criteria are stated once, in TOLERANCES.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from genrecal.data import load_easy_vqa_questions
 from genrecal.data.scoring import exact_match
+from genrecal.export.text_agreement import TextAgreementError, TextReference, agreement, torch_text_reference
 from genrecal.runtimes.onnxruntime import OnnxRuntime, prepare_inputs
 
 PARITY_SAMPLES = 3
@@ -51,6 +54,7 @@ class Reference:
     answers: list[str] = field(default_factory=list)
     accuracy: float = 0.0
     transformers: str = ""
+    text: TextReference | str | None = None  # the real-text reference, or why there is none
 
 
 def _torch_inputs(enc: dict) -> dict:
@@ -81,8 +85,19 @@ def torch_reference(model, processor, samples: int = PARITY_SAMPLES,
             hits += exact_match(text, answer)
             ref.acc_encs.append(enc)
             ref.answers.append(answer)
+        try:
+            ref.text = torch_text_reference(model, processor.tokenizer)
+        except TextAgreementError as exc:
+            ref.text = str(exc)
     ref.accuracy = hits / max(len(ref.answers), 1)
     return ref
+
+
+def text_record(rt: OnnxRuntime, ref: Reference) -> dict:
+    """Top-1 agreement with PyTorch fp32 on the real-text reference (one text-only prefill)."""
+    if not isinstance(ref.text, TextReference):
+        return {"note": ref.text or "no text reference"}
+    return agreement(ref.text, rt.logits_for({"input_ids": ref.text.ids}, 1).prefill_logits)
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +130,7 @@ def check_artifact(rt: OnnxRuntime, ref: Reference, precision: str) -> dict:
         "accuracy": {"questions": len(ref.answers), "torch": ref.accuracy,
                      "artifact": correct / max(len(ref.answers), 1)},
         "tolerance": TOLERANCES[precision],
+        "text_agreement": text_record(rt, ref),
     }
     record["passed"] = passes(record, TOLERANCES[precision])
     return record

@@ -1,0 +1,68 @@
+"""What each ONNX precision keeps in float, and that the manifest says so.
+
+    python -m pytest tests/export/test_onnx_quantize.py -q
+
+int8: MatMul weights per output channel, the vision patch Conv left float; int4: MatMulNBits with the
+recorded block size and accuracy level; fp16: norm statistics, softmax and rotary angles in fp32.
+"""
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from genrecal.export import layout
+from genrecal.export.onnx.quantize import FP16_BLOCKED_OPS, INT4_ACCURACY_LEVEL, INT4_BLOCK, fp16_blocked_nodes
+
+
+def _graph(out, name):
+    return onnx.load(str(out / name))
+
+
+def test_int8_is_per_channel_and_records_the_float_ops(onnx_artifact):
+    out, manifest = onnx_artifact("idefics3", "int8")
+    cfg = manifest.extra["quantization_config"]
+    assert cfg["per_channel"] and cfg["granularity"]["MatMul"] == "per output channel"
+    assert cfg["graphs"][layout.VISION_GRAPH]["kept_float"].get("Conv") == 1  # SigLIP's patch embedding
+    assert "MatMul" not in cfg["graphs"][layout.DECODER_GRAPH]["kept_float"]  # every weight MatMul is int8
+    model = _graph(out, layout.DECODER_GRAPH)
+    inits = {t.name: t for t in model.graph.initializer}
+    per_channel = 0
+    for node in (n for n in model.graph.node if n.op_type == "MatMulInteger"):
+        weight, zero = inits.get(node.input[1]), inits.get(node.input[3]) if len(node.input) > 3 else None
+        if weight is not None and zero is not None:
+            assert list(zero.dims) == [weight.dims[1]], node.name  # one zero point per output column
+            per_channel += 1
+    assert per_channel >= 2 * 4  # q/k/v/o + MLP of two layers at least
+
+
+def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
+    out, manifest = onnx_artifact("smolvlm", "int4")
+    cfg = manifest.extra["quantization_config"]
+    assert (cfg["block_size"], cfg["accuracy_level"]) == (INT4_BLOCK, INT4_ACCURACY_LEVEL)
+    nodes = [n for n in _graph(out, layout.DECODER_GRAPH).graph.node if n.op_type == "MatMulNBits"]
+    assert nodes
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["block_size"] == INT4_BLOCK and attrs["accuracy_level"] == INT4_ACCURACY_LEVEL
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "qwen2_vl"])
+def test_fp16_keeps_norms_softmax_and_rotary_in_fp32(family, onnx_artifact, zoo_dir):
+    out, manifest = onnx_artifact(family, "fp16")
+    model = onnx.shape_inference.infer_shapes(_graph(out, layout.DECODER_GRAPH))
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    blocked = set(fp16_blocked_nodes(model))
+    assert any("norm" in n for n in blocked) and any("rotary_emb" in n for n in blocked)
+    checked = 0
+    for node in g.node:
+        if node.op_type in FP16_BLOCKED_OPS or node.name in blocked:
+            for name in node.input:
+                if types.get(name) in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT):
+                    assert types[name] == onnx.TensorProto.FLOAT, f"{node.name} reads fp16 {name}"
+                    checked += 1
+    assert checked > 10
+    fp16_weights = [t for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 2]
+    assert len(fp16_weights) >= 8  # the matmuls themselves are fp16
+    assert manifest.extra["quantization_config"]["graphs"][layout.DECODER_GRAPH]["kept_fp32"]["Softmax"] >= 2
