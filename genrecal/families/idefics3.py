@@ -92,8 +92,15 @@ def _rope(s: dict) -> dict:
 
 
 def build_idefics_style(size: str, tokenizer, classes: IdeficsClasses):
-    """(model, processor) for an Idefics3-architecture family; image splitting on for "-split" sizes."""
+    """(model, processor) for an Idefics3-architecture family; image splitting on for "-split" sizes.
+
+    Split sizes also give "\\n\\n" a token of its own, as real SmolVLM/Idefics3 vocabularies have: the
+    processor writes it between the last tile row and the global image, and llama.cpp's libmtmd
+    looks it up as one token (without it the two runtimes lay the prompt out differently).
+    """
     s = SIZES[size]
+    if "split" in s and len(tokenizer.tokenize("\n\n")) != 1:
+        tokenizer.add_tokens(["\n\n"])
     config = classes.config(
         vision_config=dict(
             hidden_size=s["vd"], intermediate_size=s.get("vffn", 2 * s["vd"]), num_hidden_layers=s["vlayers"],
