@@ -83,7 +83,11 @@ def run_distill(args) -> int:
     from genrecal.distill.trainer import train
 
     out = train(cfg, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") == "0":
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    if cfg.stop_after and cfg.stop_after != cfg.stage_names()[-1]:
+        print(f"stopped after stage {cfg.stop_after}: continue with --resume\nlog: {out / 'train_log.jsonl'}")
+    else:
         print(f"student: {out / 'student'}\nlog: {out / 'train_log.jsonl'}")
     return 0
 

@@ -77,10 +77,10 @@ def test_stage_per_launch_equals_one_launch(zoo_dir, evqa_train, tmp_path):
     subprocess.run([sys.executable, *distill_cmd(zoo_dir, evqa_train, one, *common)], check=True, env=ENV,
                    capture_output=True, timeout=300)
     for extra in (["--stop-after", "align"], ["--resume", "--stop-after", "distill"], ["--resume"]):
-        subprocess.run([sys.executable, *distill_cmd(zoo_dir, evqa_train, split, *common, *extra)], check=True,
-                       env=ENV, capture_output=True, timeout=300)
-        if extra[-1] == "align":
-            assert not (split / "student").exists()  # the run is not finished after one stage
+        done = subprocess.run([sys.executable, *distill_cmd(zoo_dir, evqa_train, split, *common, *extra)],
+                              check=True, env=ENV, capture_output=True, text=True, timeout=300)
+        if extra[-1] == "align":  # the run is not finished after one stage
+            assert not (split / "student").exists() and "continue with --resume" in done.stdout
     assert max_diff(one / "student", split / "student", "model.safetensors") == 0.0
     assert max_diff(one / "recalibrator", split / "recalibrator", "recalibrator.safetensors") == 0.0
     stages = [json.loads(x)["stage"] for x in (split / "train_log.jsonl").read_text().splitlines()]
