@@ -98,3 +98,14 @@ def test_refusals_are_one_line(zoo_dir, evqa_train, tmp_path, capsys, flags, wor
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert all(w in err for w in words), err
+
+
+def test_launch_settings_that_contradict_the_flags_are_one_line(zoo_dir, evqa_train, tmp_path, capsys, monkeypatch):
+    from genrecal.distill.devices import check_device_map
+
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")  # what a launch config may set
+    rc = distill(zoo_dir("llava"), zoo_dir("qwen2_vl"), evqa_train, tmp_path / "x", "--max-steps", "3")
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--grad-accum is 1" in err, err
+    with pytest.raises(ConfigError, match="one process"):
+        check_device_map("auto", "cuda", 2)

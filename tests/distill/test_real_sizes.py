@@ -120,3 +120,16 @@ def test_kd_runs_on_a_padded_teacher_head(zoo_dir, evqa_train, tmp_path):
     assert main(args) == 0
     lines = [json.loads(x) for x in (tmp_path / "kd" / "train_log.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(ln["kd"] >= 0 for ln in lines)
+
+
+def test_gradient_checkpointing_gives_the_same_training(zoo_dir, evqa_train, tmp_path):
+    from safetensors.torch import load_file
+
+    outs = []
+    for setting in ("off", "on"):
+        out = tmp_path / setting
+        assert main(["distill", "--teacher", zoo_dir("llava"), "--student", zoo_dir("qwen2_vl"), "--data", evqa_train,
+                     "--out", str(out), "--max-steps", "3", "--batch-size", "4", "--lr", "1e-3", "--no-progress",
+                     "--gradient-checkpointing", setting]) == 0
+        outs.append(load_file(str(out / "student" / "model.safetensors")))
+    assert max((outs[0][k] - outs[1][k]).abs().max().item() for k in outs[0]) < 1e-6
