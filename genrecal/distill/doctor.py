@@ -11,7 +11,7 @@ from genrecal.distill.config import DistillConfig
 from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, load_vlm
 from genrecal.distill.precision import TORCH_DTYPES
-from genrecal.distill.setup import run_dtype
+from genrecal.distill.launch import run_dtype
 from genrecal.distill.stages import build_stage, set_trainable
 
 BYTES = 4  # the student and the Recalibrator: fp32 master weights, grads and AdamW state

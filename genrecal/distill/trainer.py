@@ -26,7 +26,7 @@ from genrecal.distill.devices import checkpointing_wanted, check_device_map, hea
 from genrecal.distill.objective import DistillObjective, teacher_features
 from genrecal.distill.batches import RenderedPairs, StepOrder, batch_loader
 from genrecal.distill.precision import save_dtype
-from genrecal.distill.setup import (
+from genrecal.distill.launch import (
     RUN_CONFIG, SHARDED, Prepared, check_one_stage_per_launch, check_run_dir, device_type, make_accelerator, prepare,
     run_dtype,
 )

@@ -31,7 +31,7 @@ def test_bf16_genrecal_on_the_gpu(bf16_zoo_dir, evqa_train, tmp_path):
 
 def test_everything_lands_on_the_accelerate_device(bf16_zoo_dir, evqa_train, tmp_path):
     from genrecal.distill.config import DistillConfig
-    from genrecal.distill.setup import make_accelerator, prepare, run_dtype
+    from genrecal.distill.launch import make_accelerator, prepare, run_dtype
 
     cfg = DistillConfig(teacher=bf16_zoo_dir("llava"), student=bf16_zoo_dir("qwen2_vl"), data=evqa_train,
                         out=str(tmp_path / "o"), limit=8)

@@ -94,7 +94,7 @@ def test_sharded_launches_train_one_stage_each():
     from accelerate.utils import DistributedType
 
     from genrecal.distill.config import ConfigError
-    from genrecal.distill.setup import check_one_stage_per_launch
+    from genrecal.distill.launch import check_one_stage_per_launch
 
     fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
     check_one_stage_per_launch(fsdp, ["distill"])

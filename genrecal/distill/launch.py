@@ -1,4 +1,4 @@
-"""Everything before the first step: the run's precision, the models in it, the data, the run dir."""
+"""Launching a run: its precision and Accelerator, the models in it, the usable data, the run dir."""
 from __future__ import annotations
 
 import json
