@@ -1,8 +1,10 @@
 """Names of everything an export writes, defined once (dirs, graph files, manifest keys).
 
     OUT/hf/                  clean HF student (safetensors + processor)
-    OUT/onnx-{precision}/    vision_encoder.onnx, embed_tokens.onnx, decoder_model_merged.onnx,
-                             processor/tokenizer files, config.json (+ genai_config.json)
+    OUT/onnx-{precision}/    onnx/{vision_encoder,embed_tokens,decoder_model_merged}{suffix}.onnx
+                             (transformers.js layout: suffix "" fp32, "_fp16", "_quantized" int8,
+                             "_q4" int4), processor/tokenizer/generation files, config.json
+                             (+ genai_config.json)
     OUT/tensorrt-plan/       fp16 standard-op ONNX graphs + plan.json (profiles, trtexec lines)
     OUT/gguf-{quant}/        written by genrecal.export.gguf
     OUT/export_summary.json  what was written, with parity results
@@ -19,6 +21,16 @@ DECODER_GRAPH = "decoder_model_merged.onnx"
 GRAPHS = {"vision": VISION_GRAPH, "embed": EMBED_GRAPH, "decoder": DECODER_GRAPH}
 GENAI_CONFIG = "genai_config.json"
 
+# ONNX artifacts keep their graphs where transformers.js looks for them: ONNX_SUBDIR/<graph><suffix>.onnx
+ONNX_SUBDIR = "onnx"
+DTYPE_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_quantized", "int4": "_q4"}
+TRANSFORMERS_JS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8", "int4": "q4"}  # its `dtype` option
+IMAGE_PROCESSOR_CONFIG = "preprocessor_config.json"  # the image processor alone (+ processor_class)
+PROCESSOR_CONFIG = "processor_config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+CHAT_TEMPLATE = "chat_template.jinja"
+GENERATION_CONFIG = "generation_config.json"
+
 PLAN_NAME = "plan.json"
 ENGINE_NAMES = {"vision": "vision_encoder.engine", "embed": "embed_tokens.engine",
                 "decoder": "decoder_model_merged.engine"}
@@ -29,6 +41,12 @@ OPSET = 17
 def artifact_dirname(fmt: str, precision: str) -> str:
     """onnx-fp32, onnx-int8, gguf-q4_k_m, tensorrt-plan, ..."""
     return f"{fmt}-{precision}"
+
+
+def client_graph(name: str, precision: str) -> str:
+    """Where an ONNX artifact of `precision` keeps graph `name`: onnx/decoder_model_merged_q4.onnx, ..."""
+    stem = name[: -len(".onnx")] if name.endswith(".onnx") else name
+    return f"{ONNX_SUBDIR}/{stem}{DTYPE_SUFFIX[precision]}.onnx"
 
 
 def past_names(n_layers: int) -> list[str]:

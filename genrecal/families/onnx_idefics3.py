@@ -2,9 +2,11 @@
 
 The processor pads every sample to the same image count with all-zero images; HF drops them
 before the tower. That filtering is data-dependent, so it happens here in `vision_feeds` (outside
-the graph) and the graph sees only real images: pixel_values [n, 3, H, W] and
-pixel_attention_mask [n, H, W]. TorchScript produced an invalid graph for this tower (a float
-index into Gather), dynamo a correct one.
+the graph) and the graph sees only real images, in the processor's own rank and dtypes (as
+transformers.js feeds them): pixel_values [1, n, 3, H, W] float32 and pixel_attention_mask
+[1, n, H, W] bool. The batch axis is fixed at 1 (one prompt per call; the exporter specialises
+size-1 axes). TorchScript produced an invalid graph for this tower (a float index into Gather),
+dynamo a correct one.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from genrecal.families.onnx_base import OnnxSpec
 
 
 class IdeficsVision(nn.Module):
-    """pixel_values [n, 3, H, W], pixel_attention_mask [n, H, W] -> image_features [n * seq, D_text]."""
+    """pixel_values [1, n, 3, H, W], pixel_attention_mask [1, n, H, W] bool -> image_features [n * seq, D_text]."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -25,8 +27,10 @@ class IdeficsVision(nn.Module):
         self.patch = model.config.vision_config.patch_size
 
     def forward(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.flatten(0, 1)  # [n, 3, H, W]
         n, _, height, width = pixel_values.shape
         p = self.patch
+        pixel_attention_mask = pixel_attention_mask.flatten(0, 1).long()  # [n, H, W]
         # a patch takes part if any of its pixels is real (HF does the same with two unfolds)
         cells = pixel_attention_mask.reshape(n, height // p, p, width // p, p)
         patch_mask = cells.sum(dim=(2, 4)) > 0  # [n, H/p, W/p]
@@ -36,18 +40,19 @@ class IdeficsVision(nn.Module):
 
 
 def vision_feeds(enc: dict) -> dict[str, np.ndarray]:
-    """[B, N_max, 3, H, W] with zero padding images -> the real images only, flattened."""
+    """[B, N_max, 3, H, W] with zero padding images -> the real images only, as [1, n, 3, H, W] + a
+    [1, n, H, W] bool mask."""
     pixels = np.asarray(enc["pixel_values"], dtype=np.float32)
     pixels = pixels.reshape(-1, *pixels.shape[-3:])  # [B * N_max, 3, H, W]
     real = np.any(pixels != 0.0, axis=(1, 2, 3))
     mask = enc.get("pixel_attention_mask")
     if mask is None:
         mask = np.ones((pixels.shape[0], *pixels.shape[-2:]), dtype=np.int64)
-    mask = np.asarray(mask).reshape(-1, *pixels.shape[-2:]).astype(np.int64)
-    return {"pixel_values": pixels[real], "pixel_attention_mask": mask[real]}
+    mask = np.asarray(mask).reshape(-1, *pixels.shape[-2:]).astype(bool)
+    return {"pixel_values": pixels[real][None], "pixel_attention_mask": mask[real][None]}
 
 
-_AXES = {"pixel_values": {0: "num_images"}, "pixel_attention_mask": {0: "num_images"}}
+_AXES = {"pixel_values": {1: "num_images"}, "pixel_attention_mask": {1: "num_images"}}
 
 
 def _spec(name: str) -> OnnxSpec:

@@ -74,7 +74,9 @@ def test_bf16_student_exports_with_checks(family, target, bf16_zoo_dir, tmp_path
     # every precision is computed from fp32: no bf16 weight in any graph
     for record in summary["artifacts"]:
         if record["format"] == "tensorrt" or record["precision"] in ("fp32", "fp16"):
-            types = _float_initializers(out / record["dir"] / layout.DECODER_GRAPH)
+            graph = (layout.DECODER_GRAPH if record["format"] == "tensorrt"
+                     else layout.client_graph(layout.DECODER_GRAPH, record["precision"]))
+            types = _float_initializers(out / record["dir"] / graph)
             assert types and types <= FLOAT_TYPES["cpu" if record["precision"] == "fp32" else "jetson"], types
         if record["precision"] == "fp32":
             assert record["parity"]["max_abs_diff"] <= 1e-3 and record["parity"]["greedy_identical"] == 1.0

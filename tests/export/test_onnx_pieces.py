@@ -88,7 +88,8 @@ def test_qwen_vision_graph_serves_any_image_count_and_size(onnx_artifact, qwen):
     """TorchScript would bake the traced grid in; our graph must follow image_grid_thw."""
     out, _ = onnx_artifact("qwen2_vl", "fp32")
     model, processor = qwen("qwen2_vl")
-    sess = ort.InferenceSession(str(out / layout.VISION_GRAPH), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(out / layout.client_graph(layout.VISION_GRAPH, "fp32")),
+                                providers=["CPUExecutionProvider"])
     for sizes in SIZES:
         text = processor.apply_chat_template(_messages(len(sizes), "x"), add_generation_prompt=True, tokenize=False)
         enc = processor(text=[text], images=[_images(*sizes)], return_tensors="pt")
@@ -104,7 +105,9 @@ def test_genai_config_only_where_genai_knows_the_family(onnx_artifact):
     out, manifest = onnx_artifact("qwen2_5_vl", "int8")
     cfg = json.loads((out / layout.GENAI_CONFIG).read_text())["model"]
     assert cfg["type"] == "qwen2_5_vl" and manifest.extra["genai"] == layout.GENAI_CONFIG
-    assert cfg["decoder"]["filename"] == layout.DECODER_GRAPH and cfg["vision"]["filename"] == layout.VISION_GRAPH
+    graphs = manifest.extra["graphs"]
+    assert cfg["decoder"]["filename"] == graphs["decoder"] == layout.client_graph(layout.DECODER_GRAPH, "int8")
+    assert cfg["vision"]["filename"] == graphs["vision"]
     assert cfg["decoder"]["num_hidden_layers"] == manifest.extra["num_layers"]
     assert cfg["decoder"]["inputs"]["past_key_names"] == "past_key_values.%d.key"
     assert cfg["image_token_id"] == manifest.extra["image_token_id"]
@@ -124,7 +127,8 @@ def test_genai_embedding_scatters_features_like_the_runtime(onnx_artifact, easy_
     question, _, image = easy_vqa_sample
     enc = rt.prepare([image], question)
     feats = rt.encode_images(enc)
-    sess = ort.InferenceSession(str(out / GENAI_EMBED_GRAPH), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(out / layout.client_graph(GENAI_EMBED_GRAPH, "fp32")),
+                                providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input_ids": enc["input_ids"], "image_features": feats})[0]
     assert np.abs(got - rt.embed(enc["input_ids"], feats)).max() == 0.0
     text_only = rt.prepare([], question)["input_ids"]
@@ -137,8 +141,10 @@ def test_fp16_is_standard_ops_and_int4_uses_matmulnbits(onnx_artifact):
     fp16_dir, _ = onnx_artifact("llava", "fp16")
     int4_dir, _ = onnx_artifact("llava", "int4")
     for graph in layout.GRAPHS.values():
-        assert {n.domain for n in onnx.load(str(fp16_dir / graph)).graph.node} <= {"", "ai.onnx"}
-    ops = {n.op_type for g in layout.GRAPHS.values() for n in onnx.load(str(int4_dir / g)).graph.node}
+        path = fp16_dir / layout.client_graph(graph, "fp16")
+        assert {n.domain for n in onnx.load(str(path)).graph.node} <= {"", "ai.onnx"}
+    ops = {n.op_type for g in layout.GRAPHS.values()
+           for n in onnx.load(str(int4_dir / layout.client_graph(g, "int4"))).graph.node}
     assert "MatMulNBits" in ops
 
 
@@ -158,7 +164,7 @@ def test_decoder_graph_honours_a_left_padded_mask_and_a_cache(family, onnx_artif
     out, manifest = onnx_artifact(family, "fp32")
     f = manifest.extra
     model = AutoModelForImageTextToText.from_pretrained(zoo_dir(family), attn_implementation="eager").eval()
-    sess = ort.InferenceSession(str(out / layout.DECODER_GRAPH), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(out / manifest.extra["graphs"]["decoder"]), providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(0)
     batch, seq, past = 2, 5, 3
     embeds = torch.randn(batch, seq, f["hidden_size"], generator=g)
@@ -188,10 +194,10 @@ def test_large_graph_path_writes_one_sidecar_every_precision_reads(onnx_artifact
     big = tmp_path / "big"
     big.mkdir()
     for name in layout.GRAPHS.values():
-        files.save_graph(onnx.load(str(src_dir / name)), big / name)
+        files.save_graph(onnx.load(str(src_dir / layout.client_graph(name, "fp32"))), big / name)
         assert files.sidecar(big / name).is_file() and files.is_large(big / name)
     ids = np.array([[1, 2, 3]], np.int64)
-    want = ort.InferenceSession(str(src_dir / layout.EMBED_GRAPH)).run(None, {"input_ids": ids})[0]
+    want = ort.InferenceSession(str(big / layout.EMBED_GRAPH)).run(None, {"input_ids": ids})[0]
     for precision in ("fp32", "int8", "int4", "fp16"):
         out = tmp_path / precision
         convert_graphs(big, out, precision)

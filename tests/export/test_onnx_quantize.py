@@ -12,10 +12,13 @@ import pytest
 
 from genrecal.export import layout
 from genrecal.export.onnx.quantize import FP16_BLOCKED_OPS, INT4_ACCURACY_LEVEL, INT4_BLOCK, fp16_blocked_nodes
+from genrecal.manifest import load_manifest
 
 
 def _graph(out, name):
-    return onnx.load(str(out / name))
+    """A graph of an artifact dir by its flat name (decoder_model_merged.onnx), wherever the layout keeps it."""
+    precision = load_manifest(out, verify=False).precision
+    return onnx.load(str(out / layout.client_graph(name, precision)))
 
 
 def test_int8_is_per_channel_and_records_the_float_ops(onnx_artifact):

@@ -61,14 +61,15 @@ def test_runtimes_load_picks_onnxruntime(onnx_artifact):
 def test_tampered_graph_is_refused(onnx_artifact, tmp_path):
     src, _ = onnx_artifact("llava", "fp32")
     bad = shutil.copytree(src, tmp_path / "tampered")
-    with open(bad / layout.DECODER_GRAPH, "r+b") as f:  # flip one byte inside the graph
+    decoder = layout.client_graph(layout.DECODER_GRAPH, "fp32")  # onnx/decoder_model_merged.onnx
+    with open(bad / decoder, "r+b") as f:  # flip one byte inside the graph
         f.seek(f.seek(0, 2) // 2)
         byte = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(ManifestError, match=f"checksum mismatch for {layout.DECODER_GRAPH}"):
+    with pytest.raises(ManifestError, match=f"checksum mismatch for {decoder}"):
         OnnxRuntime(bad)
-    (bad / layout.DECODER_GRAPH).unlink()
+    (bad / decoder).unlink()
     with pytest.raises(ManifestError, match="missing"):
         OnnxRuntime(bad)
 

@@ -2,7 +2,9 @@
 
 `OnnxBuild(hf_dir, work_dir)` exports the fp32 graphs once and derives every precision from them;
 `OnnxBuild.build(final_dir, precision, target)` writes one self-contained artifact dir with its
-manifest (and parity results unless check=False).
+manifest (and parity results unless check=False), in the layout transformers.js and
+onnxruntime-genai read (graphs under onnx/ with dtype suffixes, processor/generation configs: see
+clients.py); the manifest's `graphs` say where each graph is.
 """
 from __future__ import annotations
 
@@ -75,8 +77,11 @@ class OnnxBuild:
         return check_artifact(OnnxRuntime(dst, threads=self.threads), self.reference(), manifest.precision)
 
     def build(self, final_dir: Path, precision: str, target: str) -> Manifest:
+        from genrecal.export.onnx.clients import arrange_for_clients
+
         def build(tmp: Path) -> Manifest:
-            manifest = self.manifest(precision, target, self.write_precision(tmp, precision))
+            extra = arrange_for_clients(tmp, precision, self.write_precision(tmp, precision))
+            manifest = self.manifest(precision, target, extra)
             manifest.parity = self.check_dir(tmp, manifest)
             return manifest
 

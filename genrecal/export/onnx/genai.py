@@ -6,8 +6,10 @@ onnxruntime-genai's Qwen2.5-VL pipeline merges image features inside its *embedd
 embeds and scatters the features into the image-token rows; genai computes the M-RoPE ids itself
 from `vision_start_token_id`, `image_token_id` and `spatial_merge_size`.
 
-Untested here: onnxruntime-genai is not installed on this machine (no hub/network), and genai's
-image preprocessing reads an onnxruntime-extensions processor config that is not written.
+genai preprocesses images itself, with onnxruntime-extensions, from its own processor config
+(`genai_processor_config.json`, named in genai_config.json's `vision.config_filename`; HF's
+`processor_config.json` keeps its name for transformers and transformers.js). Tested with
+onnxruntime-genai 0.18 (tests/benchmarks/test_clients.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from genrecal.export import layout
 from genrecal.export.onnx.files import export_graph
 
 GENAI_EMBED_GRAPH = "embed_tokens_genai.onnx"
+GENAI_PROCESSOR_CONFIG = "genai_processor_config.json"
 
 
 class GenaiEmbedding(nn.Module):
@@ -48,6 +51,16 @@ def export_genai_embedding(model: nn.Module, image_token_id: int, path: Path) ->
                  ("inputs_embeds",), axes, "torchscript")
 
 
+def bos_token_id(config, facts: dict) -> int:
+    """genai's config parser needs a number for bos_token_id. Qwen2-VL tokenizers have no BOS token;
+    their checkpoints name <|endoftext|> (also their pad token) as bos_token_id, so the same
+    fallback here: the config's id, else the pad id, else the first EOS id."""
+    for value in (config.get_text_config().bos_token_id, getattr(config, "bos_token_id", None),
+                  facts.get("pad_token_id"), facts["eos_token_ids"][0]):
+        if value is not None:
+            return int(value)
+
+
 def genai_config(config, facts: dict) -> dict:
     """The genai_config.json dict for a Qwen2.5-VL-style artifact."""
     text = config.get_text_config()
@@ -56,7 +69,7 @@ def genai_config(config, facts: dict) -> dict:
     return {
         "model": {
             "type": config.model_type,
-            "bos_token_id": text.bos_token_id,
+            "bos_token_id": bos_token_id(config, facts),
             "eos_token_id": facts["eos_token_ids"],
             "pad_token_id": facts["pad_token_id"],
             "image_token_id": config.image_token_id,
@@ -82,7 +95,8 @@ def genai_config(config, facts: dict) -> dict:
             },
             "vision": {
                 "filename": layout.VISION_GRAPH, "session_options": session,
-                "spatial_merge_size": vision.spatial_merge_size,
+                "spatial_merge_size": vision.spatial_merge_size, "patch_size": vision.patch_size,
+                "config_filename": GENAI_PROCESSOR_CONFIG,
                 "tokens_per_second": float(getattr(vision, "tokens_per_second", 2.0)),
                 "inputs": {"pixel_values": "pixel_values", "image_grid_thw": "image_grid_thw"},
                 "outputs": {"image_features": "image_features"},
@@ -94,6 +108,34 @@ def genai_config(config, facts: dict) -> dict:
     }
 
 
-def write_genai(model: nn.Module, facts: dict, out_dir: Path) -> None:
+def _op(name: str, kind: str, **attrs) -> dict:
+    return {"operation": {"name": name, "type": kind, **({"attrs": attrs} if attrs else {})}}
+
+
+def genai_processor_config(image_processor) -> dict:
+    """onnxruntime-extensions' description of a Qwen2-VL image processor: decode, RGB, Qwen's
+    smart resize between min and max pixels, rescale, normalise, then cut into
+    (temporal x patch x patch) patches in the HF processor's merge-block order (PatchImage)."""
+    ip = image_processor
+    # transformers >= 5 keeps Qwen's pixel bounds in size.shortest_edge / longest_edge (a SizeDict)
+    min_pixels = getattr(ip.size, "shortest_edge", None) or getattr(ip, "min_pixels", None)
+    max_pixels = getattr(ip.size, "longest_edge", None) or getattr(ip, "max_pixels", None)
+    side = ip.patch_size * ip.merge_size
+    return {"processor": {"name": "qwen2_5_image_processor", "transforms": [
+        _op("decode_image", "DecodeImage", color_space="RGB"),
+        _op("convert_to_rgb", "ConvertRGB"),
+        # width/height: a hint smart_resize replaces with the image's own size rounded to `side`
+        _op("resize", "Resize", width=side, height=side, smart_resize=1, min_pixels=min_pixels,
+            max_pixels=max_pixels, patch_size=ip.patch_size, merge_size=ip.merge_size),
+        _op("rescale", "Rescale", rescale_factor=ip.rescale_factor),
+        _op("normalize", "Normalize", mean=list(ip.image_mean), std=list(ip.image_std), qwen2_5_vl=1),
+        _op("patch_image", "PatchImage", patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size,
+            merge_size=ip.merge_size),
+    ]}}
+
+
+def write_genai(model: nn.Module, processor, facts: dict, out_dir: Path) -> None:
     export_genai_embedding(model, facts["image_token_id"], out_dir / GENAI_EMBED_GRAPH)
     (out_dir / layout.GENAI_CONFIG).write_text(json.dumps(genai_config(model.config, facts), indent=2) + "\n")
+    config = genai_processor_config(processor.image_processor)
+    (out_dir / GENAI_PROCESSOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
