@@ -21,7 +21,9 @@ try {
   const image = await RawImage.read(req.image);
   const messages = [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: req.question }] }];
   const text = processor.apply_chat_template(messages, { add_generation_prompt: true });
-  const inputs = await processor(text, [image]);
+  // transformers.js's LlavaProcessor takes (images, text); its other VLM processors (text, images)
+  const inputs = processor.constructor.name === 'LlavaProcessor'
+    ? await processor([image], text) : await processor(text, [image]);
   const out = await model.generate({ ...inputs, do_sample: false, max_new_tokens: req.max_new_tokens });
   const prompt = Array.from(inputs.input_ids.data, Number);
   console.log(JSON.stringify({

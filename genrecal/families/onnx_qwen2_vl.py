@@ -151,4 +151,5 @@ def _spec(name: str, genai: bool) -> OnnxSpec:
     )
 
 
-ONNX_SPECS = {"qwen2_vl": _spec("qwen2_vl", genai=False), "qwen2_5_vl": _spec("qwen2_5_vl", genai=True)}
+# genai=True for both: onnxruntime-genai's qwen2_5_vl pipeline runs either export (export/onnx/genai.py)
+ONNX_SPECS = {"qwen2_vl": _spec("qwen2_vl", genai=True), "qwen2_5_vl": _spec("qwen2_5_vl", genai=True)}

@@ -113,7 +113,9 @@ def test_genai_config_only_where_genai_knows_the_family(onnx_artifact):
     assert cfg["image_token_id"] == manifest.extra["image_token_id"]
     for name in (cfg["decoder"]["filename"], cfg["embedding"]["filename"], cfg["vision"]["filename"]):
         assert name in manifest.files
-    other_dir, other = onnx_artifact("qwen2_vl", "int8")
+    qwen2_dir, _ = onnx_artifact("qwen2_vl", "int8")  # genai's qwen2_5_vl pipeline runs it (genai.GENAI_PIPELINES)
+    assert json.loads((qwen2_dir / layout.GENAI_CONFIG).read_text())["model"]["type"] == "qwen2_5_vl"
+    other_dir, other = onnx_artifact("llava", "int8")
     assert not (other_dir / layout.GENAI_CONFIG).exists()
     assert other.extra["genai"].startswith("not written") and "qwen2_5_vl" in other.extra["genai"]
 

@@ -12,6 +12,9 @@ onnxruntime-genai open an artifact dir exactly as genrecal-export writes it.
   transformers.js's AutoProcessor picks the processor class from this file, and without it builds
   a processor with no tokenizer ("Unable to apply chat template without a tokenizer").
 - `tokenizer_config.json` carries the chat template (transformers.js reads it there only).
+- LLaVA-style `processor_config.json` (`vision_feature_select_strategy` "default" + N additional
+  image tokens) is restated as strategy "full" + N - 1: the same image-token count for
+  transformers' processor, and transformers.js's LlavaProcessor, which ignores the strategy.
 - `config.json` gets `"transformers.js_config": {"dtype": ...}`, so the folder loads at its own
   precision without a dtype option.
 - `generation_config.json` is written from the facts when the student has none.
@@ -69,6 +72,16 @@ def write_image_processor_config(dst: Path) -> None:
         _write(dst / layout.IMAGE_PROCESSOR_CONFIG, image)
 
 
+def restate_image_token_count(dst: Path) -> None:
+    """Strategy "default" drops the CLS feature, so a prompt holds one image token fewer than
+    patches + additional tokens; say so without the strategy, which both processors count alike."""
+    proc = _read(dst / layout.PROCESSOR_CONFIG)
+    if proc.get("vision_feature_select_strategy") == "default" and proc.get("num_additional_image_tokens", 0) >= 1:
+        proc["num_additional_image_tokens"] -= 1
+        proc["vision_feature_select_strategy"] = "full"
+        _write(dst / layout.PROCESSOR_CONFIG, proc)
+
+
 def write_tokenizer_chat_template(dst: Path) -> None:
     template = dst / layout.CHAT_TEMPLATE
     config = _read(dst / layout.TOKENIZER_CONFIG)
@@ -108,6 +121,7 @@ def arrange_for_clients(dst: Path, precision: str, facts: dict) -> dict:
     graphs = {role: moved[name] for role, name in facts["graphs"].items()}
     rename_dim(dst / graphs["decoder"], "batch", DECODER_BATCH_AXIS)
     write_image_processor_config(dst)
+    restate_image_token_count(dst)
     write_tokenizer_chat_template(dst)
     write_generation_config(dst, facts)
     set_client_dtype(dst, precision)

@@ -1,4 +1,4 @@
-"""onnxruntime-genai's `genai_config.json`, for the families its runtime knows (qwen2_5_vl here).
+"""onnxruntime-genai's `genai_config.json`, for the families its runtime runs (qwen2_5_vl, qwen2_vl).
 
 onnxruntime-genai's Qwen2.5-VL pipeline merges image features inside its *embedding* graph
 (input_ids + image_features -> inputs_embeds), unlike the onnx-community `embed_tokens.onnx`
@@ -9,7 +9,7 @@ from `vision_start_token_id`, `image_token_id` and `spatial_merge_size`.
 genai preprocesses images itself, with onnxruntime-extensions, from its own processor config
 (`genai_processor_config.json`, named in genai_config.json's `vision.config_filename`; HF's
 `processor_config.json` keeps its name for transformers and transformers.js). Tested with
-onnxruntime-genai 0.18 (tests/benchmarks/test_clients.py).
+onnxruntime-genai 0.18 (tests/export/test_onnx_clients.py).
 """
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ from genrecal.export import layout
 from genrecal.export.onnx.files import export_graph
 
 GENAI_EMBED_GRAPH = "embed_tokens_genai.onnx"
+# family -> the genai pipeline (`model.type`) that runs its export. genai 0.18 has no qwen2_vl type
+# ("Unsupported model_type in config.json: qwen2_vl"), but its qwen2_5_vl pipeline fits the
+# qwen2_vl export as is: the same image processor, vision-graph inputs (pixel_values,
+# image_grid_thw -> image_features) and M-RoPE ids; Qwen2.5's window attention lives in the graph.
+GENAI_PIPELINES = {"qwen2_5_vl": "qwen2_5_vl", "qwen2_vl": "qwen2_5_vl"}
 GENAI_PROCESSOR_CONFIG = "genai_processor_config.json"
 
 
@@ -68,7 +73,7 @@ def genai_config(config, facts: dict) -> dict:
     vision = config.vision_config
     return {
         "model": {
-            "type": config.model_type,
+            "type": GENAI_PIPELINES[config.model_type],
             "bos_token_id": bos_token_id(config, facts),
             "eos_token_id": facts["eos_token_ids"],
             "pad_token_id": facts["pad_token_id"],
