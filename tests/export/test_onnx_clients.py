@@ -97,6 +97,22 @@ def test_genai_loads_the_export_through_genai_config(family, precision, onnx_art
 
 
 @needs_genai
+def test_genai_resizes_other_image_shapes_like_transformers(onnx_artifact, zoo_dir, tmp_path):
+    """genai resizes with its own processor config: a wide and an odd-sized image get HF's image
+    tokens and PyTorch's greedy tokens."""
+    import numpy as np
+    from PIL import Image
+
+    out, _ = onnx_artifact("qwen2_5_vl", "fp32")
+    rng = np.random.RandomState(1)
+    for h, w in ((48, 96), (37, 71)):
+        image = tmp_path / f"{h}x{w}.png"
+        Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+        got = clients.genai_generate(out, image, QUESTION, STEPS)
+        assert got == clients.torch_greedy(zoo_dir("qwen2_5_vl"), image, QUESTION, STEPS), (h, w)
+
+
+@needs_genai
 @pytest.mark.parametrize("family", ["llava", "idefics3", "smolvlm", "internvl"])
 def test_genai_refuses_the_other_families_in_its_own_words(family, onnx_artifact, tmp_path):
     """No genai_config.json is written for them; declared as their own model type, genai 0.18 says why."""

@@ -18,7 +18,8 @@ onnxruntime-genai open an artifact dir exactly as genrecal-export writes it.
 - `config.json` gets `"transformers.js_config": {"dtype": ...}`, so the folder loads at its own
   precision without a dtype option.
 - `generation_config.json` is written from the facts when the student has none.
-- `genai_config.json` (where written) names the moved graphs.
+- `genai_config.json` (where written) names the moved graphs, and genai's own image-processor
+  config (`genai_processor_config.json`, onnxruntime-extensions format) is written beside it.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import onnx
 
 from genrecal.export import layout
 from genrecal.export.onnx.files import sidecar
+from genrecal.export.onnx.genai import GENAI_PROCESSOR_CONFIG, genai_processor_config
 
 DECODER_BATCH_AXIS = "batch_size"  # the one batch symbol transformers.js resolves for cache inputs
 
@@ -103,14 +105,16 @@ def set_client_dtype(dst: Path, precision: str) -> None:
     _write(dst / "config.json", config)
 
 
-def point_genai_config(dst: Path, moved: dict[str, str]) -> None:
-    """Rewrite genai_config.json's graph `filename`s to where the graphs now are."""
+def write_genai_side_files(dst: Path, moved: dict[str, str]) -> None:
+    """Point genai_config.json's graph `filename`s at the moved graphs; write genai's processor config."""
     config = _read(dst / layout.GENAI_CONFIG)
-    for part in config.get("model", {}).values():
+    if not config:
+        return
+    for part in config["model"].values():
         if isinstance(part, dict) and part.get("filename") in moved:
             part["filename"] = moved[part["filename"]]
-    if config:
-        _write(dst / layout.GENAI_CONFIG, config)
+    _write(dst / layout.GENAI_CONFIG, config)
+    _write(dst / GENAI_PROCESSOR_CONFIG, genai_processor_config(_read(dst / layout.IMAGE_PROCESSOR_CONFIG)))
 
 
 def arrange_for_clients(dst: Path, precision: str, facts: dict) -> dict:
@@ -125,5 +129,5 @@ def arrange_for_clients(dst: Path, precision: str, facts: dict) -> dict:
     write_tokenizer_chat_template(dst)
     write_generation_config(dst, facts)
     set_client_dtype(dst, precision)
-    point_genai_config(dst, moved)
+    write_genai_side_files(dst, moved)
     return {**facts, "graphs": graphs}

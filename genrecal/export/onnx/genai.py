@@ -117,30 +117,31 @@ def _op(name: str, kind: str, **attrs) -> dict:
     return {"operation": {"name": name, "type": kind, **({"attrs": attrs} if attrs else {})}}
 
 
-def genai_processor_config(image_processor) -> dict:
-    """onnxruntime-extensions' description of a Qwen2-VL image processor: decode, RGB, Qwen's
-    smart resize between min and max pixels, rescale, normalise, then cut into
-    (temporal x patch x patch) patches in the HF processor's merge-block order (PatchImage)."""
-    ip = image_processor
-    # transformers >= 5 keeps Qwen's pixel bounds in size.shortest_edge / longest_edge (a SizeDict)
-    min_pixels = getattr(ip.size, "shortest_edge", None) or getattr(ip, "min_pixels", None)
-    max_pixels = getattr(ip.size, "longest_edge", None) or getattr(ip, "max_pixels", None)
-    side = ip.patch_size * ip.merge_size
+def genai_processor_config(image: dict) -> dict:
+    """onnxruntime-extensions' description of a Qwen2-VL image processor, from its saved settings
+    (`image`: preprocessor_config.json): decode, RGB, Qwen's smart resize between min and max
+    pixels, rescale, normalise, then cut into (temporal x patch x patch) patches in the HF
+    processor's merge-block order (PatchImage)."""
+    size = image.get("size") or {}
+    # transformers >= 5 keeps Qwen's pixel bounds in size.shortest_edge / longest_edge
+    min_pixels = size.get("shortest_edge") or image.get("min_pixels")
+    max_pixels = size.get("longest_edge") or image.get("max_pixels")
+    patch, merge = image["patch_size"], image["merge_size"]
     return {"processor": {"name": "qwen2_5_image_processor", "transforms": [
         _op("decode_image", "DecodeImage", color_space="RGB"),
         _op("convert_to_rgb", "ConvertRGB"),
-        # width/height: a hint smart_resize replaces with the image's own size rounded to `side`
-        _op("resize", "Resize", width=side, height=side, smart_resize=1, min_pixels=min_pixels,
-            max_pixels=max_pixels, patch_size=ip.patch_size, merge_size=ip.merge_size),
-        _op("rescale", "Rescale", rescale_factor=ip.rescale_factor),
-        _op("normalize", "Normalize", mean=list(ip.image_mean), std=list(ip.image_std), qwen2_5_vl=1),
-        _op("patch_image", "PatchImage", patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size,
-            merge_size=ip.merge_size),
+        # width/height: a hint; smart_resize sizes each image itself (tested on 64x64, 96x48, 71x37 px)
+        _op("resize", "Resize", width=patch * merge, height=patch * merge, smart_resize=1,
+            min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch, merge_size=merge),
+        _op("rescale", "Rescale", rescale_factor=image["rescale_factor"]),
+        _op("normalize", "Normalize", mean=list(image["image_mean"]), std=list(image["image_std"]), qwen2_5_vl=1),
+        _op("patch_image", "PatchImage", patch_size=patch, temporal_patch_size=image["temporal_patch_size"],
+            merge_size=merge),
     ]}}
 
 
-def write_genai(model: nn.Module, processor, facts: dict, out_dir: Path) -> None:
+def write_genai(model: nn.Module, facts: dict, out_dir: Path) -> None:
+    """The genai embedding graph + genai_config.json (the processor config is written with the
+    other side files, clients.arrange_for_clients)."""
     export_genai_embedding(model, facts["image_token_id"], out_dir / GENAI_EMBED_GRAPH)
     (out_dir / layout.GENAI_CONFIG).write_text(json.dumps(genai_config(model.config, facts), indent=2) + "\n")
-    config = genai_processor_config(processor.image_processor)
-    (out_dir / GENAI_PROCESSOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")

@@ -121,7 +121,7 @@ def export_fp32_graphs(model, processor, hf_dir: Path, out_dir: Path) -> dict:
             shutil.copyfile(Path(hf_dir) / name, out_dir / name)
     facts = model_facts(model, processor, spec)
     if spec.genai:
-        write_genai(model, processor, facts, out_dir)
+        write_genai(model, facts, out_dir)
         facts["genai"] = layout.GENAI_CONFIG
     else:
         facts["genai"] = (f"not written: onnxruntime-genai has no {spec.family} pipeline "
