@@ -70,6 +70,25 @@ def family_rows(family: str, work: Path, image: str, question: str, steps: int, 
     return rows
 
 
+def cell(r: dict) -> str:
+    if not r["loads"]:
+        return "refused"
+    same = "= PyTorch" if r["same_as_pytorch"] else "!= PyTorch"
+    return f"loads, {same}" + ("" if r["same_as_genrecal_ort"] else ", != genrecal ORT")
+
+
+def pivot(rows: list[dict]) -> str:
+    """One line per client x family, one column per precision."""
+    keys = list(dict.fromkeys((r["client"], r["family"]) for r in rows))
+    lines = ["| client | family | " + " | ".join(PRECISIONS) + " |", "|---|---|" + "---|" * len(PRECISIONS)]
+    for client, family in keys:
+        got = {r["precision"]: cell(r) for r in rows if (r["client"], r["family"]) == (client, family)}
+        lines.append(f"| {client} | {family} | " + " | ".join(got.get(p, "-") for p in PRECISIONS) + " |")
+    errors = {(r["client"], r["error"]) for r in rows if not r["loads"]}
+    lines += ["", *[f"- {client} refuses: `{error}`" for client, error in sorted(errors)]]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| client | family | precision | loads? | same greedy tokens as PyTorch? | same as genrecal's ORT? |",
              "|---|---|---|---|---|---|"]
@@ -99,7 +118,7 @@ def main() -> None:
         rows += family_rows(family, args.work, image, question, args.steps, qwen_dir)
         if family == "qwen2_5_vl":
             qwen_dir = args.work / family / "onnx-fp32"
-    text = markdown(rows)
+    text = pivot(rows) + "\n" + markdown(rows)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"question": question, "image": Path(image).name, "steps": args.steps,
