@@ -23,8 +23,9 @@ GENAI_CONFIG = "genai_config.json"
 
 # ONNX artifacts keep their graphs where transformers.js looks for them: ONNX_SUBDIR/<graph><suffix>.onnx
 ONNX_SUBDIR = "onnx"
-DTYPE_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_quantized", "int4": "_q4"}
-TRANSFORMERS_JS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8", "int4": "q4"}  # its `dtype` option
+DTYPE_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_quantized", "int8w": "_int8", "int4": "_q4"}
+# its `dtype` option (int8w: transformers.js's "int8" file name; not run in transformers.js here)
+TRANSFORMERS_JS_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "q8", "int8w": "int8", "int4": "q4"}
 IMAGE_PROCESSOR_CONFIG = "preprocessor_config.json"  # the image processor alone (+ processor_class)
 PROCESSOR_CONFIG = "processor_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"

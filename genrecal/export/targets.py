@@ -19,7 +19,7 @@ from genrecal.families.base import UnsupportedFamilyError
 
 # format -> precisions genrecal can produce in it (tensorrt: the plan; engines are built on device)
 FORMATS = {
-    "onnx": ("fp32", "int8", "int4", "fp16"),
+    "onnx": ("fp32", "int8", "int8w", "int4", "fp16"),  # int8w: weight-only 8-bit, in no target by default
     "gguf": ("q4_k_m", "q8_0", "f16"),
     "tensorrt": ("plan",),
 }

@@ -69,3 +69,16 @@ def test_fp16_keeps_norms_softmax_and_rotary_in_fp32(family, onnx_artifact, zoo_
     fp16_weights = [t for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 2]
     assert len(fp16_weights) >= 8  # the matmuls themselves are fp16
     assert manifest.extra["quantization_config"]["graphs"][layout.DECODER_GRAPH]["kept_fp32"]["Softmax"] >= 2
+
+
+def test_int8w_is_weight_only_8_bit_and_meets_parity(onnx_artifact):
+    out, manifest = onnx_artifact("smolvlm", "int8w")
+    cfg = manifest.extra["quantization_config"]
+    assert (cfg["bits"], cfg["block_size"], cfg["accuracy_level"]) == (8, INT4_BLOCK, 0)
+    assert manifest.parity["passed"] and manifest.extra["ops"] == "onnxruntime-contrib"
+    decoder = _graph(out, layout.DECODER_GRAPH)
+    nodes = [n for n in decoder.graph.node if n.op_type == "MatMulNBits"]
+    assert nodes and all({a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] == 8 for n in nodes)
+    embed = _graph(out, layout.EMBED_GRAPH)
+    assert any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) == 2
+               for t in embed.graph.initializer)  # the table is 8-bit

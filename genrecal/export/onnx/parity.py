@@ -38,6 +38,7 @@ TOLERANCES = {
     "fp32": {"max_abs_diff": 1e-3, "greedy_identical": 1.0},
     "fp16": {"max_rel_diff": 5e-3, "greedy_identical": 1.0},
     "int8": {"top1_agreement": 0.7},
+    "int8w": {"top1_agreement": 0.7},
     "int4": {"top1_agreement": 0.4},
 }
 
