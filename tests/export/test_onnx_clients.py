@@ -79,6 +79,28 @@ def test_transformers_js_loads_the_export_as_written(family, precision, onnx_art
 
 @needs_js
 @pytest.mark.slow
+def test_transformers_js_splits_large_images_like_transformers(zoo_dir, tmp_path):
+    """Image splitting on (the zoo's tiny-split size, as real SmolVLM checkpoints ship): transformers.js
+    tiles the image itself (its own Idefics3 image processor) into [1, tiles, 3, H, W]; the prompt
+    and the greedy tokens equal PyTorch's."""
+    import numpy as np
+    from PIL import Image
+
+    from genrecal.export.onnx import OnnxBuild
+
+    src = zoo_dir("smolvlm", "tiny-split")
+    OnnxBuild(src, tmp_path / "work", check=False, threads=1).build(tmp_path / "onnx-fp32", "fp32", "cpu")
+    rng = np.random.RandomState(0)
+    for w, h in ((512, 768), (800, 600)):  # several tiles + the global view each
+        image = tmp_path / f"{w}x{h}.png"
+        Image.fromarray(rng.randint(0, 256, (12, 8, 3), dtype=np.uint8)).resize((w, h), Image.BILINEAR).save(image)
+        got = clients.transformers_js(tmp_path / "onnx-fp32", image, QUESTION, STEPS)
+        ref = clients.torch_greedy(src, image, QUESTION, STEPS)
+        assert got.get("prompt") == ref["prompt"] and got["tokens"] == ref["tokens"], (w, h, got)
+
+
+@needs_js
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(JS_REFUSALS))
 def test_transformers_js_refusals_are_the_known_ones(family, onnx_artifact, easy_vqa_sample):
     out, _ = onnx_artifact(family, "fp32")
