@@ -46,7 +46,8 @@ def row(client: str, family: str, precision: str, got: dict, ref: dict, own: lis
         return {"client": client, "family": family, "precision": precision, "loads": False, "error": got["error"]}
     same_prompt = got.get("prompt") is None or got["prompt"] == ref["prompt"]
     return {"client": client, "family": family, "precision": precision, "loads": True,
-            "same_as_pytorch": same_prompt and got["tokens"] == ref["tokens"], "same_as_genrecal_ort": got["tokens"] == own,
+            "same_as_pytorch": same_prompt and got["tokens"] == ref["tokens"],
+            "same_as_genrecal_ort": got["tokens"] == own,
             "tokens": got["tokens"], "pytorch_tokens": ref["tokens"]}
 
 

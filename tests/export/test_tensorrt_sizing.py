@@ -83,7 +83,8 @@ def test_smolvlm_split_plan_holds_a_whole_split_image():
     for device in ("jetson-orin-nano", "jetson-agx-orin"):
         sizing, shapes = size_plan(holder, weights, get_profile(device))
         assert sizing.image_tokens > 17 * 64 > 1024 and sizing.max_prompt >= sizing.images * sizing.image_tokens
-        assert shapes[sizing.image_side]["pixel_values"][0] == 17 and sizing.total <= sizing.budget
+        # pixel_values [1, tiles, 3, H, W]
+        assert shapes[sizing.image_side]["pixel_values"][1] == 17 and sizing.total <= sizing.budget
         sizes[device] = sizing.images
     assert 1 <= sizes["jetson-orin-nano"] <= sizes["jetson-agx-orin"] == MAX_IMAGES
     print(f"\nSmolVLM-256M shapes, splitting on: images per plan {sizes}")
