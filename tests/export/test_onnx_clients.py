@@ -1,7 +1,7 @@
 """Other people's runtimes load genrecal's ONNX exports as written and greedy-decode like PyTorch.
 
-    python -m pytest tests/export/test_onnx_clients.py -q            # smolvlm + qwen2_5_vl, a minute or two
-    python -m pytest tests/export/test_onnx_clients.py -q -m slow    # every family x precision
+    python -m pytest tests/export/test_onnx_clients.py -q -m "not slow"   # 9 tests, ~30 s on 2 cores
+    python -m pytest tests/export/test_onnx_clients.py -q -m slow         # the rest, ~1 min
 
 transformers.js 4 on node (the js/ folder: `npm ci --ignore-scripts --prefix js`) and
 onnxruntime-genai 0.18 each skip with the reason when absent; otherwise they really load the tiny
