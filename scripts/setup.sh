@@ -58,6 +58,12 @@ if [ "$have_version" != "$LLAMA_VERSION" ] || [ "$(cat "$record" 2>/dev/null)" !
   echo "$want" > "$record"
 fi
 python -m pip install -q -e '.[all]'
+# transformers.js for the client tests (tests/export/test_onnx_clients.py; they skip without node):
+# --ignore-scripts because onnxruntime-node's install script downloads from a host this machine cannot
+# reach; its CPU binaries ship in the npm package itself
+if command -v npm >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 18)' 2>/dev/null; then
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --prefix js
+fi
 python - <<'EOF'
 import llama_cpp
 print("llama.cpp kernels:", llama_cpp.llama_print_system_info().decode().strip())

@@ -64,7 +64,12 @@ class Dims:
                    head_dim=getattr(t, "head_dim", None) or t.hidden_size // heads, ffn=t.intermediate_size,
                    vocab=t.vocab_size, v_hidden=v_hidden,
                    v_heads=getattr(v, "num_heads", None) or v.num_attention_heads, v_ffn=v_ffn,
-                   patch=int(v.patch_size))
+                   patch=_side(v.patch_size))
+
+
+def _side(patch) -> int:
+    """A patch size as one side: InternVL's config gives [h, w], the others an int."""
+    return int(patch[0] if isinstance(patch, (list, tuple)) else patch)
 
 
 def attention_groups(pixel_shape: tuple[int, ...], patch: int) -> tuple[int, int]:

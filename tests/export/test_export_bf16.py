@@ -23,7 +23,7 @@ from genrecal.families.onnx_base import names as onnx_families
 from genrecal.manifest import load_manifest
 
 # (family, target) pairs in the default run: one per target, the qwen2_vl cpu case among them
-DEFAULT = {("qwen2_vl", "cpu"), ("smolvlm", "phone"), ("llava", "jetson")}
+DEFAULT = {("qwen2_vl", "cpu"), ("smolvlm", "phone"), ("internvl", "jetson")}  # internvl: list patch size
 CASES = [(f, t) for t in ("cpu", "phone", "jetson") for f in onnx_families()
          if t != "phone" or f in gguf_families()]
 FLOAT_TYPES = {"cpu": {onnx.TensorProto.FLOAT}, "jetson": {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT}}
