@@ -23,6 +23,10 @@ _SIZES = {
     # so a 64x64 image (4x4 merged units) has 4 windows; block 1 attends over the whole image.
     "tiny": dict(d=64, layers=2, heads=4, kv=2, vd=64, vlayers=2, patch=8, window=32, fullatt=[1],
                  mrope=[2, 3, 3], pixels=64 * 64),
+    # llama.cpp's converter maps merger.mlp.{0,2} through its vision block table, so it needs >= 3 blocks;
+    # windowed blocks 0 and 2, full attention every 2nd block (its n_wa_pattern), as real checkpoints
+    "tiny-v4": dict(d=64, layers=2, heads=4, kv=2, vd=64, vlayers=4, patch=8, window=32, fullatt=[1, 3],
+                    mrope=[2, 3, 3], pixels=64 * 64),
     "base": dict(d=128, layers=2, heads=4, kv=2, vd=128, vlayers=2, patch=8, window=32, fullatt=[1],
                  mrope=[4, 6, 6], pixels=64 * 64),
 }

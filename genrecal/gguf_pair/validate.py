@@ -19,8 +19,14 @@ from genrecal.gguf_pair.layout import GgufValidationError
 
 _VISION_BLOCK = [f"{t}.{k}" for t in ("ln1", "ln2", "attn_q", "attn_k", "attn_v", "attn_out", "ffn_up", "ffn_down")
                  for k in ("weight", "bias")]
+# Qwen2.5-VL's vision blocks: RMSNorm (no bias) and a SwiGLU MLP with biases
+_SWIGLU_BLOCK = ["ln1.weight", "ln2.weight"] + [f"{t}.{k}" for t in ("attn_q", "attn_k", "attn_v", "attn_out",
+                                                                      "ffn_gate", "ffn_up", "ffn_down")
+                                                 for k in ("weight", "bias")]
 # projector type -> (global tensors, per-block tensors) its clip.cpp graph dereferences
 VISION_TENSORS = {
+    "qwen2.5vl_merger": (["v.patch_embd.weight", "v.patch_embd.weight.1", "v.post_ln.weight", "mm.0.weight",
+                          "mm.0.bias", "mm.2.weight", "mm.2.bias"], _SWIGLU_BLOCK),
     "qwen2vl_merger": (["v.patch_embd.weight", "v.patch_embd.weight.1", "v.post_ln.weight", "v.post_ln.bias",
                         "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"], _VISION_BLOCK),
     "idefics3": (["v.patch_embd.weight", "v.patch_embd.bias", "v.position_embd.weight", "v.post_ln.weight",

@@ -86,6 +86,7 @@ class _Job:
     steps: int
     accuracy_limit: int
     strict_quant: bool
+    source: Path  # the transformers dir (llama.cpp's converter reads it, not the loaded model)
 
 
 def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool = True, *,
@@ -111,7 +112,7 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
     from genrecal.export.gguf.tokenizer import read_chat_template
 
     job = _Job(writer, model, processor, read_chat_template(hf_dir, processor.tokenizer), quant, threads, samples,
-               steps, accuracy_limit, strict_quant)
+               steps, accuracy_limit, strict_quant, hf_dir)
     source_sha = dir_sha256(hf_dir)
 
     def build(tmp: Path) -> Manifest:
@@ -123,6 +124,8 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
 
 
 def _write_text(path: Path, job: _Job, precision: str) -> dict:
+    if getattr(job.writer, "CONVERTER", False):  # llama.cpp's own converter (converter.py)
+        return job.writer.write_text(path, job.source, precision)
     return write_text_gguf(path, job.writer, job.model, job.processor.tokenizer, job.template, precision)
 
 
@@ -139,7 +142,9 @@ def _write_pair(tmp: Path, scratch: Path, job: _Job) -> dict:
         text = _write_text(model_path, job, job.quant)
     report = tensor_report(model_path, job.quant)
     report["fallbacks"] = report["fallbacks"] + text.pop("fallbacks")
-    text.pop("tensor_types")
+    text.pop("tensor_types", None)
+    if getattr(job.writer, "CONVERTER", False):
+        return {"text": text, "quant": report, "vision": job.writer.write_mmproj(tmp / layout.MMPROJ_FILE, job.source)}
     spec = job.writer.vision_spec(job.model, job.processor.image_processor)
     vision = write_mmproj(tmp / layout.MMPROJ_FILE, spec, job.writer.vision_tensors(job.model))
     return {"text": text, "quant": report, "vision": vision}
@@ -190,6 +195,7 @@ def _extra(writer, processor, written: dict) -> dict:
         layout.EXTRA_QUANT: written["quant"],
         "mmproj": {"precision": "f16", **written["vision"]},
         "tokenizer": {k: written["text"][k] for k in ("tokenizer_pre", "n_vocab", "add_bos")},
+        "writer": written["text"].get("converter", "genrecal (gguf-py)"),
     }
 
 
@@ -212,5 +218,6 @@ def _parity(job: _Job, tmp: Path, ref: Path, extra: dict) -> dict:
     if job.quant not in ("f32", "f16"):
         result["artifact"] = parity.compare(check_model, processor, spec, artifact, data, job.steps)
     result["accuracy"] = parity.accuracy(model, processor, spec, artifact, job.accuracy_limit)
-    parity.enforce(result, job.quant, getattr(job.writer, "LOGIT_TOL", None))
+    parity.enforce(result, job.quant, getattr(job.writer, "LOGIT_TOL", None),
+                   getattr(job.writer, "EMBED_REL_TOL", None))
     return result

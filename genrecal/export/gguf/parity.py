@@ -224,11 +224,13 @@ def accuracy(model, processor, spec: PairSpec, model_path: Path, limit: int, see
     }
 
 
-def enforce(result: dict, quant: str, logit_tol: dict | None = None) -> None:
-    """Raise GgufExportError when a check fails; record thresholds and `passed` in `result`."""
+def enforce(result: dict, quant: str, logit_tol: dict | None = None, embed_tol: float | None = None) -> None:
+    """Raise GgufExportError when a check fails; record thresholds and `passed` in `result`.
+    logit_tol / embed_tol: a family's own tolerances (default LOGIT_TOL / EMBED_REL_TOL)."""
+    embed_tol = embed_tol or EMBED_REL_TOL
     ref = result["reference"]
     tol = (logit_tol or LOGIT_TOL)[ref["precision"]]
-    result["thresholds"] = {"max_abs_logit_diff": tol, "image_embed_rel_diff": EMBED_REL_TOL,
+    result["thresholds"] = {"max_abs_logit_diff": tol, "image_embed_rel_diff": embed_tol,
                             "greedy_identical": "all samples", "tokenizer_agreement": "all strings"}
     if quant in TOP1_FLOOR:
         result["thresholds"]["top1_agreement"] = TOP1_FLOOR[quant]
@@ -240,8 +242,8 @@ def enforce(result: dict, quant: str, logit_tol: dict | None = None) -> None:
     same, total = map(int, ref["tokenizer_agreement"].split("/"))
     if same != total:
         problems.append(f"llama.cpp tokenises {total - same}/{total} test strings differently from HF")
-    if ref["image_embed_rel_diff"] > EMBED_REL_TOL:
-        problems.append(f"image embeddings differ by {ref['image_embed_rel_diff']:.3g} (relative) > {EMBED_REL_TOL}")
+    if ref["image_embed_rel_diff"] > embed_tol:
+        problems.append(f"image embeddings differ by {ref['image_embed_rel_diff']:.3g} (relative) > {embed_tol}")
     art = result.get("artifact")
     if art is not None and art["top1_agreement"] < TOP1_FLOOR[quant]:
         problems.append(f"{quant} top-1 agreement {art['top1_agreement']:.2f} < {TOP1_FLOOR[quant]}")
