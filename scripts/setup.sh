@@ -61,7 +61,7 @@ python -m pip install -q -e '.[all]'
 # transformers.js for the client tests (tests/export/test_onnx_clients.py; they skip without node):
 # --ignore-scripts because onnxruntime-node's install script downloads from a host this machine cannot
 # reach; its CPU binaries ship in the npm package itself
-if command -v npm >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 18)' 2>/dev/null; then
+if command -v npm >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' 2>/dev/null; then
   npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --prefix js
 fi
 python - <<'EOF'
