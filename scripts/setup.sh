@@ -15,23 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LLAMA_VERSION=0.3.36
 
-# the CMake flags for this host: x86-64 -> baseline + the AVX-512 family it has (never AMX); else default
-llama_flags() {
-  [ "$(uname -m)" = x86_64 ] || return 0
-  local cpu args="-DGGML_NATIVE=OFF"
-  cpu=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
-  has() { for f in "$@"; do case "$cpu" in *" $f "*) ;; *) return 1 ;; esac; done; }
-  has avx2 fma f16c bmi2 || args="$args -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF"
-  has avx_vnni && args="$args -DGGML_AVX_VNNI=ON"
-  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
-    args="$args -DGGML_AVX512=ON"
-    has avx512vbmi && args="$args -DGGML_AVX512_VBMI=ON"
-    has avx512_vnni && args="$args -DGGML_AVX512_VNNI=ON"
-    has avx512_bf16 && args="$args -DGGML_AVX512_BF16=ON"
-  fi
-  echo "$args"
-}
-LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS-$(llama_flags)}
+LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS-$(bash scripts/llama_cmake_args.sh)}
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
