@@ -62,7 +62,11 @@ def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right") -> PreTrai
     builders = {"bpe": _byte_level_bpe, "wordpiece": _wordpiece, "unigram": _unigram}
     if spec.algorithm not in builders:
         raise ValueError(f"unknown tokenizer algorithm {spec.algorithm!r} (bpe, wordpiece, unigram)")
-    tok = builders[spec.algorithm](spec, specials)
+    return wrap_tokenizer(builders[spec.algorithm](spec, specials), spec, padding_side)
+
+
+def wrap_tokenizer(tok: Tokenizer, spec: TokenizerSpec, padding_side: str = "right") -> PreTrainedTokenizerFast:
+    """A `tokenizers` Tokenizer as transformers' fast tokenizer with the family's special tokens."""
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=spec.bos,
@@ -136,23 +140,37 @@ def _unigram(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
     return tok
 
 
-def build(family: str, size: str = "tiny", seed: int = 0):
-    """Build (model, processor) for a family in memory, seeded."""
+def vocab_gguf_tokenizer(spec: TokenizerSpec, vocab_gguf: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """A real tokenizer from one of llama.cpp's vocab-only GGUFs (its models/ggml-vocab-*.gguf), with the
+    family's special tokens added: what llama.cpp's converter recognises by its pre-tokenizer hash."""
+    from transformers import AutoTokenizer
+
+    path = Path(vocab_gguf)
+    real = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tok = real.backend_tokenizer
+    tok.add_special_tokens([t for t in spec.special_tokens if t not in real.get_vocab()])
+    return wrap_tokenizer(tok, spec)
+
+
+def build(family: str, size: str = "tiny", seed: int = 0, vocab_gguf: str | os.PathLike | None = None):
+    """Build (model, processor) for a family in memory, seeded. vocab_gguf: a llama.cpp vocab-only GGUF
+    whose real tokenizer replaces the locally trained one."""
     fam = get_family(family, role="zoo")
     if size not in fam.sizes:
         raise ValueError(f"family {family!r} has no zoo size {size!r}; sizes: {', '.join(fam.sizes)}")
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(fam.tokenizer)
+    tokenizer = vocab_gguf_tokenizer(fam.tokenizer, vocab_gguf) if vocab_gguf else train_tokenizer(fam.tokenizer)
     tokenizer.chat_template = fam.chat_template
     model, processor = fam.build_tiny(size, tokenizer, seed)
     processor.chat_template = fam.chat_template
     return model.eval(), processor
 
 
-def build_to_dir(family: str, out: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
-    """Build a tiny VLM and save it (model + processor) atomically to `out`."""
+def build_to_dir(family: str, out: str | os.PathLike, size: str = "tiny", seed: int = 0,
+                 vocab_gguf: str | os.PathLike | None = None) -> Path:
+    """Build a tiny VLM and save it (model + processor) atomically to `out` (vocab_gguf: see build)."""
     out = Path(out)
-    model, processor = build(family, size, seed)
+    model, processor = build(family, size, seed, vocab_gguf)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,16 +12,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory):
-    """zoo_dir(family, size="tiny") -> path of a saved tiny model (built once per session)."""
+    """zoo_dir(family, size="tiny", vocab_gguf=None) -> path of a saved tiny model (built once per session;
+    vocab_gguf: a llama.cpp vocab-only GGUF whose real tokenizer the model uses, see zoo.build)."""
     from genrecal import zoo
 
     root = tmp_path_factory.mktemp("zoo")
     built: dict[tuple[str, str], str] = {}
 
-    def get(family: str, size: str = "tiny"):
-        key = (family, size)
+    def get(family: str, size: str = "tiny", vocab_gguf=None):
+        key = (family, size, str(vocab_gguf))
         if key not in built:
-            built[key] = str(zoo.build_to_dir(family, root / f"{family}-{size}", size=size, seed=0))
+            name = f"{family}-{size}" + (f"-{Path(vocab_gguf).stem}" if vocab_gguf else "")
+            built[key] = str(zoo.build_to_dir(family, root / name, size=size, seed=0, vocab_gguf=vocab_gguf))
         return built[key]
 
     return get
@@ -33,17 +36,18 @@ def bf16_zoo_dir(zoo_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo-bf16")
     built: dict[tuple[str, str], str] = {}
 
-    def get(family: str, size: str = "tiny"):
-        if (family, size) not in built:
+    def get(family: str, size: str = "tiny", vocab_gguf=None):
+        if (family, size, str(vocab_gguf)) not in built:
             import torch
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            src, out = zoo_dir(family, size), root / f"{family}-{size}"
+            src = zoo_dir(family, size, vocab_gguf)
+            out = root / Path(src).name
             model = AutoModelForImageTextToText.from_pretrained(src, dtype=torch.float32)
             model.to(torch.bfloat16).save_pretrained(out)
             AutoProcessor.from_pretrained(src).save_pretrained(out)
-            built[family, size] = str(out)
-        return built[family, size]
+            built[family, size, str(vocab_gguf)] = str(out)
+        return built[family, size, str(vocab_gguf)]
 
     return get
 

@@ -42,6 +42,8 @@ SPECIALS = ("<|im_start|>", "<|im_end|>", *NAMED_TOKENS.values())
 # text hidden/layers, vision hidden/layers, image size, patch; downsample_ratio 0.5 everywhere
 _SIZES = {
     "tiny": dict(d=64, layers=2, vd=64, vlayers=2, image=64, patch=8),
+    # llama.cpp's converter maps the projector's mlp1.{0,1,3} through its vision block table: >= 4 blocks
+    "tiny-v4": dict(d=64, layers=2, vd=64, vlayers=4, image=64, patch=8),
     "base": dict(d=128, layers=2, vd=128, vlayers=2, image=64, patch=8),
 }
 _DOWNSAMPLE = 0.5

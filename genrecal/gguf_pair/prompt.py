@@ -25,7 +25,7 @@ class PromptFormat:
     """What the runtime needs beyond the GGUF files to build a prompt like the HF processor.
 
     placeholder: what the chat template renders for one {"type": "image"} part.
-    image_rule: how the HF image processor sizes an image ({"mode": "square" | "qwen2vl" | "none", ...});
+    image_rule: how the HF image processor sizes an image ({"mode": "square" | "resize" | "qwen2vl" | "none", ...});
       replayed with PIL, which matches HF's own resize to within 1-2 grey levels.
     image_layout: {"mode": "mtmd"} lets libmtmd place the image (and its marker tokens);
       {"mode": "overview", "before": s, "after": s} places one image embedding block between the
@@ -62,6 +62,8 @@ class PromptFormat:
             if image.size != first:
                 image = image.resize(first, resample=rule.get("resample", 3))
             size = (rule["size"], rule["size"])
+        elif rule["mode"] == "resize":  # straight to a fixed size, aspect not kept (InternVL without tiling)
+            size = (rule["width"], rule["height"])
         elif rule["mode"] == "qwen2vl":
             size = qwen2vl_size(*image.size, rule["factor"], rule["min_pixels"], rule["max_pixels"])
         else:

@@ -29,6 +29,10 @@ VISION_TENSORS = {
                           "mm.0.bias", "mm.2.weight", "mm.2.bias"], _SWIGLU_BLOCK),
     "qwen2vl_merger": (["v.patch_embd.weight", "v.patch_embd.weight.1", "v.post_ln.weight", "v.post_ln.bias",
                         "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"], _VISION_BLOCK),
+    "internvl": (["v.patch_embd.weight", "v.patch_embd.bias", "v.position_embd.weight", "v.class_embd",
+                  "mm.model.mlp.0.weight", "mm.model.mlp.1.weight", "mm.model.mlp.3.weight"],
+                 ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "attn_q.weight", "attn_k.weight",
+                  "attn_v.weight", "attn_out.weight", "ffn_up.weight", "ffn_down.weight", "ls1.weight", "ls2.weight"]),
     "idefics3": (["v.patch_embd.weight", "v.patch_embd.bias", "v.position_embd.weight", "v.post_ln.weight",
                   "v.post_ln.bias", "mm.model.fc.weight"], _VISION_BLOCK),
 }
@@ -39,10 +43,11 @@ VISION_KEYS = ["clip.vision.embedding_length", "clip.vision.feed_forward_length"
 _TEXT_BLOCK = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
                "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
 # text arch -> per-block tensors beyond the common set
-TEXT_EXTRA_BLOCK = {"llama": [], "qwen2vl": ["attn_q.bias", "attn_k.bias", "attn_v.bias"]}
+TEXT_EXTRA_BLOCK = {"llama": [], "qwen2vl": ["attn_q.bias", "attn_k.bias", "attn_v.bias"],
+                    "qwen2": ["attn_q.bias", "attn_k.bias", "attn_v.bias"]}
 TEXT_KEYS = ["context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
              "attention.head_count_kv", "attention.layer_norm_rms_epsilon"]
-TEXT_ARCH_KEYS = {"llama": [], "qwen2vl": ["rope.dimension_sections"]}
+TEXT_ARCH_KEYS = {"llama": [], "qwen2": [], "qwen2vl": ["rope.dimension_sections"]}
 TOKENIZER_KEYS = ["tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"]
 
 

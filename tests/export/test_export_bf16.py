@@ -18,6 +18,7 @@ from safetensors import safe_open
 
 from genrecal.cli import export_main
 from genrecal.export import layout
+from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.layout import supported_families as gguf_families
 from genrecal.families.onnx_base import names as onnx_families
 from genrecal.manifest import load_manifest
@@ -26,8 +27,9 @@ from genrecal.manifest import load_manifest
 DEFAULT = {("qwen2_vl", "cpu"), ("smolvlm", "phone"), ("internvl", "jetson")}  # internvl: list patch size
 CASES = [(f, t) for t in ("cpu", "phone", "jetson") for f in onnx_families()
          if t != "phone" or f in gguf_families()]
-# llama.cpp's converter (qwen2_5_vl's GGUF path) needs >= 3 vision blocks; the tiny size has 2
-GGUF_SIZE = {"qwen2_5_vl": "tiny-v4"}
+# GGUF through llama.cpp's converter: qwen2_5_vl needs >= 3 vision blocks, internvl >= 4 and a real
+# tokenizer (its pre-tokenizer hash): (zoo size, llama.cpp vocab GGUF or None)
+GGUF_STUDENT = {"qwen2_5_vl": ("tiny-v4", None), "internvl": ("tiny-v4", "ggml-vocab-qwen2.gguf")}
 FLOAT_TYPES = {"cpu": {onnx.TensorProto.FLOAT}, "jetson": {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT}}
 
 
@@ -57,10 +59,23 @@ def test_every_family_with_an_onnx_wrapper_is_covered():
     assert DEFAULT <= set(CASES) and {t for _, t in DEFAULT} == {"cpu", "phone", "jetson"}
 
 
+def _student(family: str, target: str, bf16_zoo_dir) -> Path:
+    if target != "phone" or family not in GGUF_STUDENT:
+        return Path(bf16_zoo_dir(family))
+    size, vocab = GGUF_STUDENT[family]
+    if vocab:
+        from genrecal.export.gguf.converter import llama_cpp_source
+
+        try:
+            vocab = llama_cpp_source() / "models" / vocab
+        except GgufExportError as exc:
+            pytest.skip(f"llama.cpp's converter is not available: {exc}")
+    return Path(bf16_zoo_dir(family, size, vocab))
+
+
 @pytest.mark.parametrize("family, target", [_param(f, t) for f, t in CASES])
 def test_bf16_student_exports_with_checks(family, target, bf16_zoo_dir, tmp_path, capsys):
-    size = GGUF_SIZE.get(family, "tiny") if target == "phone" else "tiny"
-    student, out = Path(bf16_zoo_dir(family, size)), tmp_path / "out"
+    student, out = _student(family, target, bf16_zoo_dir), tmp_path / "out"
     assert _safetensors_dtypes(student) == {"BF16"}
     code = export_main(["--student", str(student), "--target", target, "--out", str(out), "--threads", "1"])
     printed = capsys.readouterr()

@@ -310,7 +310,7 @@ def test_unsupported_family_is_refused(model_type, why, tmp_path):
     (tmp_path / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
     with pytest.raises(GgufExportError, match=why) as err:
         export_gguf(tmp_path, tmp_path / "out", "f16")
-    assert "supported families: idefics3, qwen2_5_vl, qwen2_vl, smolvlm" in str(err.value)
+    assert "supported families: idefics3, internvl, qwen2_5_vl, qwen2_vl, smolvlm" in str(err.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -1,10 +1,11 @@
 """llama.cpp's own converter (the llama-cpp-python sdist's convert_hf_to_gguf.py) as genrecal's GGUF path
-for qwen2_5_vl, and what it refuses for llava and internvl.
+for qwen2_5_vl and internvl, and what it refuses for llava.
 
     .venv/bin/python -m pytest tests/export/test_gguf_converter.py -q
 
 Skips, with the reason, when the sdist cannot be found or downloaded (converter.llama_cpp_source) or
-sentencepiece (a converter requirement) is missing. ~40 s here with the sdist cached.
+sentencepiece (a converter requirement) is missing. ~25 s here with the sdist cached (first run: a
+~200 MB download); -m slow adds the InternVL export (~75 s).
 """
 from __future__ import annotations
 
@@ -56,14 +57,41 @@ def test_two_block_vision_tower_is_refused_before_converting(llama_cpp_src, zoo_
     assert not (tmp_path / "gguf").exists()
 
 
-@pytest.mark.parametrize("family, mmproj, reason", [
-    ("llava", True, "Unsupported model type: clip_vision_model"),  # its LLaVA mmproj is Pixtral's only
-    ("internvl", False, "InternVLForConditionalGeneration is not supported"),  # OpenGVLab's layout only
-])
-def test_what_the_converter_refuses(family, mmproj, reason, llama_cpp_src, zoo_dir, tmp_path):
-    """Recorded so a newer sdist that converts these shows up here (then they can move to the converter)."""
-    with pytest.raises(GgufExportError, match=reason):
-        converter.convert(zoo_dir(family), tmp_path / "x.gguf", "f32", mmproj=mmproj)
+@pytest.fixture(scope="module")
+def internvl_real_vocab(llama_cpp_src, tmp_path_factory):
+    """InternVL zoo size tiny-v4 on a real tokenizer (llama.cpp's ggml-vocab-qwen2.gguf, InternVL3's
+    vocabulary): the converter recognises its pre-tokenizer hash. ~20 s (151k merges)."""
+    from genrecal import zoo
+
+    vocab = llama_cpp_src / "models" / "ggml-vocab-qwen2.gguf"
+    return zoo.build_to_dir("internvl", tmp_path_factory.mktemp("zoo") / "internvl", size="tiny-v4", vocab_gguf=vocab)
+
+
+@pytest.mark.slow  # ~75 s here: a 151k-token vocabulary in every logits row
+def test_internvl_export_through_the_converter_matches_pytorch(internvl_real_vocab, tmp_path):
+    from genrecal.runtimes.llamacpp import LlamaCppRuntime
+
+    manifest = export_gguf(internvl_real_vocab, tmp_path / "gguf", "f16", samples=2, steps=8, accuracy_limit=2)
+    ref = manifest.parity["reference"]
+    assert ref["greedy_identical"] == 2 and ref["top1_agreement"] == 1.0 and ref["prompt_ids_equal"]
+    assert ref["max_abs_logit_diff"] <= manifest.parity["thresholds"]["max_abs_logit_diff"]
+    assert ref["image_embed_rel_diff"] <= 5e-3  # genrecal's own writers' tolerance holds here
+    extra = load_manifest(tmp_path / "gguf").extra
+    assert (extra["text_arch"], extra["projector_type"]) == ("qwen2", "internvl")
+    assert extra["tokenizer"]["tokenizer_pre"] == "qwen2"  # recognised by hash, no fallback
+    assert LlamaCppRuntime(tmp_path / "gguf") is not None
+
+
+def test_internvl_with_a_trained_tokenizer_is_refused(llama_cpp_src, zoo_dir, tmp_path):
+    with pytest.raises(GgufExportError, match="needs >= 4"):
+        export_gguf(zoo_dir("internvl"), tmp_path / "gguf", "f32", check=False)
+
+
+def test_what_the_converter_refuses_for_llava(llama_cpp_src, zoo_dir, tmp_path):
+    """Its LLaVA mmproj is Pixtral's only (CLIP towers need llama.cpp's legacy surgery scripts); recorded so
+    a newer sdist that converts it shows up here."""
+    with pytest.raises(GgufExportError, match="Unsupported model type: clip_vision_model"):
+        converter.convert(zoo_dir("llava"), tmp_path / "x.gguf", "f32", mmproj=True)
 
 
 def test_source_env_var_without_the_script_is_one_line(tmp_path, monkeypatch):

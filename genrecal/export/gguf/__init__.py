@@ -8,7 +8,9 @@ Files: export.py (orchestration), qwen2_vl.py / idefics3.py (per-family tensor m
 hyper-parameters, prompt format; idefics3.py also serves smolvlm), writer.py (precision policy, the
 shared decoder map), tokenizer.py (vocab, merges, token types, chat template), mmproj.py (clip file),
 quantize.py (llama.cpp K-quants + type read-back), parity.py (PyTorch vs llama.cpp), layout.py
-(precisions, family writers, GgufExportError). What the runtime reads too — file names, manifest keys,
+(precisions, family writers, GgufExportError). qwen2_5_vl.py / internvl.py hand their text model and
+mmproj to llama.cpp's own converter (converter.py finds it in the installed llama-cpp-python's sdist;
+converter_run.py is its child-process entry); internvl.py stages a copy the converter can read. What the runtime reads too — file names, manifest keys,
 the prompt format, pair validation, llama.cpp log capture — lives in genrecal.gguf_pair.
 Importing this package loads neither torch nor llama.cpp.
 """

@@ -49,9 +49,14 @@ def fallback_pre(hf_dir: Path) -> str | None:
 
 def write_text(path: Path, hf_dir: Path, precision: str) -> dict:
     """model.gguf at f32/f16/q8_0 by the converter; the tokenizer facts the manifest records."""
+    converter.convert(hf_dir, path, precision, pre=fallback_pre(hf_dir))
+    return text_facts(path)
+
+
+def text_facts(path: Path) -> dict:
+    """What the manifest records about a converter-written text GGUF (export.py's text record)."""
     from gguf import GGUFReader
 
-    converter.convert(hf_dir, path, precision, pre=fallback_pre(hf_dir))
     reader = GGUFReader(str(path))
 
     def value(key, default=None):
@@ -65,12 +70,15 @@ def write_text(path: Path, hf_dir: Path, precision: str) -> dict:
 
 def write_mmproj(path: Path, hf_dir: Path) -> dict:
     """mmproj.gguf at F16 by the converter (position embeddings it keeps F32 itself)."""
-    from genrecal.export.gguf.quantize import tensor_report
-
     depth = json.loads((Path(hf_dir) / "config.json").read_text()).get("vision_config", {}).get("depth", 0)
     if depth < MIN_VISION_BLOCKS:
         raise GgufExportError(f"{hf_dir}: a Qwen2.5-VL vision tower with {depth} blocks; llama.cpp's converter "
                               f"needs >= {MIN_VISION_BLOCKS} (it maps merger.mlp.2 through its block table)")
     converter.convert(hf_dir, path, MMPROJ_PRECISION, mmproj=True)
-    report = tensor_report(path, MMPROJ_PRECISION)
-    return {"tensor_types": report.get("tensor_types", {}), "fallbacks": []}
+    return mmproj_facts(path)
+
+
+def mmproj_facts(path: Path) -> dict:
+    from genrecal.export.gguf.quantize import tensor_report
+
+    return {"tensor_types": tensor_report(path, MMPROJ_PRECISION)["tensor_types"], "fallbacks": []}
