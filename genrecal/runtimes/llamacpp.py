@@ -55,8 +55,8 @@ class Prefill:
 class LlamaCppSession:
     """model.gguf + mmproj.gguf loaded into llama.cpp; one greedy sequence at a time.
 
-    smoke: first run llamacpp_smoke.ensure_decodes (a 2-token decode of the text model in a child process,
-    once per process), so a native crash raises LlamaCppCrash instead of killing this process.
+    It first runs llamacpp_smoke.ensure_decodes (a 2-token decode of the text model in a child process,
+    once per file per process), so a native crash raises LlamaCppCrash instead of killing this process.
 
     `prompt` (from the manifest) says how to render and lay out a prompt like the HF processor.
     f32_kv keeps the KV cache in F32 (the default F16 cache alone moves logits by ~5e-3); the parity
@@ -64,7 +64,7 @@ class LlamaCppSession:
     """
 
     def __init__(self, model_path: Path, mmproj_path: Path, prompt, *, threads: int | None = None,
-                 n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False, smoke: bool = True):
+                 n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
         if missing := missing_bindings("llama_cpp", "gguf"):
             raise RuntimeError_(missing)
         from genrecal.gguf_pair.validate import validate_pair
@@ -75,7 +75,7 @@ class LlamaCppSession:
         self.prompt, self.verbose = prompt, verbose
         self.threads = int(threads or os.cpu_count() or 1)
         # a native crash (e.g. a -march=native build's AMX path) in a child process becomes one clear line
-        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), self.threads) if smoke else None
+        self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), self.threads)
         self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
         self._mtmd = None
         self.llama = self._load_llama(Path(model_path), f32_kv)

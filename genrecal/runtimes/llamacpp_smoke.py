@@ -27,10 +27,10 @@ import re
 import signal
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from genrecal.runtimes.base import RuntimeError_
+from genrecal.runtimes.sysinfo import package_version
 
 SKIP_ENV = "GENRECAL_LLAMACPP_SMOKE"  # "0": skip the child-process check
 BUILD_RECORD = "genrecal-llama-cpp-build.json"  # in the venv root (sys.prefix), written by scripts/setup.sh
@@ -73,10 +73,7 @@ def build_record() -> dict | None:
 
 
 def library_version() -> str:
-    try:
-        return metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return package_version("llama-cpp-python") or "not installed"
 
 
 def build_info() -> dict:

@@ -87,7 +87,8 @@ def physical_cores() -> int | None:
         return None
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
+    """The installed version of a distribution, or None."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -109,7 +110,7 @@ def device_info(threads: int | None = None) -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": {name: v for name in ("torch", "transformers", "onnxruntime", "llama_cpp_python", "tensorrt")
-                      if (v := _version(name.replace("_", "-") if name == "llama_cpp_python" else name))},
+                      if (v := package_version(name.replace("_", "-") if name == "llama_cpp_python" else name))},
     }
     gpu = gpu_name()
     if gpu:
@@ -165,7 +166,7 @@ def jetson_info() -> dict:
     out = {"l4t": l4t, "jetpack": jetpack_for_l4t(l4t) if l4t else None}
     if DEVICE_TREE_MODEL.is_file():
         out["board"] = DEVICE_TREE_MODEL.read_text(errors="replace").strip("\x00 \n")
-    out["tensorrt"] = _version("tensorrt") or _tensorrt_module_version()
+    out["tensorrt"] = package_version("tensorrt") or _tensorrt_module_version()
     out["nvpmodel"] = nvpmodel_mode()
     out["tegrastats"] = shutil.which("tegrastats") is not None
     return out
