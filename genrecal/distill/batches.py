@@ -24,10 +24,15 @@ def micro_batch(n: int, global_step: int, cfg: DistillConfig, rank: int, world: 
         raise ConfigError(f"only {n} usable samples for a global batch of {gbs}")
     per_epoch = n // gbs
     epoch, pos = divmod(global_step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-    chunk = order[pos * gbs:(pos + 1) * gbs]
+    chunk = _epoch_order(n, cfg.seed * 100003 + epoch)[pos * gbs:(pos + 1) * gbs]
     m = rank * cfg.grad_accum + k
     return chunk[m * cfg.batch_size:(m + 1) * cfg.batch_size].tolist()
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n: int, seed: int) -> torch.Tensor:
+    """One epoch's permutation of n samples [n], drawn once per epoch, not once per micro-batch (O(n) each)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
 class RenderedPairs(Dataset):
