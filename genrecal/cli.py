@@ -47,7 +47,11 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradient-checkpointing", choices=("auto", "on", "off"), dest="gradient_checkpointing",
                    help="recompute student activations in backward (default auto: on when on a GPU)")
     p.add_argument("--attn-mass-every", type=int, dest="attn_mass_every",
-                   help="compute the attention-mass diagnostic every N steps (default 10)")
+                   help="compute the diagnostics (attention mass, shuffled-question rise of L_ar) every N steps "
+                   "(default 10)")
+    p.add_argument("--teacher-answer-features", choices=("states", "embeddings"), dest="teacher_answer_features",
+                   help="what the Recalibrator reads at the teacher's answer positions: its last-layer states "
+                   "(default, the paper) or its answer-token input embeddings")
     p.add_argument("--data-workers", type=int, dest="data_workers",
                    help="processes rendering the next micro-batches while the model trains (default 0)")
     p.add_argument("--stop-after", dest="stop_after",
@@ -70,7 +74,7 @@ def run_distill(args) -> int:
     keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
             "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample",
             "trust_remote_code", "require_image", "image_root", "dtype", "save_dtype", "teacher_device_map",
-            "gradient_checkpointing", "attn_mass_every", "stop_after", "data_workers")
+            "gradient_checkpointing", "attn_mass_every", "stop_after", "data_workers", "teacher_answer_features")
     cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
     for name in ("student", "data", "out"):
         if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):
@@ -113,9 +117,39 @@ def run_zoo(args) -> int:
 
 
 def run_data(args) -> int:
+    if args.data_cmd == "teacher-answers":
+        return run_teacher_answers(args)
     from genrecal.data import write_easy_vqa
 
     path = write_easy_vqa(args.out, split=args.split, limit=args.limit, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_teacher_answers_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="teacher model dir or hub id (any image-text-to-text model)")
+    p.add_argument("--data", required=True, help="prompts: JSON/JSONL, a dir with data.json, or a HF dataset dir "
+                   "(any layout genrecal-distill reads; a record's final answer, if any, is answered anew)")
+    p.add_argument("--out", required=True, help="output dir: data.json (LLaVA JSON + the teacher's token ids), "
+                   "images/, parts/, manifest.json; the same command again resumes it")
+    p.add_argument("--batch-size", type=int, default=8, dest="batch_size", help="prompts per generate call")
+    p.add_argument("--max-new-tokens", type=int, default=256, dest="max_new_tokens", help="longest answer in tokens")
+    p.add_argument("--max-length", type=int, dest="max_length", help="longest prompt in tokens")
+    p.add_argument("--limit", type=int, help="answer only the first N prompts")
+    p.add_argument("--image-root", dest="image_root", help="image paths resolve under this dir")
+    p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error", dest="on_bad_sample")
+    p.add_argument("--require-image", action="store_true", dest="require_image")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the teacher's weights")
+    p.add_argument("--trust-remote-code", action="store_true", dest="trust_remote_code")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_teacher_answers(args) -> int:
+    from genrecal.distill.generate_answers import AnswerConfig, teacher_answers
+
+    keys = ("teacher", "data", "out", "batch_size", "max_new_tokens", "max_length", "limit", "image_root",
+            "on_bad_sample", "require_image", "dtype", "trust_remote_code")
+    path = teacher_answers(AnswerConfig(**{k: getattr(args, k) for k in keys}), progress=not args.no_progress)
     print(f"wrote {path}")
     return 0
 
@@ -149,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("train", "test"), default="train")
     ev.add_argument("--limit", type=int)
     ev.add_argument("--seed", type=int, default=0)
+    add_teacher_answers_args(dsub.add_parser("teacher-answers", help="a teacher answers unlabelled prompts "
+                                             "(LLaVA JSON + its token ids, resumable)"))
     da.set_defaults(func=run_data)
     q = sub.add_parser("quickstart", help="offline end-to-end demo on easy-vqa")
     q.add_argument("--out", default="genrecal-out")

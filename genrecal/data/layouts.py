@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from genrecal.data.errors import BAD_FILE, BAD_RECORD, DataError
-from genrecal.data.records import ASSISTANT, IMAGE_PLACEHOLDER, SYSTEM, USER, RawRecord
+from genrecal.data.records import ANSWER_IDS_FIELD, ASSISTANT, IMAGE_PLACEHOLDER, SYSTEM, USER, RawRecord
 
 SPEAKERS = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT, "system": SYSTEM}
 LAYOUTS = (  # (name, fields that must all be present), tried in this order
@@ -84,7 +84,17 @@ def parse_record(rec: RawRecord, obj: object, image_ref: ImageRef) -> RawRecord:
     images = obj.get("images", obj.get("image"))
     images = [] if images is None else images if isinstance(images, list) else [images]
     rec.images = [image_ref(rec, image) for image in images]
+    rec.answer_ids = _answer_ids(rec, obj.get(ANSWER_IDS_FIELD))
     return rec
+
+
+def _answer_ids(rec: RawRecord, ids: object) -> list[int] | None:
+    """The optional `teacher_answer_ids`: a list of token ids (ints >= 0)."""
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise rec.error(BAD_RECORD, f"'{ANSWER_IDS_FIELD}' must be a list of token ids (integers >= 0)")
+    return ids
 
 
 def _messages(rec: RawRecord, messages: object, field: str) -> list[dict]:

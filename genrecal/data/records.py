@@ -9,6 +9,9 @@ from genrecal.data.errors import BAD_RECORD, NO_IMAGE, DataError
 
 IMAGE_PLACEHOLDER = "<image>"
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
+ANSWER_IDS_FIELD = "teacher_answer_ids"
+"""Optional record field (any layout): the teacher's own generated token ids of the record's final
+assistant message, written by `genrecal data teacher-answers` (see genrecal.data.teacher_answers)."""
 
 
 @dataclass
@@ -24,6 +27,8 @@ class RawRecord:
     for escaping it); a `Path` is a file genrecal wrote itself (HF image cache), used as is."""
     messages: list[dict] = field(default_factory=list)
     """`[{"role": "system"|"user"|"assistant", "content": str}, ...]` with `<image>` placeholders."""
+    answer_ids: list[int] | None = None
+    """The record's `teacher_answer_ids`: the teacher's token ids of its final assistant message."""
 
     def error(self, reason: str, detail: str, turn: int | None = None) -> DataError:
         return DataError(self.source, self.index, reason, detail, turn)

@@ -68,14 +68,20 @@ def load_images(sample: Sample) -> list[Image.Image]:
     return images
 
 
-def prompt_and_answer(processor, sample: Sample) -> tuple[str, str]:
-    """The rendered question (ending with the generation prompt) and the answer text after it."""
+def generation_prompt(processor, sample: Sample) -> str:
+    """The rendered question, ending with the generation prompt (what the model answers from)."""
     prompt = _chat(processor, sample, sample.question_messages, add_generation_prompt=True)
-    full = _chat(processor, sample, sample.messages)
     system = sample.messages[0]["content"].strip() if sample.messages[0]["role"] == SYSTEM else ""
     if system and system not in prompt:
         raise sample_error(sample, NO_SYSTEM_ROLE, "this model's chat template has no system role (it drops "
                            "the system turn); remove the system turn or use a model whose template has one")
+    return prompt
+
+
+def prompt_and_answer(processor, sample: Sample) -> tuple[str, str]:
+    """The rendered question (ending with the generation prompt) and the answer text after it."""
+    prompt = generation_prompt(processor, sample)
+    full = _chat(processor, sample, sample.messages)
     if not full.startswith(prompt):
         raise sample_error(sample, NO_ANSWER_SPAN,
                            "the chat template renders the conversation differently from its generation prompt")
@@ -116,10 +122,27 @@ def render(processor, sample: Sample, images: list[Image.Image] | None = None, m
         start = int(_process(processor, sample, prompt, images)["input_ids"].shape[1])  # slow path
         if start >= ids.shape[0]:
             raise sample_error(sample, NO_ANSWER_SPAN, f"answer {answer!r} is not found in the rendered ids")
+    return _encoded(sample, ids, enc, start, max_length, bool(images), image_token_id, prompt, answer)
+
+
+def encode_prompt(processor, sample: Sample, images: list[Image.Image] | None = None, max_length: int = 2048,
+                  image_token_id: int | None = None) -> Encoded:
+    """Tokenise the sample's question alone, ending with the generation prompt (the input a model
+    generates the answer from): answer_start == answer_end == its length. Raises DataError as `render`."""
+    images = load_images(sample) if images is None else images
+    prompt = generation_prompt(processor, sample)
+    enc = _process(processor, sample, prompt, images)
+    ids = enc.pop("input_ids")[0]
+    return _encoded(sample, ids, enc, int(ids.shape[0]), max_length, bool(images), image_token_id, prompt, "")
+
+
+def _encoded(sample: Sample, ids: torch.Tensor, enc: dict, start: int, max_length: int, has_images: bool,
+             image_token_id: int | None, prompt: str, answer: str) -> Encoded:
+    """Check the rendered ids (length, image token) and wrap them with the processor's other outputs."""
     if ids.shape[0] > max_length:
         raise sample_error(sample, TOO_LONG, f"{ids.shape[0]} tokens > max_length {max_length} (raise it with "
                            "--max-length)")
-    if images and image_token_id is not None and not bool((ids == image_token_id).any()):
+    if has_images and image_token_id is not None and not bool((ids == image_token_id).any()):
         raise sample_error(sample, NO_IMAGE_TOKEN,
                            "the rendered prompt has no image token: the chat template dropped the image")
     extras = {k: v[0] if k in SEQUENCE_KEYS else v for k, v in enc.items() if isinstance(v, torch.Tensor)}

@@ -45,6 +45,9 @@ class Sample:
     """0-based record index in `source`."""
     turn: int = 0
     """Which assistant turn of the record this sample ends at (0-based)."""
+    answer_ids: list[int] | None = None
+    """The teacher's own token ids of the answer (the record's `teacher_answer_ids`, kept for the
+    record's final assistant message only), or None: the answer text is tokenised."""
 
     def __post_init__(self):
         if not self.messages or self.messages[-1].get("role") != ASSISTANT:
@@ -68,6 +71,7 @@ def load_samples(
     require_image: bool = False,
     max_chars: int | None = 20000,
     image_root: str | Path | None = None,
+    prompts: bool = False,
 ) -> list[Sample]:
     """Load and validate samples, one per assistant turn of every record.
 
@@ -83,6 +87,9 @@ def load_samples(
     image_root: image paths are relative to it and must stay inside it as written (symlinks
         inside it may point elsewhere); default: the data file's directory (the dataset directory
         for HF datasets), where the resolved path must stay inside.
+    prompts: read prompts to answer instead of answers to learn: one Sample per record, ending at
+        its last user message, with an empty assistant answer to fill in (a final assistant message
+        is dropped; earlier turns stay as context).
     """
     if on_bad not in ("error", "skip"):
         raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
@@ -91,7 +98,7 @@ def load_samples(
     report = report if report is not None else SkipReport()
     skipped_before = report.total
     samples = []
-    for item in _samples(records, checker, require_image, max_chars):
+    for item in _samples(records, checker, require_image, max_chars, prompts):
         if isinstance(item, Sample):
             samples.append(item)
         elif on_bad == "error":
@@ -127,19 +134,41 @@ def _samples(
     checker: ImageChecker,
     require_image: bool,
     max_chars: int | None,
+    prompts: bool = False,
 ) -> Iterator[Sample | DataError]:
-    """Every record's per-turn samples, or the DataError that rules a record/turn out."""
+    """Every record's per-turn samples (or its prompt), or the DataError that rules a record/turn out."""
     for rec in records:
         if isinstance(rec, DataError):
             yield rec
             continue
+        if prompts:
+            rec = _as_prompt(rec)
         try:
             messages = checked_messages(rec, require_image=require_image)
             images = checker.resolve(rec)
         except DataError as err:
             yield err
             continue
-        yield from split_turns(rec, messages, images, max_chars, require_image)
+        if prompts:
+            yield _prompt_sample(rec, messages, images, max_chars)
+        else:
+            yield from split_turns(rec, messages, images, max_chars, require_image)
+
+
+def _as_prompt(rec: RawRecord) -> RawRecord:
+    """The record up to its last user message, plus an empty assistant answer to fill in."""
+    messages = list(rec.messages)
+    if messages and messages[-1]["role"] == ASSISTANT:
+        messages.pop()
+    return RawRecord(rec.source, rec.index, rec.images, messages + [{"role": ASSISTANT, "content": ""}])
+
+
+def _prompt_sample(rec: RawRecord, messages: list[dict], images: list[Path], max_chars: int | None
+                   ) -> Sample | DataError:
+    n_chars = sum(len(m["content"]) for m in messages)
+    if max_chars is not None and n_chars > max_chars:
+        return rec.error(TOO_LONG, f"{n_chars} characters > max_chars={max_chars}")
+    return Sample(images, messages, rec.source, rec.index, sum(m["role"] == ASSISTANT for m in messages) - 1)
 
 
 def split_turns(
@@ -160,4 +189,5 @@ def split_turns(
         elif require_image and n_images == 0:
             yield rec.error(NO_IMAGE, "no image up to this turn (its image comes in a later turn)", turn)
         else:
-            yield Sample(images[:n_images], context, rec.source, rec.index, turn)
+            ids = rec.answer_ids if end == len(messages) - 1 else None  # they belong to the final answer
+            yield Sample(images[:n_images], context, rec.source, rec.index, turn, ids)

@@ -14,6 +14,7 @@ METHODS = ("genrecal", "sft", "kd", "uld")
 GENRECAL_STAGES = ("align", "distill", "sft")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 SWITCHES = ("auto", "on", "off")
+ANSWER_FEATURES = ("states", "embeddings")
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,11 @@ class DistillConfig:
     recal_depth: int = 2
     recal_init: str = "student"
     """student: copy the student's last layers; random."""
+    teacher_answer_features: str = "states"
+    """What the Recalibrator reads at the teacher's answer positions, on both paths: states = the
+    teacher's last-layer answer states z_al (the paper); embeddings = the teacher's input embeddings
+    of its answer tokens, so every scored position must come from the student's question features
+    (genrecal-method.md, "answer leak"). A research knob, not a new default."""
     recal_train_in_distill: bool = True
     reg_in_distill: bool = True
     sft_in_distill: bool = True
@@ -108,8 +114,12 @@ class DistillConfig:
     trust_remote_code: bool = False
     log_attention_mass: bool = True
     attn_mass_every: int = 10
-    """Compute the attention-mass diagnostic (an eager attention pass) every N optimizer steps;
-    the Recalibrator uses SDPA otherwise."""
+    """Compute the diagnostics every N optimizer steps: the attention mass (an eager attention pass;
+    the Recalibrator uses SDPA otherwise) and the shuffled-question rise of L_ar."""
+    log_shuffle_rise: bool = True
+    """On diagnostic steps of align/distill, also score L_ar with the student's question features
+    shifted across the micro-batch and log `ar_shuffled` and `ar_shuffle_rise` (see diagnostics.py);
+    null at batch size 1, where there is nothing to shuffle."""
     dry_run: bool = False
     resume: bool = False
 
@@ -130,6 +140,9 @@ class DistillConfig:
             raise ConfigError("max_steps, batch_size and grad_accum must be >= 1")
         if self.recal_init not in ("student", "random"):
             raise ConfigError("recal_init must be 'student' or 'random'")
+        if self.teacher_answer_features not in ANSWER_FEATURES:
+            raise ConfigError(f"--teacher-answer-features {self.teacher_answer_features!r}: choose one of "
+                              f"{', '.join(ANSWER_FEATURES)}")
         self._check_precision_and_lengths()
 
     def _check_precision_and_lengths(self) -> None:

@@ -12,6 +12,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
 
 from genrecal.data.samples import Sample, SkipReport, load_samples
+from genrecal.data.teacher_answers import keep_matching_ids
 from genrecal.distill.checkpoint import latest_checkpoint
 from genrecal.distill.config import ConfigError, DistillConfig
 from genrecal.distill.lengths import default_max_length
@@ -93,6 +94,8 @@ def prepare(cfg: DistillConfig, dtype: str, device: torch.device, progress: bool
                            image_root=cfg.image_root)
     if cfg.limit:
         samples = samples[: cfg.limit]
+    if teacher is not None:  # teacher answer ids (genrecal data teacher-answers) of another teacher are not used
+        samples, _ = keep_matching_ids(samples, teacher.tokenizer)
     max_length = cfg.max_length or default_max_length(student, teacher)
     samples = usable_samples(samples, student, teacher, max_length, cfg.on_bad_sample, report, progress)
     recal = None

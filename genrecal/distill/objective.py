@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrecal.distill.diagnostics import shifted
 from genrecal.distill.losses import apply_linear, head_ce_kl, token_kl, uld_distance
 from genrecal.distill.stages import Stage
 
@@ -23,6 +24,23 @@ def model_inputs(batch: dict) -> dict:
 def teacher_features(teacher: nn.Module, batch: dict) -> torch.Tensor:
     """Final hidden states (after the final norm) of the frozen teacher: [B, L_l, d_l]."""
     return teacher.model(**model_inputs(batch)).last_hidden_state
+
+
+@torch.no_grad()
+def teacher_answer_inputs(teacher: nn.Module, batch: dict, feats: torch.Tensor, kind: str) -> torch.Tensor:
+    """What proj_pre reads at the teacher's answer positions: [B, L_l, d_l].
+
+    kind "states": `feats` itself (the last-layer states z_al, the paper); "embeddings": the
+    teacher's input embeddings of its answer ids (its own embedding module, so Gemma-style scaling
+    applies). Positions outside the answer span are never read (they hold id 0's embedding)."""
+    if kind == "states":
+        return feats
+    ids = batch["input_ids"]  # [B, L_l]
+    pos = torch.arange(ids.shape[1], device=ids.device)
+    start, end = batch["answer_start"].to(ids.device), batch["answer_end"].to(ids.device)
+    span = (pos >= start[:, None]) & (pos < end[:, None])
+    embed = teacher.get_input_embeddings()
+    return embed(ids.where(span, 0).to(embed.weight.device)).to(feats.device)
 
 
 def scored_rows(feats: torch.Tensor, ids: torch.Tensor, start: torch.Tensor, end: torch.Tensor):
@@ -59,16 +77,22 @@ class DistillObjective(nn.Module):
         self.cfg = cfg
         self.vocab = vocab
         self.attention_mass: float | None = None  # set by the main path (see _question_mass)
+        self.shuffle: tuple[float, float] | None = None  # (L_ar, shuffled L_ar), see diagnostics.py
         # FSDP's transformer-based auto wrap reads the wrapped module's unsplittable block classes
         self._no_split_modules = getattr(student, "_no_split_modules", None)
 
     def forward(self, stage: Stage, s_batch: dict, t_batch: dict | None = None,
                 t_feats: torch.Tensor | None = None, t_head: nn.Module | None = None,
-                keep_attention: bool = False) -> dict[str, torch.Tensor]:
-        """One micro-batch -> loss terms (scalars, `loss` their weighted sum). keep_attention: also
-        compute `attention_mass` (an eager Recalibrator pass)."""
+                keep_attention: bool = False, t_answer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One micro-batch -> loss terms (scalars, `loss` their weighted sum).
+
+        t_feats: the teacher's final hidden states [B, L_l, d_l]; t_answer: what the Recalibrator
+        reads at its answer positions (default t_feats; see `teacher_answer_inputs`).
+        keep_attention: a diagnostic step: also compute `attention_mass` (an eager Recalibrator
+        pass) and, with cfg.log_shuffle_rise, `shuffle` (see diagnostics.py; None at batch size 1)."""
         cfg, terms = self.cfg, {}
-        self.attention_mass = None
+        self.attention_mass, self.shuffle = None, None
+        t_answer = t_feats if t_answer is None else t_answer
         s_feats = self.student.model(**model_inputs(s_batch)).last_hidden_state  # [B, L_s, d_s]
         s_rows, s_tgts = scored_rows(s_feats, s_batch["input_ids"], s_batch["answer_start"], s_batch["answer_end"])
         if "sft" in stage.losses or "uld" in stage.losses or "kd" in stage.losses:
@@ -77,9 +101,9 @@ class DistillObjective(nn.Module):
         if stage.needs_teacher:
             t_rows, t_tgts = scored_rows(t_feats, t_batch["input_ids"], t_batch["answer_start"], t_batch["answer_end"])
         if {"ar", "kl"} & set(stage.losses):
-            terms.update(self._main_path(s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head, keep_attention))
+            terms.update(self._main_path(s_feats, s_batch, t_answer, t_batch, t_rows, t_tgts, t_head, keep_attention))
         if "reg" in stage.losses:
-            terms.update(self._reg_path(t_feats, t_batch, t_rows, t_tgts, t_head))
+            terms.update(self._reg_path(t_feats, t_answer, t_batch, t_rows, t_tgts, t_head))
         if "uld" in stage.losses:
             terms["uld"] = self._uld(s_rows, t_rows, t_head)
         if "kd" in stage.losses:
@@ -96,20 +120,32 @@ class DistillObjective(nn.Module):
         out = head_ce_kl(t_head, rows, torch.cat(t_tgts), torch.cat(t_rows), self.cfg.temperature, self.cfg.head_chunk)
         return {f"{prefix}ar": out["ce"], f"{prefix}kl": out["kl"]}
 
-    def _main_path(self, s_feats, s_batch, t_feats, t_batch, t_rows, t_tgts, t_head, keep: bool):
-        """concat[z_qs, proj_pre(z_al)] -> Recalibrator; scored from the last student question position."""
+    def _main_path(self, s_feats, s_batch, t_answer, t_batch, t_rows, t_tgts, t_head, keep: bool):
+        """concat[z_qs, proj_pre(z_al)] -> Recalibrator; scored from the last student question position.
+        (z_al: the rows of t_answer, the teacher's answer states or answer-token embeddings.)"""
         q_s = s_batch["answer_start"].tolist()
         spans = list(zip(t_batch["answer_start"].tolist(), t_batch["answer_end"].tolist()))
-        parts = [[s_feats[b, :q_s[b]], self._proj_pre(t_feats[b, s:e])] for b, (s, e) in enumerate(spans)]
-        out = self._recal_scores(parts, [q - 1 for q in q_s], [e - s for s, e in spans], t_rows, t_tgts, t_head,
-                                 keep=keep)
-        self.attention_mass = self._question_mass(q_s, [e - s for s, e in spans]) if keep else None
+        answers = [self._proj_pre(t_answer[b, s:e]) for b, (s, e) in enumerate(spans)]
+        n_scored = [e - s for s, e in spans]
+        parts = [[s_feats[b, :q_s[b]], answers[b]] for b in range(len(spans))]
+        out = self._recal_scores(parts, [q - 1 for q in q_s], n_scored, t_rows, t_tgts, t_head, keep=keep)
+        self.attention_mass = self._question_mass(q_s, n_scored) if keep else None
+        if keep and self.cfg.log_shuffle_rise and len(q_s) > 1:
+            self.shuffle = (float(out["ar"].detach()), self._shuffled_ar(s_feats, q_s, answers, t_rows, t_tgts, t_head))
         return out
 
-    def _reg_path(self, t_feats, t_batch, t_rows, t_tgts, t_head):
+    @torch.no_grad()
+    def _shuffled_ar(self, s_feats, q_s: list[int], answers, t_rows, t_tgts, t_head) -> float:
+        """L_ar with each sample's student question features taken from another sample (diagnostics.py)."""
+        donors = shifted(len(q_s))
+        parts = [[s_feats[d, :q_s[d]], answers[b]] for b, d in enumerate(donors)]
+        n_scored = [a.shape[0] for a in answers]
+        return float(self._recal_scores(parts, [q_s[d] - 1 for d in donors], n_scored, t_rows, t_tgts, t_head)["ar"])
+
+    def _reg_path(self, t_feats, t_answer, t_batch, t_rows, t_tgts, t_head):
         """Teacher-only path: concat[proj_pre(z_ql), proj_pre(z_al)] keeps the Recalibrator near teacher space."""
         spans = list(zip(t_batch["answer_start"].tolist(), t_batch["answer_end"].tolist()))
-        parts = [[self._proj_pre(t_feats[b, :e])] for b, (s, e) in enumerate(spans)]
+        parts = [[self._proj_pre(t_feats[b, :s]), self._proj_pre(t_answer[b, s:e])] for b, (s, e) in enumerate(spans)]
         return self._recal_scores(parts, [s - 1 for s, _ in spans], [e - s for s, e in spans], t_rows, t_tgts,
                                   t_head, prefix="reg_")
 

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from genrecal.data.render import Encoded, load_images, render
 from genrecal.data.samples import DataError, Sample, SkipReport
+from genrecal.data.teacher_answers import render_teacher
 
 
 @dataclass
@@ -21,10 +22,12 @@ class Pair:
 
 
 def render_pair(sample: Sample, student, teacher, max_length: int) -> Pair:
-    """One sample rendered by each model's own processor (teacher may be None). Raises DataError."""
+    """One sample rendered by each model's own processor (teacher may be None); the teacher side from
+    the sample's teacher answer ids when it has them. Raises DataError."""
     images = load_images(sample)
     s = render(student.processor, sample, images, max_length, student.image_token_id)
-    t = None if teacher is None else render(teacher.processor, sample, images, max_length, teacher.image_token_id)
+    t = None if teacher is None else render_teacher(teacher.processor, sample, images, max_length,
+                                                    teacher.image_token_id)
     return Pair(sample, s, t)
 
 

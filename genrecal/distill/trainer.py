@@ -23,7 +23,8 @@ from genrecal.distill import outputs
 from genrecal.distill.checkpoint import Progress, load_progress, module_weights, restore, save_checkpoint
 from genrecal.distill.config import DistillConfig
 from genrecal.distill.devices import checkpointing_wanted, check_device_map, head_on, input_device, to_device
-from genrecal.distill.objective import DistillObjective, teacher_features
+from genrecal.distill.diagnostics import step_record
+from genrecal.distill.objective import DistillObjective, teacher_answer_inputs, teacher_features
 from genrecal.distill.batches import RenderedPairs, StepOrder, batch_loader
 from genrecal.distill.precision import save_dtype
 from genrecal.distill.launch import (
@@ -166,14 +167,12 @@ def _run_stage(run: Run, stage, steps: int, state: Progress, resume_from: Path |
     bar = tqdm(total=steps, initial=state.stage_step, desc=stage.name, disable=not run.progress)
     while state.stage_step < steps:
         t0 = time.perf_counter()
-        terms, mass = _optimizer_step(run, stage, wrapped, optimizer, state.global_step, batches)
+        terms, diagnostics = _optimizer_step(run, stage, wrapped, optimizer, state.global_step, batches)
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
         state = Progress(state.stage_index, state.stage_step + 1, state.global_step + 1, state.log_lines + 1)
         record = {"stage": stage.name, "step": state.stage_step, "global_step": state.global_step,
-                  "lr": lr, **terms, "seconds": round(time.perf_counter() - t0, 4)}
-        if mass is not None:
-            record["attn_q_mass"] = mass
+                  "lr": lr, **terms, **diagnostics, "seconds": round(time.perf_counter() - t0, 4)}
         if acc.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -197,34 +196,41 @@ def _batches(run: Run, stage, state: Progress, steps: int):
     return iter(batch_loader(data, order, (s_pad, t_pad if teacher else None), run.cfg.data_workers))
 
 
-def _teacher_pass(run: Run, t_batch: dict) -> tuple[dict, torch.Tensor]:
-    """The frozen teacher's final hidden states [B, L_t, d_t] and its batch, both on the Accelerate device."""
+def _teacher_pass(run: Run, t_batch: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The teacher's batch, its final hidden states [B, L_t, d_t] and what the Recalibrator reads at its
+    answer positions [B, L_t, d_t] (the states, or the answer-token embeddings), on the Accelerate device."""
     teacher = run.data.teacher.model
-    feats = teacher_features(teacher, to_device(t_batch, input_device(teacher)))
-    return to_device(t_batch, run.acc.device), feats.to(run.acc.device)
+    t_batch = to_device(t_batch, input_device(teacher))
+    feats = teacher_features(teacher, t_batch)
+    answers = teacher_answer_inputs(teacher, t_batch, feats, run.cfg.teacher_answer_features)
+    return to_device(t_batch, run.acc.device), feats.to(run.acc.device), answers.to(run.acc.device)
 
 
 def _optimizer_step(run: Run, stage, wrapped, optimizer, global_step: int, batches):
     """One optimizer step over grad_accum micro-batches (accumulated through the Accelerator);
-    returns the mean loss terms over all processes and the attention mass (None if not computed)."""
+    returns the mean loss terms over all processes and this process's diagnostics for the log (on
+    diagnostic steps: `attn_q_mass`, `ar_shuffled`, `ar_shuffle_rise`; see diagnostics.py)."""
     acc, cfg = run.acc, run.cfg
     t_head = run.t_head if stage.needs_teacher else None
     keep = cfg.log_attention_mass and global_step % cfg.attn_mass_every == 0
     sums: dict[str, torch.Tensor] = {}
-    masses = []
+    masses, shuffles = [], []
     for _ in range(cfg.grad_accum):
         s_batch, t_batch = next(batches)
-        t_feats = None
+        t_feats = t_answer = None
         if stage.needs_teacher:
-            t_batch, t_feats = _teacher_pass(run, t_batch)
+            t_batch, t_feats, t_answer = _teacher_pass(run, t_batch)
         with acc.accumulate(wrapped):
-            terms = wrapped(stage, to_device(s_batch, acc.device), t_batch, t_feats, t_head, keep_attention=keep)
+            terms = wrapped(stage, to_device(s_batch, acc.device), t_batch, t_feats, t_head, keep_attention=keep,
+                            t_answer=t_answer)
             acc.backward(terms["loss"])  # Accelerate divides by grad_accum
         for key, val in terms.items():
             sums[key] = sums.get(key, 0.0) + val.detach().float() / cfg.grad_accum
-        mass = acc.unwrap_model(wrapped).attention_mass
-        if mass is not None:
-            masses.append(mass)
+        objective = acc.unwrap_model(wrapped)
+        if objective.attention_mass is not None:
+            masses.append(objective.attention_mass)
+        if objective.shuffle is not None:
+            shuffles.append(objective.shuffle)
     if not acc.sync_gradients:
         raise RuntimeError("gradient accumulation is out of step with the Accelerator")
     if cfg.max_grad_norm:
@@ -234,4 +240,7 @@ def _optimizer_step(run: Run, stage, wrapped, optimizer, global_step: int, batch
     names = sorted(sums)
     reduced = acc.reduce(torch.stack([sums[n] for n in names]), reduction="mean")
     terms = {n: float(v) for n, v in zip(names, reduced)}
-    return terms, (sum(masses) / len(masses) if masses else None)
+    diagnostics = {"attn_q_mass": sum(masses) / len(masses)} if masses else {}
+    if keep and cfg.log_shuffle_rise and {"ar", "kl"} & set(stage.losses):
+        diagnostics.update(step_record(shuffles))
+    return terms, diagnostics
