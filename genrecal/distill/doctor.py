@@ -6,7 +6,9 @@ training starts.
 from __future__ import annotations
 
 from genrecal.data.render import load_images, render
+from genrecal.data.records import ANSWER_IDS_FIELD
 from genrecal.data.samples import load_samples
+from genrecal.data.teacher_answers import keep_matching_ids, render_teacher
 from genrecal.distill.config import DistillConfig
 from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, load_vlm
@@ -83,8 +85,12 @@ def doctor(cfg: DistillConfig) -> str:
     lines += _model_report("student", student, s_enc, max_length)
     t_enc = None
     if teacher is not None:
-        t_enc = render(teacher.processor, sample, images, max_length, teacher.image_token_id)
+        (sample,), dropped = keep_matching_ids([sample], teacher.tokenizer)
+        t_enc = render_teacher(teacher.processor, sample, images, max_length, teacher.image_token_id)
         lines += _model_report("teacher", teacher, t_enc, max_length)
+        if samples[0].answer_ids is not None:
+            lines.append(f"  answer from: the teacher's own {ANSWER_IDS_FIELD}" if not dropped else
+                         f"  answer from: the text ({ANSWER_IDS_FIELD} do not decode to it with this teacher)")
     lines += memory_estimate(cfg, student, teacher, s_enc.length, t_enc.length if t_enc else 0, run_dtype(cfg))
     lines.append("dry run OK: answer spans located, image tokens present")
     return "\n".join(lines)

@@ -64,6 +64,14 @@ def test_batched_generation_equals_one_prompt_at_a_time(answered, teacher):
     assert [r["ids"] for r in together] == [s.answer_ids for s in samples]  # what the CLI wrote
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "gemma3"])  # M-RoPE positions; token_type_ids
+def test_batched_generation_left_pads_other_families(zoo_dir, evqa_train, family):
+    teacher = load_vlm(zoo_dir(family), "teacher")
+    samples = load_samples(evqa_train, prompts=True)[:3]
+    stops = _stop_ids(teacher, samples[0])
+    assert generate(teacher, samples, 5, 4096, stops) == [generate(teacher, [s], 5, 4096, stops)[0] for s in samples]
+
+
 def test_teacher_side_renders_from_the_teachers_own_ids(answered, teacher):
     sample = load_samples(answered)[0]
     enc = render_teacher(teacher.processor, sample, None, 4096, teacher.image_token_id)
@@ -88,13 +96,15 @@ def test_teacher_side_renders_from_the_teachers_own_ids(answered, teacher):
     assert dropped == 1 and other.answer_ids is None
 
 
-def test_distill_trains_on_the_output(answered, zoo_dir, tmp_path):
+def test_distill_trains_on_the_output(answered, zoo_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["distill", "--teacher", zoo_dir("llava"), "--student", zoo_dir("qwen2_vl"), "--data", str(answered),
             "--out", str(out), "--max-steps", "3", "--batch-size", "2", "--no-progress"]
     assert main(args) == 0
     lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [ln["stage"] for ln in lines] == ["align", "distill", "sft"] and lines[0]["ar"] > 0
+    assert main(args[:7] + ["--dry-run"]) == 0
+    assert "answer from: the teacher's own teacher_answer_ids" in capsys.readouterr().out
 
 
 def test_resume_after_a_kill_redoes_no_finished_part(answered, zoo_dir, evqa_train, tmp_path):
