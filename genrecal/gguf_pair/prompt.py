@@ -25,7 +25,8 @@ class PromptFormat:
     """What the runtime needs beyond the GGUF files to build a prompt like the HF processor.
 
     placeholder: what the chat template renders for one {"type": "image"} part.
-    image_rule: how the HF image processor sizes an image ({"mode": "square" | "resize" | "qwen2vl" | "none", ...});
+    image_rule: how the HF image processor sizes an image
+      ({"mode": "square" | "resize" | "crop" | "qwen2vl" | "none", ...});
       replayed with PIL, which matches HF's own resize to within 1-2 grey levels.
     image_layout: {"mode": "mtmd"} lets libmtmd place the image (and its marker tokens);
       {"mode": "overview", "before": s, "after": s} places one image embedding block between the
@@ -64,11 +65,28 @@ class PromptFormat:
             size = (rule["size"], rule["size"])
         elif rule["mode"] == "resize":  # straight to a fixed size, aspect not kept (InternVL without tiling)
             size = (rule["width"], rule["height"])
+        elif rule["mode"] == "crop":  # CLIP (LLaVA): shortest edge to size, then a centre crop
+            return center_crop(image, rule)
         elif rule["mode"] == "qwen2vl":
             size = qwen2vl_size(*image.size, rule["factor"], rule["min_pixels"], rule["max_pixels"])
         else:
             return image
         return image if image.size == size else image.resize(size, resample=rule.get("resample", 3))
+
+
+def center_crop(image: Image.Image, rule: dict) -> Image.Image:
+    """CLIPImageProcessor's resize (shortest edge -> rule["shortest_edge"], the other int(size * long /
+    short)) then centre crop to rule["width"] x rule["height"] (None: no crop), offsets truncated."""
+    w, h = image.size
+    short = rule["shortest_edge"]
+    size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    if image.size != size:
+        image = image.resize(size, resample=rule.get("resample", 3))
+    if rule.get("width") is None:
+        return image
+    cw, ch = rule["width"], rule["height"]
+    left, top = int((size[0] - cw) / 2), int((size[1] - ch) / 2)
+    return image.crop((left, top, left + cw, top + ch))
 
 
 def longest_edge_size(w: int, h: int, longest: int) -> tuple[int, int]:

@@ -33,6 +33,8 @@ VISION_TENSORS = {
                   "mm.model.mlp.0.weight", "mm.model.mlp.1.weight", "mm.model.mlp.3.weight"],
                  ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "attn_q.weight", "attn_k.weight",
                   "attn_v.weight", "attn_out.weight", "ffn_up.weight", "ffn_down.weight", "ls1.weight", "ls2.weight"]),
+    "mlp": (["v.patch_embd.weight", "v.position_embd.weight", "v.class_embd", "v.pre_ln.weight", "v.pre_ln.bias",
+             "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"], _VISION_BLOCK),  # LLaVA-1.5
     "idefics3": (["v.patch_embd.weight", "v.patch_embd.bias", "v.position_embd.weight", "v.post_ln.weight",
                   "v.post_ln.bias", "mm.model.fc.weight"], _VISION_BLOCK),
 }
@@ -124,7 +126,8 @@ def validate_mmproj(path: Path, text_n_embd: int | None = None) -> tuple[GGUFRea
     names = {t.name for t in reader.tensors}
     want = globals_ + [f"v.blk.{i}.{t}" for i in range(n_layer) for t in block]
     _missing("tensors", path, [n for n in want if n not in names])
-    proj_dim = int(_value(reader, "clip.vision.projection_dim"))
+    # LLaVA's legacy writer puts CLIP's own projection_dim there; its projector's output is mm.2's rows
+    proj_dim = _shape(reader, "mm.2.weight")[1] if proj == "mlp" else int(_value(reader, "clip.vision.projection_dim"))
     if text_n_embd is not None and proj_dim != text_n_embd:
         raise GgufValidationError(f"{path}: projector output {proj_dim} != text model width {text_n_embd}")
     return reader, proj

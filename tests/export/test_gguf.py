@@ -305,12 +305,12 @@ def test_missing_mmproj_tensor_caught_before_load(exported, tmp_path):
 # ---- refusals (no model weights are loaded) ----
 @pytest.mark.parametrize("model_type,why", [("llava_onevision", "llama.cpp has no support"),
                                             ("paligemma", "llama.cpp has no support"),
-                                            ("llava", "no GGUF writer")])
+                                            ("mllama", "no GGUF writer")])
 def test_unsupported_family_is_refused(model_type, why, tmp_path):
     (tmp_path / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
     with pytest.raises(GgufExportError, match=why) as err:
         export_gguf(tmp_path, tmp_path / "out", "f16")
-    assert "supported families: idefics3, internvl, qwen2_5_vl, qwen2_vl, smolvlm" in str(err.value)
+    assert "supported families: idefics3, internvl, llava, qwen2_5_vl, qwen2_vl, smolvlm" in str(err.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -19,16 +19,6 @@ from genrecal.export.gguf import converter
 from genrecal.manifest import load_manifest
 
 
-@pytest.fixture(scope="module")
-def llama_cpp_src():
-    pytest.importorskip("sentencepiece", reason="llama.cpp's converter imports sentencepiece")
-    pytest.importorskip("llama_cpp")
-    try:
-        return converter.llama_cpp_source()
-    except GgufExportError as exc:
-        pytest.skip(f"llama.cpp's converter is not available: {exc}")
-
-
 def test_qwen2_5_vl_export_through_the_converter_matches_pytorch(llama_cpp_src, zoo_dir, tmp_path):
     from genrecal.runtimes.llamacpp import LlamaCppRuntime
 

@@ -10,7 +10,9 @@ shared decoder map), tokenizer.py (vocab, merges, token types, chat template), m
 quantize.py (llama.cpp K-quants + type read-back), parity.py (PyTorch vs llama.cpp), layout.py
 (precisions, family writers, GgufExportError). qwen2_5_vl.py / internvl.py hand their text model and
 mmproj to llama.cpp's own converter (converter.py finds it in the installed llama-cpp-python's sdist;
-converter_run.py is its child-process entry); internvl.py stages a copy the converter can read. What the runtime reads too — file names, manifest keys,
+converter_run.py is its child-process entry); internvl.py stages a copy the converter can read; llava.py
+takes its text model from the converter and its CLIP mmproj from llama.cpp's legacy LLaVA scripts
+(llava_legacy_run.py runs them under transformers 5). What the runtime reads too — file names, manifest keys,
 the prompt format, pair validation, llama.cpp log capture — lives in genrecal.gguf_pair.
 Importing this package loads neither torch nor llama.cpp.
 """

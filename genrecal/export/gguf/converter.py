@@ -100,17 +100,27 @@ def convert(hf_dir, out_file, outtype: str = "f32", *, mmproj: bool = False, pre
         raise GgufExportError(f"llama.cpp's converter writes {', '.join(OUTTYPES)}, not {outtype!r}")
     src = src or llama_cpp_source()
     runner = Path(__file__).with_name("converter_run.py")
-    cmd = [sys.executable, str(runner), "--src", str(src), *(["--pre", pre] if pre else []), "--",
+    cmd = [str(runner), "--src", str(src), *(["--pre", pre] if pre else []), "--",
            str(hf_dir), "--outfile", str(out_file), "--outtype", outtype, *(["--mmproj"] if mmproj else [])]
-    env = {**os.environ, "PYTHONPATH": ""}  # the converter's own gguf-py, not the installed one
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise GgufExportError(f"llama.cpp's converter took over {timeout} s on {hf_dir}") from None
-    if done.returncode or not Path(out_file).is_file():
-        raise GgufExportError(f"llama.cpp's converter ({'mmproj' if mmproj else 'text'}) failed on {hf_dir}: "
-                              f"{_last_error(done.stderr + done.stdout)}")
+    what = f"llama.cpp's converter ({'mmproj' if mmproj else 'text'})"
+    run_script(cmd, what, hf_dir, timeout=timeout)  # the converter's own gguf-py, not the installed one
+    if not Path(out_file).is_file():
+        raise GgufExportError(f"{what} wrote no {out_file}")
     return Path(out_file)
+
+
+def run_script(cmd: list[str], what: str, subject, *, pythonpath: str = "", timeout: int = 600) -> str:
+    """Run a llama.cpp Python script (cmd[0]; this interpreter) in a child process with PYTHONPATH
+    set to `pythonpath` (the sdist's gguf-py, never the installed gguf). Returns its stdout; raises
+    GgufExportError "<what> failed on <subject>: <its last error line>" on a non-zero exit or timeout."""
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    try:
+        done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise GgufExportError(f"{what} took over {timeout} s on {subject}") from None
+    if done.returncode:
+        raise GgufExportError(f"{what} failed on {subject}: {_last_error(done.stderr + done.stdout)}")
+    return done.stdout
 
 
 def _last_error(log: str) -> str:

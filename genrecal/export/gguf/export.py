@@ -213,6 +213,11 @@ def _parity(job: _Job, tmp: Path, ref: Path, extra: dict) -> dict:
         result["reference_original_eps"] = parity.compare(model, processor, spec, ref, data, job.steps)
         check_model = parity.with_text_rms_eps(model, runtime_eps)
         result["reference_eps"] = runtime_eps
+    runtime_model = getattr(job.writer, "runtime_model", None)
+    if runtime_model is not None:  # the same, for a runtime graph that differs from the HF model (llava.py)
+        result["reference_original"] = parity.compare(model, processor, spec, ref, data, job.steps)
+        check_model = runtime_model(model)
+        result["reference_runtime_graph"] = job.writer.RUNTIME_GRAPH
     result["reference"] = parity.compare(check_model, processor, spec, ref, data, job.steps)
     result["reference"]["precision"] = "f16" if job.quant == "f16" else "f32"
     if job.quant not in ("f32", "f16"):

@@ -29,7 +29,8 @@ KQUANT_TYPES = {"q4_k_m": ("Q4_K", "Q6_K")}
 
 # transformers model_type -> the GGUF family writer module (genrecal.export.gguf.<module>)
 FAMILY_WRITERS = {"qwen2_vl": "qwen2_vl", "idefics3": "idefics3", "smolvlm": "idefics3",
-                  "qwen2_5_vl": "qwen2_5_vl", "internvl": "internvl"}  # these two: llama.cpp's own converter
+                  "qwen2_5_vl": "qwen2_5_vl", "internvl": "internvl",  # these three: llama.cpp's own converter
+                  "llava": "llava"}  # (llava's mmproj: its legacy LLaVA scripts)
 # families llama.cpp itself cannot run (no mmproj projector / text arch for them)
 NOT_IN_LLAMA_CPP = ("llava_onevision", "paligemma")
 
