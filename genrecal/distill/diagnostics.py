@@ -7,7 +7,8 @@ of the same micro-batch: a cyclic shift (sample b gets sample b+1's), so no samp
 and no random number is drawn (a resumed run logs the same figures). The teacher answer part stays
 the sample's own. The train log gets
 
-- `ar_shuffled`: L_ar on the shuffled micro-batches (mean over the step's micro-batches);
+- `ar_shuffled`: L_ar on the shuffled micro-batches (mean over the step's micro-batches on the main
+  process, as `attn_q_mass`);
 - `ar_shuffle_rise`: `ar_shuffled` minus the true L_ar of the same micro-batches, same weights.
 
 A rise near 0 says the Recalibrator predicts the teacher's answer without the student's features;

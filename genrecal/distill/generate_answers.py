@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from genrecal.data.errors import BAD_FILE
+from genrecal.data.records import ASSISTANT
 from genrecal.data.render import SEQUENCE_KEYS, collate, encode_prompt, load_images
 from genrecal.data.samples import DataError, Sample, SkipReport, load_samples
 from genrecal.data.teacher_answers import (
@@ -77,13 +79,15 @@ def teacher_answers(cfg: AnswerConfig, progress: bool = True) -> Path:
                            image_root=cfg.image_root, prompts=True)[: cfg.limit]
     max_length = cfg.max_length or default_max_length(teacher)
     samples = [s for s in samples if _usable(teacher, s, max_length, cfg.on_bad_sample, report)]
+    if not samples:
+        raise DataError(cfg.data, None, BAD_FILE, f"no usable prompts ({report.summary()})")
     out = Path(cfg.out)
     manifest = check_manifest(out, _settings(cfg, teacher, samples, dtype, max_length))
     batches = [list(range(i, min(i + cfg.batch_size, len(samples)))) for i in range(0, len(samples), cfg.batch_size)]
     todo = [k for k in range(len(batches)) if not part_path(out, k).exists()]
     bar = tqdm(total=len(samples), initial=len(samples) - sum(len(batches[k]) for k in todo), desc="answer",
                disable=not progress)
-    stops = _stop_ids(teacher, samples[0]) if samples else []
+    stops = _stop_ids(teacher, samples[0])
     for k in todo:
         rows = generate(teacher, [samples[i] for i in batches[k]], cfg.max_new_tokens, max_length, stops)
         write_part(out, k, [{"sample": i, **row} for i, row in zip(batches[k], rows)])
@@ -138,7 +142,7 @@ def _stop_ids(teacher: LoadedVLM, sample: Sample) -> list[int]:
     of the chat template's end-of-turn marker."""
     eos = teacher.model.generation_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) | {teacher.tokenizer.eos_token_id}
-    probe = Sample(sample.images, sample.question_messages + [{"role": "assistant", "content": "x"}],
+    probe = Sample(sample.images, sample.question_messages + [{"role": ASSISTANT, "content": "x"}],
                    sample.source, sample.index)
     try:
         suffix = (end_of_turn(teacher.processor, probe) or "").strip()

@@ -127,6 +127,7 @@ def test_resume_after_a_kill_redoes_no_finished_part(answered, zoo_dir, evqa_tra
 
 def test_other_settings_are_refused_in_one_line(answered, zoo_dir, evqa_train, capsys):
     before = (answered / "data.json").read_text()
+    capsys.readouterr()
     assert main(answers_args(zoo_dir, evqa_train, answered, "--max-new-tokens", "9")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "max_new_tokens" in err and "another --out" in err
@@ -146,12 +147,17 @@ def test_bad_prompts_are_counted_or_refused(zoo_dir, tmp_path, capsys):
             "--max-new-tokens", "3", "--no-progress"]
     assert main(args + ["--out", str(tmp_path / "strict")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "missing.png" in err and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after any zoo build's progress bar
+    assert last.startswith("error: ") and "missing.png" in last and "Traceback" not in err
     assert main(args + ["--out", str(tmp_path / "skip"), "--on-bad-sample", "skip"]) == 0
     skips = json.loads((tmp_path / "skip" / "skips.json").read_text())
     assert skips["counts"] == {"bad_record": 1, "missing_image": 1}
     records = json.loads((tmp_path / "skip" / "data.json").read_text())
     assert [r["prompt_record"] for r in records] == [0, 3] and records[1]["images"] == []
+    (tmp_path / "none.json").write_text(json.dumps(prompts[1:3]))
+    args[args.index("--data") + 1] = str(tmp_path / "none.json")
+    assert main(args + ["--out", str(tmp_path / "none"), "--on-bad-sample", "skip"]) == 2
+    assert "no usable prompts (skipped 2" in capsys.readouterr().err
 
 
 def test_bad_teacher_answer_ids_field_is_a_bad_record(tmp_path):
@@ -162,3 +168,14 @@ def test_bad_teacher_answer_ids_field_is_a_bad_record(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps([record]))
     with pytest.raises(DataError, match="teacher_answer_ids"):
         load_samples(tmp_path / "d.json")
+
+
+def test_prompts_keep_earlier_turns_and_drop_the_final_answer(tmp_path):
+    records = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a?"},
+                             {"role": "assistant", "content": "A"}, {"role": "user", "content": "b?"},
+                             {"role": "assistant", "content": "old answer"}]},
+               {"conversations": [{"from": "human", "value": "c?"}]}]
+    (tmp_path / "p.json").write_text(json.dumps(records))
+    first, second = load_samples(tmp_path / "p.json", prompts=True)
+    assert [m["content"] for m in first.messages] == ["be brief", "a?", "A", "b?", ""] and first.turn == 1
+    assert [m["content"] for m in second.messages] == ["c?", ""] and second.turn == 0
