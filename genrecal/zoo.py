@@ -40,18 +40,20 @@ Yes. No. I do not know. There are two objects on a white background.
 """
 
 
-@functools.lru_cache(maxsize=1)
-def corpus() -> tuple[str, ...]:
-    """Lines to train the tiny tokenizers on: easy-vqa questions and answers + general text."""
+@functools.lru_cache(maxsize=4)
+def corpus(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Lines to train the tiny tokenizers on: easy-vqa questions and answers + general text + `extra`
+    (a task's own text, e.g. `genrecal.data.scenes.vocabulary_text()`)."""
     from easy_vqa import get_answers, get_train_questions
 
     questions, answers, _ = get_train_questions()
     lines = sorted(set(questions))[:4000] + list(get_answers())
     lines += [ln.strip() for ln in _GENERAL_TEXT.splitlines() if ln.strip()]
-    return tuple(lines)
+    return tuple(lines) + tuple(extra)
 
 
-def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right") -> PreTrainedTokenizerFast:
+def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right",
+                    extra_text: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """Train a small tokenizer of the family's algorithm and wrap it for transformers.
 
     Reproducible across processes (the same spec gives the same vocabulary everywhere), so a zoo
@@ -62,7 +64,7 @@ def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right") -> PreTrai
     builders = {"bpe": _byte_level_bpe, "wordpiece": _wordpiece, "unigram": _unigram}
     if spec.algorithm not in builders:
         raise ValueError(f"unknown tokenizer algorithm {spec.algorithm!r} (bpe, wordpiece, unigram)")
-    return wrap_tokenizer(builders[spec.algorithm](spec, specials), spec, padding_side)
+    return wrap_tokenizer(builders[spec.algorithm](spec, specials, corpus(tuple(extra_text))), spec, padding_side)
 
 
 def wrap_tokenizer(tok: Tokenizer, spec: TokenizerSpec, padding_side: str = "right") -> PreTrainedTokenizerFast:
@@ -80,7 +82,7 @@ def wrap_tokenizer(tok: Tokenizer, spec: TokenizerSpec, padding_side: str = "rig
     )
 
 
-def _byte_level_bpe(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
+def _byte_level_bpe(spec: TokenizerSpec, specials: list[str], lines: tuple[str, ...]) -> Tokenizer:
     """GPT-2 style byte-level BPE (what llama.cpp calls "gpt2")."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -88,12 +90,12 @@ def _byte_level_bpe(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(lines, trainer=trainer)
     return tok
 
 
-def _word_counts(pre) -> Counter:
-    return Counter(w for line in corpus() for w, _ in pre.pre_tokenize_str(line))
+def _word_counts(pre, lines: tuple[str, ...]) -> Counter:
+    return Counter(w for line in lines for w, _ in pre.pre_tokenize_str(line))
 
 
 def _top(counts: Counter, n: int, exclude) -> list[str]:
@@ -102,12 +104,12 @@ def _top(counts: Counter, n: int, exclude) -> list[str]:
     return ranked[:max(n, 0)]
 
 
-def _wordpiece(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
+def _wordpiece(spec: TokenizerSpec, specials: list[str], lines: tuple[str, ...]) -> Tokenizer:
     """Uncased WordPiece (BERT style) over a frequency-ranked vocabulary: every character (alone and
     as a "##" continuation), then the most frequent whole words. Built here rather than with
     tokenizers' WordPieceTrainer, whose vocabulary changes from process to process."""
     normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
-    words = Counter({normalizer.normalize_str(w): n for w, n in _word_counts(pre).items()})
+    words = Counter({normalizer.normalize_str(w): n for w, n in _word_counts(pre, lines).items()})
     chars = sorted({c for w in words for c in w})
     base = specials + chars + [f"##{c}" for c in chars]
     vocab = base + _top(words, spec.vocab_size - len(base), set(base))
@@ -116,12 +118,12 @@ def _wordpiece(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
     return tok
 
 
-def _unigram(spec: TokenizerSpec, specials: list[str]) -> Tokenizer:
+def _unigram(spec: TokenizerSpec, specials: list[str], lines: tuple[str, ...]) -> Tokenizer:
     """SentencePiece-style Unigram (metaspace): every character plus the most frequent substrings
     (up to 8 characters) of the corpus words, scored by log frequency; segmentation is Viterbi.
     Built here because tokenizers' UnigramTrainer is not reproducible across processes."""
     pre = pre_tokenizers.Metaspace()
-    words = _word_counts(pre)
+    words = _word_counts(pre, lines)
     subs: Counter = Counter()
     for w, n in words.items():
         for i in range(len(w)):
@@ -147,30 +149,58 @@ def vocab_gguf_tokenizer(spec: TokenizerSpec, vocab_gguf: str | os.PathLike) -> 
 
     path = Path(vocab_gguf)
     real = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    tok = real.backend_tokenizer
-    tok.add_special_tokens([t for t in spec.special_tokens if t not in real.get_vocab()])
+    tok = _name_placeholders(real.backend_tokenizer, spec.real_ids)
+    tok.add_special_tokens([t for t in spec.special_tokens if t not in tok.get_vocab()])
     return wrap_tokenizer(tok, spec)
 
 
-def build(family: str, size: str = "tiny", seed: int = 0, vocab_gguf: str | os.PathLike | None = None):
+def _name_placeholders(tok: Tokenizer, real_ids: dict[str, int]) -> Tokenizer:
+    """Give placeholder entries ("[PAD151655]", how llama.cpp's vocab GGUFs fill a padded vocabulary) the
+    special token names a family's real checkpoints have at those ids; real entries are left alone."""
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    by_id = {entry["id"]: entry for entry in data["added_tokens"]}
+    renamed = 0
+    for name, idx in real_ids.items():
+        entry = by_id.get(idx)
+        if name in vocab or entry is None or entry["content"] != f"[PAD{idx}]":
+            continue
+        vocab[name] = vocab.pop(entry["content"])
+        entry.update(content=name, special=True)
+        renamed += 1
+    return Tokenizer.from_str(json.dumps(data)) if renamed else tok
+
+
+def build(family: str, size: str = "tiny", seed: int = 0, vocab_gguf: str | os.PathLike | None = None,
+          extra_text: tuple[str, ...] = (), dtype: torch.dtype = torch.float32):
     """Build (model, processor) for a family in memory, seeded. vocab_gguf: a llama.cpp vocab-only GGUF
-    whose real tokenizer replaces the locally trained one."""
+    whose real tokenizer replaces the locally trained one; extra_text: lines added to the corpus the
+    local tokenizer is trained on (a task's own words; empty: the default zoo tokenizer); dtype: the
+    weights' dtype, initialised in it (a 2B model built in bfloat16 never holds an fp32 copy)."""
     fam = get_family(family, role="zoo")
     if size not in fam.sizes:
         raise ValueError(f"family {family!r} has no zoo size {size!r}; sizes: {', '.join(fam.sizes)}")
     torch.manual_seed(seed)
-    tokenizer = vocab_gguf_tokenizer(fam.tokenizer, vocab_gguf) if vocab_gguf else train_tokenizer(fam.tokenizer)
+    tokenizer = vocab_gguf_tokenizer(fam.tokenizer, vocab_gguf) if vocab_gguf else train_tokenizer(fam.tokenizer, extra_text=extra_text)
     tokenizer.chat_template = fam.chat_template
-    model, processor = fam.build_tiny(size, tokenizer, seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model, processor = fam.build_tiny(size, tokenizer, seed)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.to(dtype)  # weights a size loads from a file (small-smollm2) come in their own dtype
     processor.chat_template = fam.chat_template
     return model.eval(), processor
 
 
 def build_to_dir(family: str, out: str | os.PathLike, size: str = "tiny", seed: int = 0,
-                 vocab_gguf: str | os.PathLike | None = None) -> Path:
-    """Build a tiny VLM and save it (model + processor) atomically to `out` (vocab_gguf: see build)."""
+                 vocab_gguf: str | os.PathLike | None = None, extra_text: tuple[str, ...] = (),
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """Build a zoo VLM and save it (model + processor) atomically to `out` (vocab_gguf, extra_text, dtype:
+    see build)."""
     out = Path(out)
-    model, processor = build(family, size, seed, vocab_gguf)
+    model, processor = build(family, size, seed, vocab_gguf, tuple(extra_text), dtype)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)

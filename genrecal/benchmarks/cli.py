@@ -6,6 +6,7 @@
     genrecal-bench bundle   --artifact PATH --profile P --out DIR
     genrecal-bench report   RESULTS... --out DIR
     genrecal-bench quality  [--quick] [--seeds 0,1,2] [--out DIR]   (trains models; see quality.py)
+    genrecal-bench distill-scale --work DIR [--batch-sizes 1,4]  (2B-shaped bf16 teacher; see distill_scale.py)
 
 PATH is an HF model dir (torch) or one `genrecal-export` output dir (runtime from its manifest).
 """
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     from genrecal.benchmarks.quality import add_arguments as quality_arguments
 
     quality_arguments(sub.add_parser("quality", help="GenRecal vs SFT vs ULD at an equal budget on easy-vqa"))
+    from genrecal.benchmarks.distill_scale import add_arguments as scale_arguments
+
+    scale_arguments(sub.add_parser("distill-scale", help="GenRecal vs SFT step time and memory at real shapes"))
     return parser
 
 
@@ -114,8 +118,15 @@ def run_quality(args) -> int:
     return run_from_args(args)
 
 
+def run_distill_scale(args) -> int:
+    from genrecal.benchmarks.distill_scale import run_from_args
+
+    return run_from_args(args)
+
+
 COMMANDS = {"latency": run_latency, "accuracy": run_accuracy, "bundle": run_bundle, "report": run_report,
-            "quality": run_quality}
+            "quality": run_quality,
+            "distill-scale": run_distill_scale}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,9 @@ class TokenizerSpec:
     pad: str
     unk: str | None = None
     extra_special: dict[str, str] = field(default_factory=dict)  # e.g. InternVL's named image tokens
+    # ids these special tokens have in the family's real checkpoints: on a real vocabulary (zoo
+    # `vocab_gguf=`), a placeholder entry at that id ("[PAD151655]") takes the name instead of a new id
+    real_ids: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

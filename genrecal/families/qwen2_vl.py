@@ -28,6 +28,9 @@ CHAT_TEMPLATE = (
 )
 
 SPECIALS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+# their ids in Qwen2-VL / Qwen2.5-VL checkpoints (Qwen2's 151,643 BPE entries come first)
+REAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+            "<|vision_end|>": 151653, "<|image_pad|>": 151655, "<|video_pad|>": 151656}
 
 _SIZES = {
     # head_dim 16 -> mrope_section sums to 8
@@ -38,6 +41,14 @@ _SIZES = {
     # The vision tower stays tiny (mlp_ratio 2: FFN width != embed width, see export-landscape.md).
     "gguf": dict(d=256, ffn=768, layers=2, heads=4, kv=2, vd=64, vlayers=2, patch=8, mrope=[8, 12, 12],
                  pixels=64 * 64),
+    # the scenes quality benchmark's student: 8 text layers (4x the Recalibrator's 2), a vision tower big
+    # enough that linear probes read every asked attribute of a scene (genrecal.benchmarks.quality_scenes)
+    "deep8": dict(d=64, layers=8, heads=4, kv=2, vd=128, vlayers=4, patch=8, mrope=[2, 3, 3], pixels=64 * 64),
+    # Qwen2-VL-2B's shapes (its config.json and preprocessor_config.json; random weights): build it with
+    # the real Qwen2 vocabulary (`vocab_gguf=` llama.cpp's ggml-vocab-qwen2.gguf, 151,936 entries)
+    "2b": dict(d=1536, ffn=8960, layers=28, heads=12, kv=2, vd=1280, vlayers=32, vheads=16, mlp_ratio=4,
+               patch=14, mrope=[16, 24, 24], min_pixels=56 * 56, pixels=28 * 28 * 16384, positions=32768,
+               rope_theta=1e6, tie=True),
 }
 
 
@@ -48,22 +59,24 @@ def build_tiny(size: str, tokenizer, seed: int):
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=s.get("ffn", 2 * s["d"]),
             num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["kv"],
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": s["mrope"]},
+            max_position_embeddings=s.get("positions", 1024),
+            rope_parameters={"rope_type": "default", "rope_theta": s.get("rope_theta", 10000.0),
+                             "mrope_section": s["mrope"]},
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
         vision_config=dict(
-            depth=s["vlayers"], embed_dim=s["vd"], hidden_size=s["d"], num_heads=4, mlp_ratio=2,
-            patch_size=s["patch"], spatial_merge_size=2, temporal_patch_size=2,
+            depth=s["vlayers"], embed_dim=s["vd"], hidden_size=s["d"], num_heads=s.get("vheads", 4),
+            mlp_ratio=s.get("mlp_ratio", 2), patch_size=s["patch"], spatial_merge_size=2, temporal_patch_size=2,
         ),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=s.get("tie", False),
     )
     config.pad_token_id = tokenizer.pad_token_id
     model = Qwen2VLForConditionalGeneration(config)
     factor = s["patch"] * 2
-    size_px = {"shortest_edge": factor * factor, "longest_edge": s["pixels"]}
+    size_px = {"shortest_edge": s.get("min_pixels", factor * factor), "longest_edge": s["pixels"]}  # pixel counts
     image_processor = Qwen2VLImageProcessor(
         size=size_px, patch_size=s["patch"], merge_size=2, temporal_patch_size=2,
     )
@@ -87,7 +100,7 @@ FAMILY = Family(
     model_class="Qwen2VLForConditionalGeneration",
     tokenizer=TokenizerSpec(
         algorithm="bpe", vocab_size=1000, special_tokens=SPECIALS,
-        bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+        bos=None, eos="<|im_end|>", pad="<|endoftext|>", real_ids=REAL_IDS,
     ),
     chat_template=CHAT_TEMPLATE,
     build_tiny=build_tiny,
