@@ -148,13 +148,14 @@ def _train(run_dir: Path, progress: bool, **cfg_fields) -> tuple[Path, float, di
     return out / "student", seconds, cfg.to_dict()
 
 
-def zoo_init(family: str, size: str, out: Path) -> tuple[Path, str]:
-    """Build the untrained zoo model into `out`; returns (dir, fingerprint of its weights + tokenizer).
+def zoo_init(family: str, size: str, out: Path, extra_text: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """Build the untrained zoo model into `out` (extra_text: see zoo.build); returns (dir, fingerprint of its
+    weights + tokenizer).
 
     The fingerprint goes into cache keys, so a cached model is not reused after the zoo changes."""
     from genrecal import zoo
 
-    path = zoo.build_to_dir(family, out, size=size, seed=0)
+    path = zoo.build_to_dir(family, out, size=size, seed=0, extra_text=extra_text)
     digest = hashlib.sha256()
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         if (path / name).exists():
@@ -163,14 +164,15 @@ def zoo_init(family: str, size: str, out: Path) -> tuple[Path, str]:
 
 
 def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, build, vision_steps: int = 0,
-                 role: str = "student") -> dict:
+                 role: str = "student", extra_text: tuple[str, ...] = (), task=None) -> dict:
     """cache/<name>-<hash>/ holds model/, info.json and train_log.jsonl.
 
-    The untrained zoo model first gets `vision_steps` batches of vision pretraining (0: none), then
+    The untrained zoo model (its tokenizer also trained on `extra_text`) first gets `vision_steps` batches
+    of vision pretraining on probe `task` (None: vision_pretrain's default; 0 steps: none), then
     `build(start_dir, run_dir)` -> (student dir, seconds, steps, samples); the hash covers `recipe` and
     the untrained zoo model it starts from."""
     scratch = cache / f".{name}-init"
-    init, fingerprint = zoo_init(family, size, scratch)
+    init, fingerprint = zoo_init(family, size, scratch, extra_text)
     recipe = {**recipe, "init": fingerprint}
     home = cache / f"{name}-{cache_key(recipe)}"
     info_path = home / "info.json"
@@ -179,7 +181,7 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
         say(f"reusing cached {name}: {home}")
         return {**json.loads(info_path.read_text()), "reused": True}
     home.mkdir(parents=True, exist_ok=True)
-    start, vision = _vision_first(init, home / "vision", vision_steps, role)
+    start, vision = _vision_first(init, home / "vision", vision_steps, role, task)
     student, seconds, steps, samples = build(start, home / "run")
     seconds += vision["seconds"] if vision else 0.0
     os.replace(student, home / "model")
@@ -192,16 +194,17 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
     return {**info, "reused": False}
 
 
-def _vision_first(init: Path, out: Path, steps: int, role: str) -> tuple[Path, dict | None]:
+def _vision_first(init: Path, out: Path, steps: int, role: str, task=None) -> tuple[Path, dict | None]:
     """Pretrain the vision encoder + projector of `init` for `steps` batches (0: skip); returns (model dir, info)."""
     if steps <= 0:
         return init, None
-    from genrecal.benchmarks.vision_pretrain import pretrain_vision
+    from genrecal.benchmarks.vision_pretrain import SHAPE_COLOR_TASK, pretrain_vision
 
     say(f"pretraining the {role}'s vision encoder: {steps} steps on labelled renders")
-    info = pretrain_vision(init, out, steps, log=lambda m: say(f"{role} {m}"), role=role)
-    say(f"{role} vision probes on held-out renders: shape {100 * info['probe_accuracy']['shape']:.1f}%, "
-        f"colour {100 * info['probe_accuracy']['color']:.1f}% ({info['seconds']:.0f} s)")
+    info = pretrain_vision(init, out, steps, log=lambda m: say(f"{role} {m}"), role=role,
+                           task=task or SHAPE_COLOR_TASK)
+    probes = ", ".join(f"{k} {100 * v:.1f}%" for k, v in info["probe_accuracy"].items())
+    say(f"{role} vision probes on held-out renders: {probes} ({info['seconds']:.0f} s)")
     return out, info
 
 

@@ -52,15 +52,18 @@ def draw(shape: str, color: str, rng: random.Random) -> Image.Image:
     h = {"circle": w, "triangle": max(MIN_EXTENT, round(w * 0.87)),
          "rectangle": rng.randint(MIN_EXTENT, MAX_EXTENT)}[shape]
     x0, y0 = rng.randint(0, SIZE - w), rng.randint(0, SIZE - h)
-    box = [c * SUPERSAMPLE for c in (x0, y0, x0 + w, y0 + h)]
-    fill = COLORS[color]
+    paint(pen, shape, [c * SUPERSAMPLE for c in (x0, y0, x0 + w, y0 + h)], COLORS[color])
+    return im.resize((SIZE, SIZE), Image.Resampling.BOX)
+
+
+def paint(pen: ImageDraw.ImageDraw, shape: str, box: list[float], fill: tuple[int, int, int]) -> None:
+    """Fill `shape` into box [x0, y0, x1, y1] (supersampled px); a triangle is upright, its apex top centre."""
     if shape == "circle":
         pen.ellipse(box, fill=fill)
     elif shape == "rectangle":
         pen.rectangle(box, fill=fill)
     else:  # upright, about equilateral
         pen.polygon([((box[0] + box[2]) / 2, box[1]), (box[0], box[3]), (box[2], box[3])], fill=fill)
-    return im.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
 def question(shape: str, color: str, rng: random.Random, kind_weights: dict | None = None) -> tuple[str, str]:

@@ -28,16 +28,18 @@ def answer_batch(vlm, questions: list[str], images: list[Image.Image], max_new_t
 
 
 def accuracy(model_dir: str, items: list[tuple[str, str, str]], batch_size: int = 32, progress: bool = True,
-             desc: str = "eval") -> dict:
-    """items: (question, answer, image_path). Returns accuracy, every prediction (in order) and a few examples."""
+             desc: str = "eval", max_new_tokens: int = 8, correct=exact_match) -> dict:
+    """items: (question, answer, image_path); `correct(prediction, answer) -> bool` (default exact match; the
+    scenes benchmark passes a parsed truth as `answer` and its own scorer). Returns accuracy, every prediction
+    (in order) and a few examples."""
     vlm = load_vlm(model_dir, "teacher")
     hits, examples, predictions = 0, [], []
     for i in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress, leave=False):
         chunk = items[i:i + batch_size]
         images = [open_image(p) for _, _, p in chunk]
-        preds = answer_batch(vlm, [q for q, _, _ in chunk], images)
+        preds = answer_batch(vlm, [q for q, _, _ in chunk], images, max_new_tokens)
         for (q, a, _), pred in zip(chunk, map(str.strip, preds)):
-            ok = exact_match(pred, a)
+            ok = correct(pred, a)
             hits += ok
             predictions.append(pred)
             if len(examples) < 5:
