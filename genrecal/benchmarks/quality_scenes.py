@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -71,9 +73,10 @@ class ScenesPlan:
 
 
 FULL = ScenesPlan()
-QUICK = replace(FULL, teacher_vision_steps=40, student_vision_steps=30, teacher_images=300, teacher_steps=60,
-                pretrain_images=60, pretrain_steps=10, budget_images=80, budget_steps=12, unlimited_images=160,
-                unlimited_steps=30, test_images=24, easy_questions=32, batch_size=16)
+QUICK = replace(FULL, teacher_vision_steps=20, student_vision_steps=15, teacher_images=200, teacher_steps=40,
+                pretrain_images=40, pretrain_steps=8, budget_images=60, budget_steps=8, unlimited_images=100,
+                unlimited_steps=16, test_images=12, easy_questions=16, batch_size=16)
+"""A smoke run of every step (minutes): its numbers say nothing about the methods."""
 REGIMES = ("a-gold", "b-teacher-answers")
 METHODS = {  # name -> (kind, DistillConfig overrides or GOLD lmbda)
     "sft": ("distill", {"method": "sft"}),
@@ -186,8 +189,9 @@ def criteria(plan: ScenesPlan, ctx: dict, threads: int) -> dict:
 
 
 def run_scenes(plan: ScenesPlan, seeds: list[int], out: Path, cache: Path, methods: list[str], regimes: list[str],
-               threads: int = 1, command: str = "") -> dict:
-    """The whole benchmark; writes OUT/quality_scenes.{json,md,png} (rewritten after every run) and returns it."""
+               threads: int = 1, command: str = "", jobs: int = 1) -> dict:
+    """The whole benchmark; writes OUT/quality_scenes.{json,md,png} (rewritten after every run) and returns it.
+    jobs: runs trained at once, each in its own process with `threads` torch threads."""
     import torch
 
     torch.set_num_threads(threads)
@@ -214,14 +218,21 @@ def run_scenes(plan: ScenesPlan, seeds: list[int], out: Path, cache: Path, metho
         path, label = teacher_answer_data(ctx["teacher"]["path"], gold_budget, data_root / "budget-teacher-answers",
                                           limit=None)
         ctx["data"]["b-teacher-answers"], result["teacher_answer_labels"] = path, label
-    for seed in seeds:
-        for regime in regimes:
-            for name in methods:
-                if name in result["skipped_methods"]:
-                    continue
-                result["runs"].append(reuse_or_run(spec(plan, ctx, regime, name, seed, threads)))
-                result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-                report.write_all(result, out)
+    todo = [spec(plan, ctx, regime, name, seed, threads) for seed in seeds for regime in regimes for name in methods
+            if name not in result["skipped_methods"]]
+    lock = threading.Lock()
+
+    def one(s: dict) -> None:
+        record = reuse_or_run(s)
+        with lock:  # the report on disk grows run by run: a killed invocation leaves every finished run
+            result["runs"].append(record)
+            result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+            report.write_all(result, out)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is its own child process
+        list(pool.map(one, todo))
+    order = {(s["regime"], s["name"], s["seed"]): i for i, s in enumerate(todo)}
+    result["runs"].sort(key=lambda r: order[r["regime"], r["name"], r["seed"]])  # plan order, whatever finished first
     result["summary"] = report.summarize(result["runs"], ctx["teacher"]["scores"]["accuracy"])
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     report.write_all(result, out)
@@ -246,6 +257,12 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds wants a comma list of integers, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"wants an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, tiny budgets (a smoke run, minutes)")
     parser.add_argument("--seeds", type=_seeds, help="comma list (default 0,1,2; --quick: 0)")
@@ -255,7 +272,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma list of {', '.join(REGIMES)} (default both)")
     parser.add_argument("--out", default="quality-scenes-out")
     parser.add_argument("--cache", help="cached teacher and student (default ~/.cache/genrecal/quality)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
+    parser.add_argument("--threads", type=_positive, default=1, help="torch CPU threads per run (default 1)")
+    parser.add_argument("--jobs", type=_positive, default=1, help="runs trained at once, one process each (default 1; "
+                                                            "2 on 2 idle cores)")
 
 
 def command_line(args) -> str:
@@ -266,14 +285,17 @@ def command_line(args) -> str:
         words.append("--methods " + ",".join(args.methods))
     if args.regimes != list(REGIMES):
         words.append("--regimes " + ",".join(args.regimes))
-    return " ".join(words + ([f"--threads {args.threads}"] if args.threads != 1 else []) + [f"--out {args.out}"])
+    words += [f"--threads {args.threads}"] if args.threads != 1 else []
+    words += [f"--jobs {args.jobs}"] if args.jobs != 1 else []
+    return " ".join(words + [f"--out {args.out}"])
 
 
 def run_from_args(args) -> int:
     plan = QUICK if args.quick else FULL
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "genrecal" / "quality"
-    result = run_scenes(plan, seeds, Path(args.out), cache, args.methods, args.regimes, args.threads, command_line(args))
+    result = run_scenes(plan, seeds, Path(args.out), cache, args.methods, args.regimes, args.threads, command_line(args),
+                        args.jobs)
     print(report.markdown(result))
     return 0
 

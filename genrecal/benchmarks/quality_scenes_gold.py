@@ -102,10 +102,19 @@ def _optimizer(student, run: GoldRun):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
+def _no_special_samples(trainer, tokenizer) -> None:
+    """On-policy GOLD samples the student's answers (do_sample, temperature 0.9); a sampled image placeholder
+    then makes the student's next forward fail ("Image features and image tokens do not match", seen with a
+    weak student). So sampling may not emit the student's special tokens, its end-of-turn token excepted."""
+    banned = sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+    trainer.generation_kwargs["suppress_tokens"] = banned
+    trainer.generation_config.suppress_tokens = banned
+
+
 def train_gold(run: GoldRun) -> Path:
     """Train the student with GOLD for `run.steps` optimizer steps; returns OUT/student."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+    from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback, TrainerCallback
 
     GOLDConfig, GOLDTrainer = gold_modules()
     out = Path(run.out)
@@ -140,6 +149,8 @@ def train_gold(run: GoldRun) -> Path:
 
     trainer = GOLDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset(run.data, run.samples),
                           processing_class=s_proc, callbacks=[StepLog()], optimizers=_optimizer(student, run))
+    _no_special_samples(trainer, s_proc.tokenizer)
+    trainer.remove_callback(PrinterCallback)  # our StepLog keeps the log; no dict per step on stdout
     trainer.train()
     trainer.model.save_pretrained(out / "student")
     s_proc.save_pretrained(out / "student")
