@@ -6,6 +6,8 @@
     genrecal-bench bundle   --artifact PATH --profile P --out DIR
     genrecal-bench report   RESULTS... --out DIR
     genrecal-bench quality  [--quick] [--seeds 0,1,2] [--out DIR]   (trains models; see quality.py)
+    genrecal-bench quality-scenes [--quick] [--methods M,...] [--regimes R,...] [--jobs N] [--out DIR]
+                            (multi-object scenes, gold vs teacher answers, TRL GOLD beside; quality_scenes.py)
     genrecal-bench distill-scale --work DIR [--batch-sizes 1,4]  (2B-shaped bf16 teacher; see distill_scale.py)
 
 PATH is an HF model dir (torch) or one `genrecal-export` output dir (runtime from its manifest).
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from genrecal.benchmarks.distill_scale import add_arguments as scale_arguments
 
     scale_arguments(sub.add_parser("distill-scale", help="GenRecal vs SFT step time and memory at real shapes"))
+    from genrecal.benchmarks.quality_scenes import add_arguments as scenes_arguments
+
+    scenes_arguments(sub.add_parser("quality-scenes", help="distillation methods on multi-object scenes, 2 regimes"))
     return parser
 
 
@@ -118,6 +123,12 @@ def run_quality(args) -> int:
     return run_from_args(args)
 
 
+def run_quality_scenes(args) -> int:
+    from genrecal.benchmarks.quality_scenes import run_from_args
+
+    return run_from_args(args)
+
+
 def run_distill_scale(args) -> int:
     from genrecal.benchmarks.distill_scale import run_from_args
 
@@ -126,7 +137,7 @@ def run_distill_scale(args) -> int:
 
 COMMANDS = {"latency": run_latency, "accuracy": run_accuracy, "bundle": run_bundle, "report": run_report,
             "quality": run_quality,
-            "distill-scale": run_distill_scale}
+            "quality-scenes": run_quality_scenes, "distill-scale": run_distill_scale}
 
 
 def main(argv: list[str] | None = None) -> int:

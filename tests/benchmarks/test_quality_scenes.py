@@ -109,3 +109,11 @@ def test_cli_parses_methods_and_regimes(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--methods", "dpo"])
     assert "unknown method(s) ['dpo']" in capsys.readouterr().err
+
+
+def test_genrecal_bench_wires_quality_scenes():
+    from genrecal.benchmarks.cli import COMMANDS, build_parser
+
+    args = build_parser().parse_args(["quality-scenes", "--quick", "--jobs", "2", "--out", "o"])
+    assert args.command == "quality-scenes" and args.jobs == 2 and args.quick and "quality-scenes" in COMMANDS
+    assert qs.command_line(args) == "genrecal-bench quality-scenes --quick --jobs 2 --out o"
