@@ -23,6 +23,7 @@ import numpy as np
 
 def build(work: Path, size: str, precision: str) -> dict[str, Path]:
     from genrecal import zoo
+    from genrecal.benchmarks.peer_builds import stage_for_converter
     from genrecal.export.gguf import converter
     from genrecal.export.gguf.export import family_writer, load_source, write_text_gguf
     from genrecal.export.gguf.tokenizer import read_chat_template
@@ -34,22 +35,8 @@ def build(work: Path, size: str, precision: str) -> dict[str, Path]:
     ours, theirs = work / f"genrecal-{precision}.gguf", work / f"converter-{precision}.gguf"
     write_text_gguf(ours, family_writer("smolvlm"), model, processor.tokenizer,
                     read_chat_template(student, processor.tokenizer), precision)
-    converter.convert(_as_idefics3(student, work / "staged"), theirs, precision)
+    converter.convert(stage_for_converter(student, work / "staged"), theirs, precision)
     return {"student": student, "genrecal": ours, "converter": theirs}
-
-
-def _as_idefics3(student: Path, out: Path) -> Path:
-    """The converter's text table knows neither SmolVLM- nor Idefics3ForConditionalGeneration; it reads
-    text_config.architectures first: a copy declaring LlamaForCausalLM there."""
-    out.mkdir(parents=True, exist_ok=True)
-    for path in student.iterdir():
-        if path.name != "config.json" and not (out / path.name).exists():
-            (out / path.name).symlink_to(path.resolve())
-    config = json.loads((student / "config.json").read_text())
-    config["architectures"] = ["Idefics3ForConditionalGeneration"]
-    config["text_config"]["architectures"] = ["LlamaForCausalLM"]  # the text model's class in its table
-    (out / "config.json").write_text(json.dumps(config))
-    return out
 
 
 def compare_files(a: Path, b: Path) -> dict:

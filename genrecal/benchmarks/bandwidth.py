@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +26,24 @@ _SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
                       "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-def measure_bandwidth(size_mb: int = 256, repeats: int = 5) -> dict:
-    """Best-of-`repeats` copy and read bandwidth (GB/s, 1e9 bytes) over a `size_mb` buffer."""
+def measure_bandwidth(size_mb: int = 256, repeats: int = 5, threads: int = 1) -> dict:
+    """Best-of-`repeats` copy and read bandwidth (GB/s, 1e9 bytes) over a `size_mb` buffer, split into
+    `threads` slices that as many threads copy/sum at once (numpy releases the GIL in both), so the
+    bound uses as many cores as the decode it is compared with."""
+    threads = max(1, int(threads))
     src = np.ones(size_mb * 2**20 // 8)  # float64; far larger than any CPU cache
     dst = np.empty_like(src)
-    copy_s = _best(lambda: np.copyto(dst, src), repeats)
-    read_s = _best(lambda: src.sum(), repeats)
+    parts = list(zip(np.array_split(src, threads), np.array_split(dst, threads)))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        def each(fn):
+            return lambda: list(pool.map(fn, parts))
+
+        copy_s = _best(each(lambda p: np.copyto(p[1], p[0])), repeats)
+        read_s = _best(each(lambda p: p[0].sum()), repeats)
     copy_gbs = 2 * src.nbytes / copy_s / 1e9
     read_gbs = src.nbytes / read_s / 1e9
-    return {"method": f"numpy copy + sum over {size_mb} MiB, best of {repeats}",
-            "copy_gbs": round(copy_gbs, 2), "read_gbs": round(read_gbs, 2),
+    return {"method": f"numpy copy + sum over {size_mb} MiB in {threads} thread(s), best of {repeats}",
+            "threads": threads, "copy_gbs": round(copy_gbs, 2), "read_gbs": round(read_gbs, 2),
             "bandwidth_gbs": round(max(copy_gbs, read_gbs), 2)}
 
 
@@ -58,17 +67,21 @@ def roofline(decode_tok_s: float, bandwidth_gbs: float, bytes_per_token: int) ->
 
 # ---- bytes of weights one decode step reads, per artifact format ----
 def weight_bytes_per_token(path: str | Path, fmt: str, files: list[str] | None = None,
-                           compute_itemsize: int | None = None) -> dict:
+                           compute_itemsize: int | None = None, onnx_level: str = "all") -> dict:
     """{"bytes", "source"}: the decoder weights (LM head included, embedding table and vision
-    tower excluded) of an artifact dir in format hf/onnx/gguf/tensorrt. compute_itemsize (hf only):
-    bytes per element the weights are held in when run (a bf16 checkpoint run in fp32: 4), default the
-    checkpoint's own."""
+    tower excluded) of an artifact dir in format hf/onnx/gguf/tensorrt, in the dtype they are run in.
+    compute_itemsize (hf only): bytes per element the weights are held in when run (a bf16 checkpoint
+    run in fp32: 4), default the checkpoint's own. onnx_level: the runtime's onnxruntime graph
+    optimisation level (basic | all): ONNX weights are counted in the graph onnxruntime runs."""
     root = Path(path)
     files = files if files is not None else [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
     if fmt == "hf":
         return _hf_bytes(root, files, compute_itemsize)
     if fmt == "onnx":
-        return _named_bytes(root, files, "decoder", "decoder graph + external data")
+        graphs = [f for f in files if Path(f).name.startswith("decoder") and f.endswith(".onnx")]
+        if len(graphs) != 1:
+            raise GenrecalError(f"{root}: expected one decoder*.onnx graph, found {graphs or 'none'}")
+        return onnx_run_bytes(root / graphs[0], onnx_level)
     if fmt == "tensorrt":
         return _named_bytes(root, files, "decoder", "decoder engine")
     if fmt == "gguf":
@@ -121,3 +134,33 @@ def _gguf_bytes(root: Path, files: list[str]) -> dict:
     tied = "output.weight" not in sizes
     total = sum(b for n, b in sizes.items() if tied or n != "token_embd.weight")
     return {"bytes": total, "source": f"GGUF tensors of {text[0]}" + (" (tied head)" if tied else "")}
+
+
+def onnx_run_bytes(graph: str | Path, level: str = "all") -> dict:
+    """Initializer bytes of the graph onnxruntime (CPU) actually runs: the graph after its optimisations
+    at `level` (so fp16 weights its CPU kernels need in fp32 count as fp32), minus tables read only by a
+    Gather (an embedding lookup reads one row per token). {"bytes", "source"}."""
+    from genrecal.benchmarks.ort_graph import optimized_model
+
+    model = optimized_model(graph, level)
+    gather_only = _gather_tables(model.graph)
+    sizes = {t.name: _initializer_bytes(t) for t in model.graph.initializer}
+    total = sum(b for n, b in sizes.items() if n not in gather_only)
+    return {"bytes": total, "source": f"initializers of {Path(graph).name} as onnxruntime runs it (level {level}), "
+                                      f"{len(gather_only)} lookup table(s) excluded"}
+
+
+def _gather_tables(graph) -> set[str]:
+    """Initializers every consumer of which is a Gather-type lookup reading them as its table."""
+    uses: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            uses.setdefault(name, set()).add(node.op_type.startswith("Gather") and i == 0)
+    return {name for name, kinds in uses.items() if kinds == {True}}
+
+
+def _initializer_bytes(t) -> int:
+    """Elements x item size (MatMulNBits keeps its packed 4/8-bit blocks as uint8 tensors)."""
+    import onnx
+
+    return int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize

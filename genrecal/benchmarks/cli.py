@@ -9,6 +9,8 @@
     genrecal-bench quality-scenes [--quick] [--methods M,...] [--regimes R,...] [--jobs N] [--out DIR]
                             (multi-object scenes, gold vs teacher answers, TRL GOLD beside; quality_scenes.py)
     genrecal-bench distill-scale --work DIR [--batch-sizes 1,4]  (2B-shaped bf16 teacher; see distill_scale.py)
+    genrecal-bench peers    --work DIR [--threads 1,2] [--repeats N] [--pairs P,...] [--json FILE] [--md FILE]
+                            (genrecal's exports vs onnxruntime-genai's builder / llama.cpp's converter; peers.py)
 
 PATH is an HF model dir (torch) or one `genrecal-export` output dir (runtime from its manifest).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from genrecal.benchmarks.profiles import PROFILES
 from genrecal.runtimes.torch_device import DEVICES, DTYPES
@@ -72,7 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
     from genrecal.benchmarks.quality_scenes import add_arguments as scenes_arguments
 
     scenes_arguments(sub.add_parser("quality-scenes", help="distillation methods on multi-object scenes, 2 regimes"))
+    _peers_arguments(sub.add_parser("peers", help="genrecal's ONNX/GGUF vs the peers' own exporters, one run"))
     return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _peers_arguments(p: argparse.ArgumentParser) -> None:
+    from genrecal.benchmarks.peers import PAIRS
+
+    p.add_argument("--work", required=True, help="folder for the student, text model and artifacts (reused)")
+    p.add_argument("--student", help="smolvlm/idefics3 student dir (default: zoo smolvlm --size into WORK/student)")
+    p.add_argument("--size", default="small-smollm2", help="zoo size when building the student")
+    p.add_argument("--threads", type=_int_list, default=(1, 2), help="thread counts, e.g. 1,2 (default)")
+    p.add_argument("--repeats", type=int, default=3, help="round-robin passes per thread count (default 3)")
+    p.add_argument("--prompt-tokens", type=int, default=64, dest="prompt_tokens")
+    p.add_argument("--decode-tokens", type=int, default=64, dest="decode_tokens")
+    p.add_argument("--agreement-tokens", type=int, default=256, dest="agreement_tokens")
+    p.add_argument("--pairs", type=lambda s: tuple(s.split(",")), default=PAIRS,
+                   help=f"comma-separated (default {','.join(PAIRS)}; also onnx-fp32)")
+    p.add_argument("--no-torch", action="store_false", dest="torch_reference",
+                   help="do not time PyTorch (agreement still uses it)")
+    p.add_argument("--profile", action="store_true", help="then onnxruntime's profiler on every ONNX artifact")
+    p.add_argument("--json", help="write the record here")
+    p.add_argument("--md", help="write the Markdown tables here")
 
 
 def run_latency(args) -> int:
@@ -135,9 +166,26 @@ def run_distill_scale(args) -> int:
     return run_from_args(args)
 
 
+def run_peers(args) -> int:
+    from genrecal.benchmarks.peers import PeersConfig, format_markdown, run_peers
+    from genrecal.benchmarks.results import write_json
+
+    keys = ("work", "student", "size", "threads", "repeats", "prompt_tokens", "decode_tokens", "agreement_tokens",
+            "pairs", "torch_reference", "profile")
+    record = run_peers(PeersConfig(**{k: getattr(args, k) for k in keys}))
+    text = format_markdown(record)
+    print(text)
+    if args.json:
+        print(f"wrote {write_json(record, args.json)}")
+    if args.md:
+        Path(args.md).write_text(text)
+        print(f"wrote {args.md}")
+    return 0
+
+
 COMMANDS = {"latency": run_latency, "accuracy": run_accuracy, "bundle": run_bundle, "report": run_report,
             "quality": run_quality,
-            "quality-scenes": run_quality_scenes, "distill-scale": run_distill_scale}
+            "quality-scenes": run_quality_scenes, "distill-scale": run_distill_scale, "peers": run_peers}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,7 +90,7 @@ def pick_threads(profile: Profile, threads: int | None, warnings: list[str]) -> 
     """--threads, else the profile's, capped at the cores usable here (more would only oversubscribe)."""
     if threads is not None or profile.threads is None:
         return threads
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = _usable_cores()
     if profile.threads > usable:
         warnings.append(f"profile {profile.name} uses {profile.threads} threads; this machine has {usable} usable "
                         f"cores, so {usable} are used")
@@ -136,22 +136,29 @@ def run_latency(cfg: LatencyConfig, log=print) -> dict:
         "energy": power.summary(tokens),
         "peak_rss_mb": max(t["peak_rss_mb"] for t in timings),
     }
-    result["roofline"] = roofline_record(cfg, info, profile, summary["decode_tok_s"]["median"])
+    used = getattr(rt, "threads", threads) or _usable_cores()  # onnxruntime's default: one per core
+    result["roofline"] = roofline_record(cfg, info, profile, summary["decode_tok_s"]["median"], used)
     return result
 
 
-def roofline_record(cfg: LatencyConfig, info: dict, profile: Profile, decode_tok_s: float) -> dict:
-    """Decode tok/s vs the bandwidth bound, measured here (and with the profile's nominal figure)."""
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def roofline_record(cfg: LatencyConfig, info: dict, profile: Profile, decode_tok_s: float, threads: int = 1) -> dict:
+    """Decode tok/s vs the bandwidth bound, measured here with `threads` threads (as many as the run
+    used) over the decoder weights in the dtype they are run in (and with the profile's nominal figure)."""
     if info.get("device") == "cuda":
         return {"error": "computed on CUDA: the host memory bandwidth measured here does not bound it"}
     itemsize = ITEMSIZE.get(info["precision"]) if "checkpoint_precision" in info else None
+    level = "basic" if info.get("format") == "onnx" and info.get("precision") == "fp16" else "all"
     try:
-        weights = bandwidth.weight_bytes_per_token(cfg.artifact, info["format"], info["files"], itemsize)
+        weights = bandwidth.weight_bytes_per_token(cfg.artifact, info["format"], info["files"], itemsize, level)
     except (GenrecalError, OSError, ValueError) as exc:
         return {"error": f"cannot size the decoder weights: {exc}"}
     out = {"weight_bytes_per_token": weights["bytes"], "weight_source": weights["source"]}
     if cfg.measure_bandwidth:
-        measured = bandwidth.measure_bandwidth()
+        measured = bandwidth.measure_bandwidth(threads=threads)
         out["measured"] = measured
         out.update(bandwidth.roofline(decode_tok_s, measured["bandwidth_gbs"], weights["bytes"]))
     if profile.bandwidth_gbs:

@@ -38,6 +38,9 @@ def export_parser() -> argparse.ArgumentParser:
                    help="parity against PyTorch for every artifact (default: on)")
     p.add_argument("--strip", action="store_true", help="drop Recalibrator/training tensors instead of refusing")
     p.add_argument("--threads", type=int, help="threads for the parity runs (torch and onnxruntime)")
+    p.add_argument("--onnx-decoder", choices=("torchscript", "builder"), default="torchscript", dest="onnx_decoder",
+                   help="builder: the fp32/int4/int8w text decoder from onnxruntime-genai's model builder (fused "
+                        "attention; llama-type text models only; int8/fp16 keep genrecal's)")
     p.add_argument("--device-profile", dest="device_profile",
                    help="size the TensorRT plan for this device profile's memory (default jetson-orin-nano; "
                         "see genrecal-bench --profile)")
@@ -88,7 +91,7 @@ def run_export(args) -> int:
 
     opts = ExportOptions(student=args.student, out=args.out, target=args.target, formats=args.formats,
                          precisions=args.precisions, check=args.check, strip=args.strip, threads=args.threads,
-                         device_profile=args.device_profile)
+                         device_profile=args.device_profile, onnx_decoder=args.onnx_decoder)
     summary = export(opts)
     print(parity_table(summary["artifacts"]))
     print(f"summary: {args.out / layout.SUMMARY_NAME}")

@@ -34,6 +34,7 @@ class ExportOptions:
     strip: bool = False  # drop Recalibrator/training tensors instead of refusing them
     threads: int | None = None  # torch + onnxruntime threads for the parity runs
     device_profile: str | None = None  # the TensorRT plan is sized for it (default jetson-orin-nano)
+    onnx_decoder: str = "torchscript"  # builder: onnxruntime-genai's decoder graph (onnx/builder_decoder.py)
 
 
 class OutputDirError(GenrecalError):
@@ -97,7 +98,8 @@ def export(opts: ExportOptions, log=print) -> dict:
     from genrecal.export.onnx import OnnxBuild
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".genrecal-work-") as work:
-        onnx = OnnxBuild(out / layout.HF_DIR, Path(work), check=opts.check, threads=opts.threads)
+        onnx = OnnxBuild(out / layout.HF_DIR, Path(work), check=opts.check, threads=opts.threads,
+                         decoder=opts.onnx_decoder)
         for artifact in artifacts:
             t0 = time.perf_counter()
             record = {"dir": artifact.dirname, "format": artifact.format, "precision": artifact.precision}

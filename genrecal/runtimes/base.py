@@ -6,6 +6,8 @@ final `Generation` in `.result` once exhausted. Metric names follow llama.cpp / 
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, runtime_checkable
 
@@ -16,6 +18,61 @@ from genrecal.errors import GenrecalError
 
 class RuntimeError_(GenrecalError):
     """A backend that cannot load or run an artifact (missing library, bad image, ...)."""
+
+
+# The one timing definition every runtime (torch, onnxruntime, llama.cpp, TensorRT) and the peers
+# benchmark follow; results carry it as `timing_definition`.
+TIMING_DEFINITION = (
+    "wall clock (time.perf_counter) in the calling process. decode_ms_per_token = (time the last new token's "
+    "id is known - time the first one's is known) / (new tokens - 1), an end-of-sequence token counted as a new "
+    "token: every per-token cost of the runtime "
+    "(model call, KV cache handling, argmax, its Python loop) is in, detokenisation is out (text is decoded "
+    "after the last token; a streaming consumer's detokenise-and-yield time is subtracted). ttft_ms = from "
+    "the generate() call to the first new token's id. load_ms = constructing the runtime until it can "
+    "generate, excluding the artifact's sha256 verification (verify_ms) and genrecal's llama.cpp smoke "
+    "decode in a child process (smoke_ms)")
+
+
+class DecodeClock:
+    """Stamps for TIMING_DEFINITION: `token()` when each new token's id is known; wrap work that is not
+    decoding (detokenisation, yielding to a streaming consumer) in `with clock.paused():`."""
+
+    def __init__(self, start: float | None = None):
+        self.start = time.perf_counter() if start is None else start
+        self.first: float | None = None
+        self.last: float | None = None
+        self.count = 0
+        self.excluded_s = 0.0  # paused time between the first and the last token
+        self._pending_s = 0.0  # paused since the last token: counts once another token follows
+
+    def token(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        else:
+            self.excluded_s += self._pending_s
+        self._pending_s = 0.0
+        self.last = now
+        self.count += 1
+
+    @contextmanager
+    def paused(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._pending_s += time.perf_counter() - t0
+
+    @property
+    def ttft_ms(self) -> float:
+        return (self.first - self.start) * 1e3 if self.first is not None else 0.0
+
+    @property
+    def decode_ms_per_token(self) -> float:
+        """ms per new token after the first (0.0 with fewer than 2 tokens)."""
+        if self.count < 2:
+            return 0.0
+        return (self.last - self.first - self.excluded_s) * 1e3 / (self.count - 1)
 
 
 @dataclass

@@ -25,15 +25,14 @@ from PIL import Image
 from genrecal.gguf_pair.llama_log import captured_log, missing_bindings
 from genrecal.manifest import load_manifest
 from genrecal.runtimes import llamacpp_smoke, sysinfo
-from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
 
 DEFAULT_CTX = 4096  # capped at the model's training context
-TIMING_HOW = ("wall-clock (time.perf_counter) around each call: preprocess = chat template + image resize + "
-              "mtmd_tokenize (libmtmd's image preprocessing); vision_encode = mtmd_encode_chunk; prefill = "
-              "llama_decode of text chunks + image embeddings; decode_ms_per_token = llama_perf_context "
-              "t_eval_ms/n_eval (llama.cpp's own counter, single-token decodes); ttft from generate() entry to "
-              "the first token's argmax; peak_rss_mb = this process's high-water mark (getrusage)")
+TIMING_HOW = (TIMING_DEFINITION + "; here preprocess = chat template + image resize + mtmd_tokenize (libmtmd's "
+              "image preprocessing); vision_encode = mtmd_encode_chunk; prefill = llama_decode of text chunks + "
+              "image embeddings; llama.cpp's own counter (t_eval_ms/n_eval) is extra.llama_perf_ms_per_token; "
+              "peak_rss_mb = this process's high-water mark (getrusage)")
 
 
 @dataclass
@@ -75,7 +74,9 @@ class LlamaCppSession:
         self.prompt, self.verbose = prompt, verbose
         self.threads = int(threads or os.cpu_count() or 1)
         # a native crash (e.g. a -march=native build's AMX path) in a child process becomes one clear line
+        t0 = time.perf_counter()
         self.smoke = llamacpp_smoke.ensure_decodes(Path(model_path), self.threads)
+        self.smoke_ms = (time.perf_counter() - t0) * 1e3  # not part of load_ms (base.TIMING_DEFINITION)
         self.n_ctx = min(int(n_ctx or DEFAULT_CTX), self.facts.context_length)
         self._mtmd = None
         self.llama = self._load_llama(Path(model_path), f32_kv)
@@ -329,7 +330,7 @@ class LlamaCppRuntime:
         prompt = PromptFormat.from_dict(extra[layout.EXTRA_PROMPT])
         self.session = LlamaCppSession(root / layout.MODEL_FILE, root / layout.MMPROJ_FILE, prompt,
                                        threads=threads, n_ctx=n_ctx, verbose=verbose)
-        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.load_ms = (time.perf_counter() - t0) * 1e3 - self.session.smoke_ms
         self.threads = self.session.threads
 
     def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int = 32,
@@ -339,45 +340,42 @@ class LlamaCppRuntime:
 
     def _run(self, images, prompt: str, max_new_tokens: int):
         s = self.session
-        t_start = time.perf_counter()
+        clock = DecodeClock()
         opened = open_images(images)
         s.reset_perf()
         pre = s.prefill(prompt, opened)
         ids: list[int] = []
         token = int(np.argmax(pre.logits))
-        ttft_ms = (time.perf_counter() - t_start) * 1e3
-        decode_ms, steps, shown, stop = 0.0, 0, "", "max_new_tokens"
+        shown, stop = "", "max_new_tokens"
         while len(ids) < max_new_tokens:
+            clock.token()  # the end-of-generation token's step counts too (base.TIMING_DEFINITION)
             if s.is_eog(token):
                 stop = "eos"
                 break
             ids.append(token)
-            now = s.detokenize(ids).decode("utf-8", errors="ignore")
-            if len(now) > len(shown):
-                yield now[len(shown):]
-                shown = now
+            with clock.paused():  # detokenising and the consumer's time are not decoding
+                now = s.detokenize(ids).decode("utf-8", errors="ignore")
+                if len(now) > len(shown):
+                    yield now[len(shown):]
+                    shown = now
             if len(ids) == max_new_tokens:
                 break
-            t0 = time.perf_counter()
             token = int(np.argmax(s.step(token)))
-            decode_ms += (time.perf_counter() - t0) * 1e3
-            steps += 1
-        e2e_ms = (time.perf_counter() - t_start) * 1e3
-        timing = self._timing(pre, ttft_ms, decode_ms, steps, e2e_ms, len(ids), stop)
+        e2e_ms = (time.perf_counter() - clock.start) * 1e3
+        timing = self._timing(pre, clock, e2e_ms, len(ids), stop)
         return Generation(text=s.detokenize(ids).decode("utf-8", errors="replace"), token_ids=ids, timing=timing)
 
-    def _timing(self, pre: Prefill, ttft_ms: float, decode_ms: float, steps: int, e2e_ms: float,
-                n_out: int, stop: str) -> Timing:
+    def _timing(self, pre: Prefill, clock: DecodeClock, e2e_ms: float, n_out: int, stop: str) -> Timing:
         perf = self.session.perf()
-        # llama.cpp times single-token decodes itself (t_eval_ms / n_eval); prefer it over wall-clock
-        per_tok = perf["t_eval_ms"] / perf["n_eval"] if perf["n_eval"] else (decode_ms / steps if steps else 0.0)
+        # wall clock, as for every runtime (base.TIMING_DEFINITION); llama.cpp's own counter is in extra
+        per_tok = clock.decode_ms_per_token
         return Timing(
             load_ms=self.load_ms,
             preprocess_ms=pre.preprocess_ms,
             vision_encode_ms=pre.vision_ms,
             prefill_ms=pre.prefill_ms,
             prefill_tok_s=pre.tokens_in / (pre.prefill_ms / 1e3) if pre.prefill_ms else 0.0,
-            ttft_ms=ttft_ms,
+            ttft_ms=clock.ttft_ms,
             decode_ms_per_token=per_tok,
             decode_tok_s=1e3 / per_tok if per_tok else 0.0,
             e2e_ms=e2e_ms,
@@ -389,7 +387,8 @@ class LlamaCppRuntime:
                 "stop": stop,
                 "image_tokens": sum(int(x) for kind, x in pre.layout if kind == "image"),
                 "llama_perf": perf,
-                "decode_wall_ms_per_token": decode_ms / steps if steps else 0.0,
+                "llama_perf_ms_per_token": perf["t_eval_ms"] / perf["n_eval"] if perf["n_eval"] else 0.0,
+                "smoke_ms": self.session.smoke_ms,
                 "how": TIMING_HOW,
             },
         )

@@ -20,7 +20,7 @@ import numpy as np
 
 from genrecal.families.onnx_base import onnx_spec
 from genrecal.manifest import Manifest, load_manifest
-from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
 from genrecal.runtimes.sysinfo import peak_rss_mb
 
@@ -43,10 +43,16 @@ class OnnxRuntime:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 profile_prefix: str | None = None):
+        """profile_prefix: write onnxruntime's profiler JSON for every session (`<prefix>_<role>_*.json`,
+        on `end_profiling()`); for genrecal-bench peers --profile."""
+        self.profile_prefix = profile_prefix
         t0 = time.perf_counter()
         self.path = str(path)
         self.manifest: Manifest = load_manifest(Path(path))  # verifies every checksum
+        self.verify_ms = _ms(t0)  # not part of load_ms (base.TIMING_DEFINITION)
+        t0 = time.perf_counter()
         if self.manifest.format != "onnx":
             raise RuntimeError_(f"{path} holds a {self.manifest.format!r} artifact, not ONNX")
         self.family = self.manifest.family
@@ -54,19 +60,22 @@ class OnnxRuntime:
         self.threads = threads
         self.facts = self.manifest.extra
         self.spec = onnx_spec(self.family)
-        self.sessions = {role: self._session(Path(path) / name, threads, providers)
+        self.sessions = {role: self._session(Path(path) / name, threads, providers, role)
                          for role, name in self.facts["graphs"].items()}
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=False)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.eos = set(self.facts["eos_token_ids"])
+        self._decoder_io: tuple[set[str], list[str]] | None = None  # graph input names, output names in order
         self.load_ms = _ms(t0)
 
-    def _session(self, graph: Path, threads: int | None, providers):
+    def _session(self, graph: Path, threads: int | None, providers, role: str = ""):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        if self.profile_prefix:
+            opts.enable_profiling, opts.profile_file_prefix = True, f"{self.profile_prefix}_{role}"
         opts.log_severity_level = 3  # errors only: constant-folding notices on fp16 graphs are noise
         if threads:
             opts.intra_op_num_threads = threads
@@ -125,7 +134,12 @@ class OnnxRuntime:
         feeds = {"inputs_embeds": embeds.astype(np.float32), "attention_mask": np.ones((1, total), np.int64),
                  "position_ids": pos.astype(np.int64)}
         feeds.update({f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}": past[i] for i in range(2 * n)})
-        out = self.sessions["decoder"].run(None, feeds)
+        session = self.sessions["decoder"]
+        if self._decoder_io is None:  # a decoder whose attention derives positions from the mask has no position_ids
+            self._decoder_io = ({i.name for i in session.get_inputs()},
+                                ["logits", *(f"present.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(2 * n))])
+        names, outputs = self._decoder_io
+        out = session.run(outputs, {k: v for k, v in feeds.items() if k in names})
         return out[0], out[1:]  # logits [1, L, V], present (2 * n_layers)
 
     def steps(self, enc: dict, max_new_tokens: int, forced: list[int] | None = None,
@@ -173,7 +187,7 @@ class OnnxRuntime:
     # ---- the Runtime API ----
     def generate(self, images: list, prompt: str, max_new_tokens: int = 32,
                  stream: bool = False) -> Generation | Stream:
-        pieces = self._generate(images, prompt, max_new_tokens)
+        pieces = self._generate(images, prompt, max_new_tokens, stream)
         if stream:
             return Stream(pieces)
         while True:
@@ -182,34 +196,39 @@ class OnnxRuntime:
             except StopIteration as stop:
                 return stop.value
 
-    def _generate(self, images, prompt, max_new_tokens) -> Iterator[str]:
-        start = time.perf_counter()
+    def _generate(self, images, prompt, max_new_tokens, stream: bool = True) -> Iterator[str]:
+        decode = DecodeClock()
+        start = decode.start
         enc = self.prepare(images, prompt)
         timing = Timing(load_ms=self.load_ms, preprocess_ms=_ms(start), tokens_in=int(enc["input_ids"].shape[1]))
-        clock, tokens, said, t_first = {}, [], "", None
+        clock, tokens, said = {}, [], ""
         for token, _, _ in self.steps(enc, max_new_tokens, clock=clock):
+            decode.token()
             tokens.append(token)
-            t_first = t_first or time.perf_counter()
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            # yield only growth of what was shown: wait for whole UTF-8 characters, and for
-            # decoders that rewrite earlier text (WordPiece joins "##" pieces) to settle
-            if text.startswith(said) and len(text) > len(said) and not text.endswith("\ufffd"):
-                yield text[len(said):]
-                said = text
+            if not stream:
+                continue
+            with decode.paused():  # detokenising and the consumer's time are not decoding
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                # yield only growth of what was shown: wait for whole UTF-8 characters, and for
+                # decoders that rewrite earlier text (WordPiece joins "##" pieces) to settle
+                if text.startswith(said) and len(text) > len(said) and not text.endswith("\ufffd"):
+                    yield text[len(said):]
+                    said = text
         end = time.perf_counter()
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if text.startswith(said) and len(text) > len(said):
             yield text[len(said):]
         timing.vision_encode_ms, timing.prefill_ms = clock.get("vision_ms", 0.0), clock.get("prefill_ms", 0.0)
         timing.prefill_tok_s = timing.tokens_in / max(timing.prefill_ms / 1000.0, 1e-9)
-        timing.ttft_ms = (t_first - start) * 1000.0 if t_first else 0.0
+        timing.ttft_ms = decode.ttft_ms
         timing.tokens_out = len(tokens)
         if len(tokens) > 1:
-            timing.decode_ms_per_token = (end - t_first) * 1000.0 / (len(tokens) - 1)
+            timing.decode_ms_per_token = decode.decode_ms_per_token
             timing.decode_tok_s = 1000.0 / max(timing.decode_ms_per_token, 1e-9)
         timing.e2e_ms = (end - start) * 1000.0
         timing.peak_rss_mb = peak_rss_mb()
-        timing.extra = {"threads": self.threads, "precision": self.precision, "family": self.family}
+        timing.extra = {"threads": self.threads, "precision": self.precision, "family": self.family,
+                        "verify_ms": self.verify_ms, "how": TIMING_DEFINITION}
         return Generation(text=text, token_ids=tokens, timing=timing)
 
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from genrecal.export.onnx.files import OnnxExportError
 from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256, write_manifest
+
+DECODERS = ("torchscript", "builder")  # --onnx-decoder
 
 
 class OnnxBuild:
     """One student's ONNX exports for one run: the fp32 graphs and the PyTorch reference are
     computed at most once and shared by every precision."""
 
-    def __init__(self, hf_dir: Path, work_dir: Path, check: bool = True, threads: int | None = None):
+    def __init__(self, hf_dir: Path, work_dir: Path, check: bool = True, threads: int | None = None,
+                 decoder: str = "torchscript"):
         self.hf_dir, self.work_dir, self.check = Path(hf_dir), Path(work_dir), check
         self.threads = threads  # onnxruntime intra-op threads for the parity runs (None: ORT default)
+        if decoder not in DECODERS:
+            raise OnnxExportError(f"unknown ONNX decoder source {decoder!r}; choose {', '.join(DECODERS)}")
+        self.decoder = decoder  # torchscript: genrecal's graph; builder: onnxruntime-genai's (builder_decoder.py)
         self._student = self._facts = self._reference = self._source = None
 
     def student(self):
@@ -57,10 +64,24 @@ class OnnxBuild:
 
         src, facts = self.fp32()
         ops = convert_graphs(src, dst, precision)
+        if self.decoder == "builder":
+            facts = {**facts, **self._builder_decoder(dst, precision)}
         for path in src.iterdir():  # processor, tokenizer, configs (graphs and weight sidecars done above)
             if path.is_file() and path.suffix not in (".onnx", ".data"):
                 shutil.copyfile(path, dst / path.name)
         return {**facts, **ops}
+
+    def _builder_decoder(self, dst: Path, precision: str) -> dict:
+        """Replace dst's decoder with onnxruntime-genai's builder's where it can write it."""
+        from genrecal.export import layout
+        from genrecal.export.onnx.builder_decoder import unsupported, write_builder_decoder
+
+        model, processor = self.student()
+        reason = unsupported(model, precision)
+        if reason and precision in ("fp16", "int8"):
+            return {"decoder_from": f"genrecal (TorchScript): {reason}"}
+        return write_builder_decoder(model, processor.tokenizer, precision, dst / layout.DECODER_GRAPH,
+                                     self.work_dir / "builder")
 
     def manifest(self, precision: str, target: str, extra: dict) -> Manifest:
         return Manifest(format="onnx", target=target, family=self.student()[0].config.model_type,

@@ -1,0 +1,74 @@
+"""`genrecal-export --onnx-decoder builder`: the text decoder from onnxruntime-genai's model builder, in
+genrecal's folder, checked like every genrecal ONNX artifact and loaded by transformers.js.
+
+    python -m pytest tests/export/test_onnx_builder_decoder.py -q     # ~1 min on 2 idle cores
+
+Skips without onnxruntime-genai; the transformers.js case also without node / js/node_modules.
+"""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from genrecal.benchmarks import clients
+
+pytest.importorskip("onnxruntime_genai")
+QUESTION = "Does the image contain a brown shape?"
+
+
+@pytest.fixture(scope="module")
+def builder_export(zoo_dir, tmp_path_factory):
+    """The tiny smolvlm exported at fp32 and int4 with the builder's decoder, parity checked."""
+    from genrecal.export.run import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("builder") / "export"
+    summary = export(ExportOptions(student=zoo_dir("smolvlm"), out=out, target="cpu", formats=("onnx",),
+                                   precisions=("fp32", "int4"), check=True, threads=1, onnx_decoder="builder"),
+                     log=lambda m: None)
+    return out, {r["dir"]: r for r in summary["artifacts"]}
+
+
+def _manifest(path):
+    return json.loads((path / "genrecal_manifest.json").read_text())
+
+
+def test_builder_decoder_holds_parity_and_fused_ops(builder_export):
+    out, records = builder_export
+    assert records["onnx-fp32"]["status"] == "ok" and records["onnx-int4"]["status"] == "ok"
+    for precision, op in (("fp32", "MatMul"), ("int4", "MatMulNBits")):
+        extra = _manifest(out / f"onnx-{precision}")["extra"]
+        assert extra["decoder_from"].startswith("onnxruntime-genai") and "position_ids" not in extra["decoder_inputs"]
+        graph = onnx.load(str(out / f"onnx-{precision}" / extra["graphs"]["decoder"]), load_external_data=False)
+        ops = {n.op_type for n in graph.graph.node}
+        assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", op} <= ops
+        assert all(v.type.tensor_type.shape.dim[3].dim_value == 16 for v in graph.graph.input
+                   if v.name.startswith("past_key_values."))  # the tiny model's head dim, not a symbol
+    parity = _manifest(out / "onnx-fp32")["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["greedy_identical"] == 1.0
+    assert parity["text_agreement"]["top1_agreement"] == 1.0
+
+
+@pytest.mark.skipif(clients.transformers_js_missing() is not None,
+                    reason=f"transformers.js: {clients.transformers_js_missing()}")
+def test_transformers_js_loads_the_builder_decoder(builder_export, easy_vqa_sample, zoo_dir):
+    from genrecal.runtimes.onnxruntime import OnnxRuntime
+
+    out, _ = builder_export
+    image = easy_vqa_sample[2]
+    ref = clients.torch_greedy(zoo_dir("smolvlm"), image, QUESTION, 8)
+    for precision in ("fp32", "int4"):
+        js = clients.transformers_js(out / f"onnx-{precision}", image, QUESTION, 8)
+        ours = OnnxRuntime(out / f"onnx-{precision}", threads=1).generate([image], QUESTION, 8).token_ids
+        assert js.get("tokens") == ours[: len(js.get("tokens", []))] and len(ours) >= 2, js
+        if precision == "fp32":
+            assert js["tokens"] == ref["tokens"][: len(js["tokens"])] and js["prompt"] == ref["prompt"]
+
+
+def test_builder_decoder_refuses_other_text_models(zoo_dir):
+    from genrecal.export.onnx.builder_decoder import unsupported
+    from genrecal.export.onnx.graphs import load_student
+
+    model, _ = load_student(zoo_dir("qwen2_vl"))
+    assert unsupported(model, "int4").startswith("its text model is") and unsupported(model, "fp16")
