@@ -87,7 +87,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _peers_arguments(p: argparse.ArgumentParser) -> None:
-    from genrecal.benchmarks.peers import PAIRS
+    from genrecal.benchmarks.peers import KNOWN_PAIRS, PAIRS
 
     p.add_argument("--work", required=True, help="folder for the student, text model and artifacts (reused)")
     p.add_argument("--student", help="smolvlm/idefics3 student dir (default: zoo smolvlm --size into WORK/student)")
@@ -98,7 +98,7 @@ def _peers_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=int, default=64, dest="decode_tokens")
     p.add_argument("--agreement-tokens", type=int, default=256, dest="agreement_tokens")
     p.add_argument("--pairs", type=lambda s: tuple(s.split(",")), default=PAIRS,
-                   help=f"comma-separated (default {','.join(PAIRS)}; also onnx-fp32)")
+                   help=f"comma-separated, of {', '.join(KNOWN_PAIRS)} (default {','.join(PAIRS)})")
     p.add_argument("--no-torch", action="store_false", dest="torch_reference",
                    help="do not time PyTorch (agreement still uses it)")
     p.add_argument("--profile", action="store_true", help="then onnxruntime's profiler on every ONNX artifact")

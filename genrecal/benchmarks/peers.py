@@ -30,8 +30,8 @@ from genrecal.benchmarks.peer_builds import PeerBuildError
 from genrecal.errors import GenrecalError
 from genrecal.runtimes.base import TIMING_DEFINITION
 
-PAIRS = ("onnx-int4", "onnx-int8", "onnx-int8w", "onnx-int4-builder", "onnx-int8w-builder", "gguf-q4_k_m",
-         "gguf-q8_0")
+PAIRS = ("onnx-int4", "onnx-int8", "onnx-int4-builder", "gguf-q4_k_m", "gguf-q8_0")  # default --pairs
+# also: onnx-fp32, onnx-int8w, onnx-int8w-builder (8-bit MatMulNBits at accuracy level 0/1: slow, see README)
 # pair -> (peer artifact, genrecal artifact)
 _PAIR_ARTIFACTS = {
     "onnx-fp32": ("genai-fp32", "genrecal-onnx-fp32"),
@@ -44,6 +44,8 @@ _PAIR_ARTIFACTS = {
     "onnx-int4-builder": ("genai-int4", "genrecal-onnx-int4-builder"),
     "onnx-int8w-builder": ("genai-int8", "genrecal-onnx-int8w-builder"),
 }
+
+KNOWN_PAIRS = tuple(_PAIR_ARTIFACTS)
 
 
 @dataclass
@@ -95,6 +97,8 @@ def prepare(cfg: PeersConfig, log=print) -> tuple[Path, list[Artifact]]:
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
     student = Path(cfg.student) if cfg.student else work / "student"
+    if cfg.student and not (student / "config.json").is_file():
+        raise PeerBuildError(f"--student {student} is not a transformers model dir (no config.json)")
     if not cfg.student and not (student / "config.json").is_file():
         from genrecal import zoo
 

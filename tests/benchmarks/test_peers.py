@@ -87,9 +87,13 @@ def test_peers_gguf_pair_cli(zoo_dir, tmp_path):
     assert "gguf-q8_0: genrecal-q8_0.gguf / converter-q8_0.gguf" in (tmp_path / "peers.md").read_text()
 
 
-def test_peers_refuses_unknown_pair(tmp_path):
-    from genrecal.benchmarks.peers import PeersConfig
+def test_peers_refuses_bad_input_in_one_line(tmp_path):
+    from genrecal.benchmarks.peers import PeersConfig, prepare
     from genrecal.errors import GenrecalError
 
     with pytest.raises(GenrecalError, match="unknown peers pair"):
         PeersConfig(work=str(tmp_path), pairs=("onnx-int3",))
+    with pytest.raises(GenrecalError, match="--decode-tokens must be >= 2"):
+        PeersConfig(work=str(tmp_path), decode_tokens=1)
+    with pytest.raises(GenrecalError, match="not a transformers model dir"):
+        prepare(PeersConfig(work=str(tmp_path), student=str(tmp_path / "missing")), log=lambda m: None)
