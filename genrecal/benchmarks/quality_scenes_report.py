@@ -101,6 +101,9 @@ def markdown(result: dict) -> str:
              f"Teacher: {plan['teacher_family']}/{plan['teacher_size']}; student: {plan['student_family']}/"
              f"{plan['student_size']}; budget {plan['budget_steps']} steps x {plan['batch_size']} on "
              f"{plan['budget_images']} images (every method); seeds {', '.join(map(str, result['seeds']))}.", ""]
+    if "--quick" in result["command"]:
+        lines += ["**A `--quick` smoke run**: every step runs, at budgets far too small to train anything; its "
+                  "numbers say nothing about the methods.", ""]
     lines += criteria_lines(result)
     lines += ["| model | held-out scenes | count / colour / shape / size / relation / describe | easy-vqa test |",
               "|---|---|---|---|"]

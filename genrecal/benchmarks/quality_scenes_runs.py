@@ -25,7 +25,8 @@ SEEDS = {"teacher": 1, "pretrain": 2, "budget": 3, "test": 4, "unlimited": 5}
 # ---------------------------------------------------------------- data
 def write_data(root: Path, name: str, plan: ScenesPlan, images: int) -> Path:
     """root/name/data.json: `images` scenes (3 questions each, phrasings mixed) plus a `plan.shapes_share` of
-    single-shape easy-vqa-style images (genrecal.data.shapes, 2 questions each), shuffled; returns the file."""
+    single-shape easy-vqa-style images (genrecal.data.shapes, 2 questions each), shuffled; returns the file.
+    The held-out `test` set is scenes only (easy-vqa's own test split is the second evaluation)."""
     import random
 
     from genrecal.data.scenes import write_scenes
@@ -35,7 +36,7 @@ def write_data(root: Path, name: str, plan: ScenesPlan, images: int) -> Path:
     if (out / "data.json").exists():
         return out / "data.json"
     seed = SEEDS[name] + 10 * plan.data_seed
-    n_shapes = round(images * plan.shapes_share)
+    n_shapes = 0 if name == "test" else round(images * plan.shapes_share)
     scenes_dir = write_scenes(out / "scenes", images - n_shapes, plan.questions_per_image, seed=seed)
     records = [{**r, "image": f"scenes/{r['image']}"} for r in json.loads((scenes_dir / "data.json").read_text())]
     if n_shapes:
@@ -73,15 +74,15 @@ def score(model_dir: str, scene_items: list, easy_items: list, desc: str = "eval
     """Accuracy on held-out scenes (overall, per question kind) and on easy-vqa's test split."""
     from genrecal.distill.evaluate import accuracy
 
-    by_kind: dict[str, list] = {}
-    for it in scene_items:
-        by_kind.setdefault(it[1]["kind"], []).append(it)
-    kinds = {k: accuracy(model_dir, sub, progress=False, desc=f"{desc} {k}", max_new_tokens=SCENE_TOKENS,
-                         correct=correct) for k, sub in sorted(by_kind.items())}
-    n = sum(len(v) for v in by_kind.values())
-    out = {"accuracy": sum(r["accuracy"] * len(by_kind[k]) for k, r in kinds.items()) / max(1, n), "n": n,
-           "by_kind": {k: round(r["accuracy"], 4) for k, r in kinds.items()},
-           "examples": {k: r["examples"][:2] for k, r in kinds.items()}}
+    res = accuracy(model_dir, scene_items, progress=False, desc=desc, max_new_tokens=SCENE_TOKENS, correct=correct)
+    hits: dict[str, list[bool]] = {}
+    examples: dict[str, list] = {}
+    for (q, truth, _), pred in zip(scene_items, res["predictions"]):
+        hits.setdefault(truth["kind"], []).append(correct(pred, truth))
+        if len(examples.setdefault(truth["kind"], [])) < 2:
+            examples[truth["kind"]].append({"question": q, "prediction": pred, "correct": hits[truth["kind"]][-1]})
+    out = {"accuracy": res["accuracy"], "n": res["n"],
+           "by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(hits.items())}, "examples": examples}
     if easy_items:
         easy = accuracy(model_dir, easy_items, progress=False, desc=f"{desc} easy-vqa", max_new_tokens=EASY_TOKENS,
                         correct=correct)

@@ -117,3 +117,23 @@ def test_genrecal_bench_wires_quality_scenes():
     args = build_parser().parse_args(["quality-scenes", "--quick", "--jobs", "2", "--out", "o"])
     assert args.command == "quality-scenes" and args.jobs == 2 and args.quick and "quality-scenes" in COMMANDS
     assert qs.command_line(args) == "genrecal-bench quality-scenes --quick --jobs 2 --out o"
+
+
+def test_scoring_and_teacher_answers_on_a_real_tiny_model(zoo_dir, tmp_path):
+    from genrecal.benchmarks.quality_scenes_runs import items, score, teacher_answer_data, write_data
+
+    plan = qs.QUICK
+    gold = write_data(tmp_path, "budget", plan, images=4)
+    test = write_data(tmp_path, "test", plan, images=2)
+    assert all(t["kind"] != "exact" for _, t, _ in items(test))  # held-out set: scenes only
+    kinds = {t["kind"] for _, t, _ in items(gold)}
+    assert kinds <= {*scenes.KINDS, "exact"}
+    model = zoo_dir("qwen2_vl")
+    got = score(model, items(test), [])
+    assert got["n"] == len(items(test)) and 0.0 <= got["accuracy"] <= 1.0
+    assert set(got["by_kind"]) == {t["kind"] for _, t, _ in items(test)} and "easy_vqa" not in got
+    path, labels = teacher_answer_data(model, gold, tmp_path / "answers", limit=5)
+    answered = json.loads(path.read_text())
+    assert 1 <= len(answered) <= 5 and labels["n"] == len(answered) and 0.0 <= labels["accuracy"] <= 1.0
+    questions = [r["conversations"][0]["value"] for r in json.loads(gold.read_text())[:5]]
+    assert [r["conversations"][0]["value"] for r in answered] == questions[:len(answered)]  # same prompts
