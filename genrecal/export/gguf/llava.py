@@ -162,4 +162,6 @@ def prompt_format(image_processor) -> PromptFormat:
 def notes(model, tokenizer) -> list[str]:
     layer = model.config.vision_feature_layer
     return [f"text by llama.cpp's convert_hf_to_gguf.py; mmproj by its legacy llava_surgery_v2.py + "
-            f"convert_image_encoder_to_gguf.py (vision_feature_layer {layer} -> clip.vision.feature_layer)"]
+            f"convert_image_encoder_to_gguf.py (vision_feature_layer {layer} -> clip.vision.feature_layer)",
+            f"{RUNTIME_GRAPH}: image embeddings differ from the HF model's (parity.reference_original); "
+            "the conversion is checked against PyTorch computing that graph (parity.reference)"]
