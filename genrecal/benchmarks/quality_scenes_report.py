@@ -129,6 +129,10 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {_pct(m['accuracy_mean'], m['accuracy_sd'])} | {seeds} | "
                          f"{_kinds(m['by_kind_mean'])} | {_pct(m['easy_vqa'])} | {_pct(m['gap_closed'])} | "
                          f"{m['seconds_per_step'] or 0:.2f} | {m['peak_rss_mb'] or 0:.0f} | {rise} |")
+    unmet = [k for k, v in (result.get("criteria") or {}).items() if isinstance(v, dict) and v.get("met") is False]
+    if summary and unmet:
+        lines += ["", f"**Regime criteria not met ({', '.join(unmet)})**: the comparison above is not the test the "
+                      "criteria were fixed for; read the targets below with that in mind."]
     if summary:
         lines += ["", "Targets per regime: " + "; ".join(
             f"{r}: GenRecal > ULD > SFT **{v['genrecal>uld>sft']}**, half the gap closed "

@@ -95,6 +95,7 @@ def test_report_states_criteria_first_then_tables_per_regime(tmp_path):
     assert md.index("Regime criteria") < md.index("## Regime a-gold") < md.index("## Regime b-teacher-answers")
     assert "| 8 / 2 = 4 | **yes** |" in md and "color 80%" in md and "= 95 % | **yes** |" in md
     assert "not run: `gold`: trl missing" in md and "PARTIAL" not in md
+    assert "**Regime criteria not met (student_probe)**" in md
     assert json.loads(paths["json"].read_text())["summary"]["a-gold"]["sft"]["peak_rss_mb"] == 900.0
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     assert "PARTIAL" in report.markdown({**result, "summary": None})
