@@ -28,6 +28,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,6 +140,8 @@ def _child(code: str, args: list[str], log: Path) -> tuple[str, float, float]:
 def distill_row(name: str, method: list[str], common: dict, out: Path, batch: int, samples: int,
                 steps: int) -> Row:
     """One `genrecal distill` child: median step seconds after the first, peak RSS."""
+    if out.exists():  # a child killed before it wrote its row: measure afresh
+        shutil.rmtree(out)
     run = {**common, "out": out, "batch_size": batch, "max_steps": steps, "limit": samples}
     _, rss, wall = _child(CHILD, ["distill", *flags(run), *method, "--no-progress"], out.with_suffix(".log"))
     seconds = [json.loads(line)["seconds"] for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -199,30 +202,50 @@ def doctor_estimate_gib(common: dict, batch: int, log: Path) -> float:
 
 
 def measure(work: Path, batch_sizes: tuple[int, ...], steps: int, samples: int, rss_samples: int,
-            say=print) -> dict:
-    """Every row at every batch size, the RSS-vs-dataset-size pair and the doctor's estimates."""
+            teacher: Path | None = None, student: Path | None = None, say=print) -> dict:
+    """Every row at every batch size, the RSS-vs-dataset-size pair and the doctor's estimates.
+
+    Rows finished by an earlier invocation with the same models and settings are read back from
+    WORK/rows.jsonl, not re-measured (delete it to measure afresh). teacher/student: model dirs
+    instead of the 2B-shaped pair (a quick check of the benchmark itself)."""
     from genrecal.runtimes.sysinfo import device_info
 
-    teacher, student = models(work)
+    if teacher is None or student is None:
+        teacher, student = models(work)
     data = photos(work / f"photos-{max(samples, rss_samples)}", max(samples, rss_samples))
     common = {"teacher": str(teacher), "student": str(student), "data": str(data), "dtype": "bf16"}
-    runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    rows: list[Row] = []
-    for batch in batch_sizes:
-        rows.append(teacher_row(common, batch, samples, steps, runs / f"teacher-b{batch}-n{samples}.log"))
-        say(format_row(rows[-1]))
-        for name, method in RUNS:
-            slug = re.sub(r"\W+", "-", name).strip("-")
-            rows.append(distill_row(name, method, common, runs / f"{slug}-b{batch}-n{samples}", batch, samples, steps))
-            say(format_row(rows[-1]))
-    stage2 = RUNS[3]
-    rss_row = distill_row(stage2[0], stage2[1], common, runs / f"rss-b{batch_sizes[0]}-n{rss_samples}",
-                          batch_sizes[0], rss_samples, steps)
-    say(format_row(rss_row))
+    runs, done = work / "runs", _finished(work / "rows.jsonl")
+    plan = [(name, method, batch, samples) for batch in batch_sizes
+            for name, method in (("teacher forward", None), *RUNS)]
+    plan.append((RUNS[3][0], RUNS[3][1], batch_sizes[0], rss_samples))
+    rows = []
+    for name, method, batch, n in plan:
+        key = json.dumps([common["teacher"], common["student"], name, batch, n, steps])
+        if key not in done:
+            slug = f"{re.sub(r'[^a-z0-9]+', '-', name)}-b{batch}-n{n}-s{steps}"
+            row = teacher_row(common, batch, n, steps, runs / f"{slug}.log") if method is None else \
+                distill_row(name, method, common, runs / slug, batch, n, steps)
+            done[key] = asdict(row)
+            with (work / "rows.jsonl").open("a") as f:
+                f.write(json.dumps({"key": key, "row": done[key]}) + "\n")
+        rows.append(done[key])
+        say(format_row(Row(**done[key])))
     estimates = {b: doctor_estimate_gib(common, b, runs / f"doctor-b{b}.log") for b in batch_sizes}
-    return {"benchmark": "distill-scale", "rows": [asdict(r) for r in rows + [rss_row]],
-            "doctor_estimate_gib": estimates, "load_average": os.getloadavg(), "device": device_info(),
-            "teacher": str(teacher), "student": str(student), "steps": steps}
+    return {"benchmark": "distill-scale", "rows": rows, "doctor_estimate_gib": estimates,
+            "load_average": os.getloadavg(), "device": device_info(), "teacher": str(teacher),
+            "student": str(student), "steps": steps}
+
+
+def _finished(path: Path) -> dict:
+    """key -> row of the rows an earlier invocation measured (a torn last line is ignored)."""
+    done = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[entry["key"]] = entry["row"]
+    return done
 
 
 def format_row(row: Row) -> str:
@@ -241,8 +264,7 @@ def summarise(record: dict) -> list[str]:
         lines.append(f"batch {batch}: GenRecal stage-2 step / (teacher forward + SFT step) = {ratio:.3f} "
                      f"(goal <= {GOAL_RATIO}: {'met' if ratio <= GOAL_RATIO else 'NOT met'})")
         peak = max(r.peak_rss_mb for r in at.values() if r.name.startswith("genrecal")) / 1024
-        est = record["doctor_estimate_gib"][str(batch)] if str(batch) in record["doctor_estimate_gib"] \
-            else record["doctor_estimate_gib"][batch]
+        est = {int(k): v for k, v in record["doctor_estimate_gib"].items()}[batch]
         off = est / peak - 1
         lines.append(f"batch {batch}: doctor estimate {est:.2f} GiB vs measured peak RSS {peak:.2f} GiB "
                      f"({off:+.1%}; goal within {GOAL_ESTIMATE:.0%}: {'met' if abs(off) <= GOAL_ESTIMATE else 'NOT met'})")
@@ -269,6 +291,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per row; the first is not timed")
     p.add_argument("--samples", type=int, default=64, help="dataset size of the timed rows")
     p.add_argument("--rss-samples", type=int, default=640, help="dataset size of the RSS comparison row")
+    p.add_argument("--teacher", type=Path, help="teacher dir instead of the 2B-shaped one (checks the benchmark)")
+    p.add_argument("--student", type=Path, help="student dir instead of small-smollm2 (with --teacher)")
     p.add_argument("--json", type=Path, help="write the record here")
     p.add_argument("--md", type=Path, help="write the Markdown table here")
 
@@ -277,8 +301,8 @@ def run_from_args(args) -> int:
     from genrecal.benchmarks.results import write_json
 
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    record = measure(args.work, batch_sizes, args.steps, args.samples, args.rss_samples,
-                     say=lambda line: print(line, flush=True))
+    record = measure(args.work, batch_sizes, args.steps, args.samples, args.rss_samples, args.teacher,
+                     args.student, say=lambda line: print(line, flush=True))
     text = format_markdown(record)
     print(text)
     if args.json:
