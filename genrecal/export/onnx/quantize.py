@@ -42,7 +42,10 @@ from genrecal.export.onnx.files import copy_graph, is_large, save_graph
 PRECISIONS = ("fp32", "int8", "int8w", "int4", "fp16")
 INT4_BLOCK = 32
 # MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. In int4 graphs
-# it is the 8-bit LM head's; the HQQ 4-bit MatMuls get none from onnxruntime's HQQ quantizer (0: fp32 compute)
+# it is the 8-bit LM head's; the HQQ 4-bit MatMuls get none from onnxruntime's HQQ quantizer (0: fp32 compute).
+# HQQ's zero points are float, so onnxruntime (1.32, CPU) cannot prepack them: it dequantizes B on every call
+# whatever the level (level 4 set afterwards gave identical logits, same ~3 tok/s on small-smollm2 at 1 thread);
+# zero points rounded to uint8 run the packed kernel (~25-30 tok/s) but lose HQQ's gain (top-1 0.96 -> 0.61)
 INT4_ACCURACY_LEVEL = 4
 INT4_HQQ_ACCURACY_LEVEL = 0
 INT8W_ACCURACY_LEVEL = 0  # fp32 compute: level 4 (int8 activations per block) measured 0.91 vs 0.95 top-1
