@@ -6,7 +6,7 @@ Writes N noise photos of SIDE x SIDE px with LLaVA-layout questions (one set per
 zoo's tiny LLaVA teacher and Qwen2-VL student and raises the student processor's pixel budget to
 --max-pixels (448 x 448 by default: 784 image tokens at its patch 8, 4.8 MB of fp32 pixel_values
 per sample, as a real processor gives), then runs `genrecal-distill --max-steps 4 --batch-size 4` in a child process
-per size and prints each child's peak RSS (ru_maxrss) and the ratio of the largest to the smallest.
+per size and prints each child's own peak RSS (VmHWM) and the ratio of the largest to the smallest.
 Holding every rendered sample (what genrecal did before) would add ~4.8 MB per sample.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from PIL import Image
+
+from genrecal.benchmarks.distill_scale import CHILD  # `genrecal ARGS` in a child printing its own VmHWM
 
 
 def write_data(root: Path, n: int, side: int) -> Path:
@@ -48,8 +50,6 @@ def models(work: Path, max_pixels: int) -> tuple[Path, Path]:
     return teacher, student
 
 
-CHILD = ("import resource, sys\nfrom genrecal.cli import main\nrc = main(sys.argv[1:])\n"
-         "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")
 
 
 def peak_rss_mb(distill_args: list[str]) -> tuple[float, float]:

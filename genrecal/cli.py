@@ -49,8 +49,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn-mass-every", type=int, dest="attn_mass_every",
                    help="compute the diagnostics (attention mass, shuffled-question rise of L_ar) every N steps "
                    "(default 10)")
-    p.add_argument("--teacher-answer-features", choices=("states", "embeddings"), dest="teacher_answer_features",
-                   help="what the Recalibrator reads at the teacher's answer positions: its last-layer states "
+    p.add_argument("--recal-answer-input", choices=("hidden", "embedding"), dest="recal_answer_input",
+                   help="what the Recalibrator reads at the teacher's answer positions: its last-layer hidden states "
                    "(default, the paper) or its answer-token input embeddings")
     p.add_argument("--data-workers", type=int, dest="data_workers",
                    help="processes rendering the next micro-batches while the model trains (default 0)")
@@ -74,7 +74,7 @@ def run_distill(args) -> int:
     keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
             "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample",
             "trust_remote_code", "require_image", "image_root", "dtype", "save_dtype", "teacher_device_map",
-            "gradient_checkpointing", "attn_mass_every", "stop_after", "data_workers", "teacher_answer_features")
+            "gradient_checkpointing", "attn_mass_every", "stop_after", "data_workers", "recal_answer_input")
     cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
     for name in ("student", "data", "out"):
         if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):

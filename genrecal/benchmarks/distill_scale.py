@@ -14,7 +14,7 @@ Data: photos of 448-1024 px per side (crops of matplotlib's sample photo), LLaVA
 Every figure comes from `genrecal-distill` itself, one child process per row (`--dtype bf16`, the
 trainer's own per-step `seconds` in train_log.jsonl, median over the steps after the first), except
 "teacher forward", which times `teacher_features` (the frozen forward every teacher-using step
-runs) over the same micro-batches in a child. Peak RSS is the child's ru_maxrss. The dry-run
+runs) over the same micro-batches in a child. Peak RSS is the child's own VmHWM. The dry-run
 doctor's memory estimate for the GenRecal run is printed next to the largest GenRecal stage's
 peak RSS; one more GenRecal stage-2 run on --rss-samples samples shows RSS against dataset size.
 Goals (README): GenRecal stage-2 step <= 1.15 x (teacher forward + SFT step); RSS flat in the
@@ -115,8 +115,20 @@ def photos(root: Path, n: int, seed: int = 0) -> Path:
     return data
 
 
-CHILD = ("import resource, sys\nfrom genrecal.cli import main\nrc = main(sys.argv[1:])\n"
-         "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")
+CHILD = ("import sys\nfrom genrecal.benchmarks.distill_scale import peak_rss_kb\nfrom genrecal.cli import main\n"
+         "rc = main(sys.argv[1:])\nprint('peak_rss_kb', peak_rss_kb())\nsys.exit(rc)")
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak RSS (kB): /proc's VmHWM, since Linux carries ru_maxrss over from the
+    parent through exec (a child would report at least its parent's peak); ru_maxrss elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 class ScaleRunError(GenrecalError):
@@ -188,7 +200,7 @@ def _teacher_child(spec_json: str) -> None:
             teacher_features(data.teacher.model, t_batch)
             seconds.append(round(time.perf_counter() - t0, 4))
     print(json.dumps(seconds))
-    print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print("peak_rss_kb", peak_rss_kb())
 
 
 def doctor_estimate_gib(common: dict, batch: int, log: Path) -> float:

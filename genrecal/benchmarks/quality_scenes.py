@@ -82,7 +82,7 @@ METHODS = {  # name -> (kind, DistillConfig overrides or GOLD lmbda)
     "sft": ("distill", {"method": "sft"}),
     "uld": ("distill", {"method": "uld"}),
     "genrecal": ("distill", {"method": "genrecal"}),
-    "genrecal-embeddings": ("distill", {"method": "genrecal", "teacher_answer_features": "embeddings"}),
+    "genrecal-embeddings": ("distill", {"method": "genrecal", "recal_answer_input": "embedding"}),
     "gold": ("gold", {"lmbda": 0.0}),
     "gold-on-policy": ("gold", {"lmbda": 0.5}),
 }

@@ -14,7 +14,7 @@ METHODS = ("genrecal", "sft", "kd", "uld")
 GENRECAL_STAGES = ("align", "distill", "sft")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 SWITCHES = ("auto", "on", "off")
-ANSWER_FEATURES = ("states", "embeddings")
+ANSWER_FEATURES = ("hidden", "embedding")
 
 
 class ConfigError(ValueError):
@@ -84,11 +84,11 @@ class DistillConfig:
     recal_depth: int = 2
     recal_init: str = "student"
     """student: copy the student's last layers; random."""
-    teacher_answer_features: str = "states"
-    """What the Recalibrator reads at the teacher's answer positions, on both paths: states = the
-    teacher's last-layer answer states z_al (the paper); embeddings = the teacher's input embeddings
+    recal_answer_input: str = "hidden"
+    """What the Recalibrator reads at the teacher's answer positions, on both paths: hidden = the
+    teacher's last-layer answer states z_al (the paper); embedding = the teacher's input embeddings
     of its answer tokens, so every scored position must come from the student's question features
-    (genrecal-method.md, "answer leak"). A research knob, not a new default."""
+    (genrecal-method.md, "answer leak", names this knob). A research knob, not a new default."""
     recal_train_in_distill: bool = True
     reg_in_distill: bool = True
     sft_in_distill: bool = True
@@ -140,8 +140,8 @@ class DistillConfig:
             raise ConfigError("max_steps, batch_size and grad_accum must be >= 1")
         if self.recal_init not in ("student", "random"):
             raise ConfigError("recal_init must be 'student' or 'random'")
-        if self.teacher_answer_features not in ANSWER_FEATURES:
-            raise ConfigError(f"--teacher-answer-features {self.teacher_answer_features!r}: choose one of "
+        if self.recal_answer_input not in ANSWER_FEATURES:
+            raise ConfigError(f"--recal-answer-input {self.recal_answer_input!r}: choose one of "
                               f"{', '.join(ANSWER_FEATURES)}")
         self._check_precision_and_lengths()
 

@@ -30,10 +30,10 @@ def teacher_features(teacher: nn.Module, batch: dict) -> torch.Tensor:
 def teacher_answer_inputs(teacher: nn.Module, batch: dict, feats: torch.Tensor, kind: str) -> torch.Tensor:
     """What proj_pre reads at the teacher's answer positions: [B, L_l, d_l].
 
-    kind "states": `feats` itself (the last-layer states z_al, the paper); "embeddings": the
+    kind "hidden": `feats` itself (the last-layer states z_al, the paper); "embedding": the
     teacher's input embeddings of its answer ids (its own embedding module, so Gemma-style scaling
     applies). Positions outside the answer span are never read (they hold id 0's embedding)."""
-    if kind == "states":
+    if kind == "hidden":
         return feats
     ids = batch["input_ids"]  # [B, L_l]
     pos = torch.arange(ids.shape[1], device=ids.device)

@@ -202,7 +202,7 @@ def _teacher_pass(run: Run, t_batch: dict) -> tuple[dict, torch.Tensor, torch.Te
     teacher = run.data.teacher.model
     t_batch = to_device(t_batch, input_device(teacher))
     feats = teacher_features(teacher, t_batch)
-    answers = teacher_answer_inputs(teacher, t_batch, feats, run.cfg.teacher_answer_features)
+    answers = teacher_answer_inputs(teacher, t_batch, feats, run.cfg.recal_answer_input)
     return to_device(t_batch, run.acc.device), feats.to(run.acc.device), answers.to(run.acc.device)
 
 

@@ -1,4 +1,4 @@
-"""The teacher-answer-features knob and the shuffled-question diagnostic, on tiny real models."""
+"""The recal_answer_input knob and the shuffled-question diagnostic, on tiny real models."""
 import json
 import math
 
@@ -42,7 +42,7 @@ def _objective(setup, **cfg):
 def _run(setup, objective, config, s_batch, t_batch, keep=True):
     teacher = setup[0].model
     feats = teacher_features(teacher, t_batch)
-    answers = teacher_answer_inputs(teacher, t_batch, feats, config.teacher_answer_features)
+    answers = teacher_answer_inputs(teacher, t_batch, feats, config.recal_answer_input)
     with torch.no_grad():
         return objective(build_stage("align", config), s_batch, t_batch, feats, teacher.get_output_embeddings(),
                          keep_attention=keep, t_answer=answers)
@@ -78,8 +78,8 @@ def test_embeddings_knob_changes_what_the_recalibrator_reads(setup):
     teacher = setup[0].model
     s_batch, t_batch = _batches(setup, [0, 1])
     inputs = {}
-    for kind in ("states", "embeddings"):
-        objective, config = _objective(setup, teacher_answer_features=kind)
+    for kind in ("hidden", "embedding"):
+        objective, config = _objective(setup, recal_answer_input=kind)
         seen = []
         hook = objective.recal.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
         _run(setup, objective, config, s_batch, t_batch, keep=False)
@@ -88,7 +88,7 @@ def test_embeddings_knob_changes_what_the_recalibrator_reads(setup):
     q = int(s_batch["answer_start"][0])
     s, e = int(t_batch["answer_start"][0]), int(t_batch["answer_end"][0])
     n = e - s
-    main_states, main_embeds = inputs["states"][0][0], inputs["embeddings"][0][0]
+    main_states, main_embeds = inputs["hidden"][0][0], inputs["embedding"][0][0]
     torch.testing.assert_close(main_states[:q], main_embeds[:q])  # the student's question part is the same
     assert not torch.allclose(main_states[q:q + n], main_embeds[q:q + n])
     proj = objective.recal.proj_pre
@@ -97,14 +97,14 @@ def test_embeddings_knob_changes_what_the_recalibrator_reads(setup):
         states = proj(teacher_features(teacher, t_batch)[0, s:e])
     torch.testing.assert_close(main_embeds[q:q + n], want)
     torch.testing.assert_close(main_states[q:q + n], states)
-    reg_embeds = inputs["embeddings"][1][0]  # regularisation path: teacher question states, answer embeddings
+    reg_embeds = inputs["embedding"][1][0]  # regularisation path: teacher question states, answer embeddings
     torch.testing.assert_close(reg_embeds[s:e], want)
-    torch.testing.assert_close(reg_embeds[:s], inputs["states"][1][0][:s])
+    torch.testing.assert_close(reg_embeds[:s], inputs["hidden"][1][0][:s])
 
 
 def test_bad_answer_features_value():
-    with pytest.raises(ConfigError, match="teacher-answer-features"):
-        DistillConfig(student="s", teacher="t", teacher_answer_features="hidden")
+    with pytest.raises(ConfigError, match="recal-answer-input"):
+        DistillConfig(student="s", teacher="t", recal_answer_input="states")
 
 
 def _distill(zoo_dir, evqa, out, *extra):
@@ -118,7 +118,7 @@ def _log(out):
 
 def test_embeddings_run_trains_is_saved_and_resume_refuses_a_change(zoo_dir, evqa_train, tmp_path, capsys):
     out = tmp_path / "emb"
-    assert _distill(zoo_dir, evqa_train, out, "--batch-size", "4", "--teacher-answer-features", "embeddings",
+    assert _distill(zoo_dir, evqa_train, out, "--batch-size", "4", "--recal-answer-input", "embedding",
                     "--attn-mass-every", "2") == 0
     lines = _log(out)
     assert [ln["stage"] for ln in lines] == ["align", "distill", "sft"]
@@ -126,13 +126,13 @@ def test_embeddings_run_trains_is_saved_and_resume_refuses_a_change(zoo_dir, evq
     assert isinstance(lines[0]["ar_shuffle_rise"], float) and "ar_shuffle_rise" not in lines[1]
     assert lines[0]["ar_shuffled"] == pytest.approx(lines[0]["ar"] + lines[0]["ar_shuffle_rise"], abs=1e-4)
     assert "ar_shuffle_rise" not in lines[2]  # the sft stage has no Recalibrator (global step 2)
-    assert json.loads((out / "run_config.json").read_text())["teacher_answer_features"] == "embeddings"
+    assert json.loads((out / "run_config.json").read_text())["recal_answer_input"] == "embedding"
     summary = shuffle_rise(out / "train_log.jsonl")
     assert summary["align"]["mean"] == lines[0]["ar_shuffle_rise"] and "distill" not in summary
     capsys.readouterr()
     assert _distill(zoo_dir, evqa_train, out, "--batch-size", "4", "--attn-mass-every", "2", "--resume") == 2
     err = capsys.readouterr().err
-    assert "teacher_answer_features" in err and "Traceback" not in err
+    assert "recal_answer_input" in err and "Traceback" not in err
 
 
 def test_batch_size_one_logs_null_not_a_number(zoo_dir, evqa_train, tmp_path):
