@@ -157,6 +157,8 @@ def distill_row(name: str, method: list[str], common: dict, out: Path, batch: in
     run = {**common, "out": out, "batch_size": batch, "max_steps": steps, "limit": samples}
     _, rss, wall = _child(CHILD, ["distill", *flags(run), *method, "--no-progress"], out.with_suffix(".log"))
     seconds = [json.loads(line)["seconds"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    for weights in ("student", "checkpoints"):  # ~1 GB per row at these shapes; the log and config stay
+        shutil.rmtree(out / weights, ignore_errors=True)
     timed = seconds[1:] or seconds
     return Row(name, batch, samples, statistics.median(timed), len(timed), rss, wall)
 

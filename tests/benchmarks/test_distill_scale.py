@@ -33,6 +33,8 @@ def test_every_row_is_measured_once_and_summarised(zoo_dir, tmp_path):
     assert names == ["teacher forward", *(name for name, _ in distill_scale.RUNS), distill_scale.RUNS[3][0]]
     assert [r["samples"] for r in record["rows"]] == [4] * 6 + [8]
     assert all(r["step_s"] > 0 and r["peak_rss_mb"] > 100 for r in record["rows"])
+    runs = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
+    assert len(runs) == 6 and all((d / "train_log.jsonl").is_file() and not (d / "student").exists() for d in runs)
     summary = "\n".join(distill_scale.summarise(record))
     assert "stage-2 step / (teacher forward + SFT step)" in summary and "doctor estimate" in summary
     assert "4 samples" in summary and "8 samples" in summary
