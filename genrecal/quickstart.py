@@ -107,10 +107,10 @@ def quickstart(out: str | Path = "genrecal-out", fast: bool = False) -> dict:
                        method="genrecal", max_steps=plan.distill_steps, batch_size=plan.batch_size // 2, **common)
     results = evaluate_all(out, plan, {"teacher": teacher, "student (pretrained)": pretrained,
                                        "student (GenRecal)": distilled})
-    _say("exporting the distilled student for cpu (ONNX fp32/int8/int4) and phone (GGUF Q4_K_M/Q8_0 + mmproj)")
+    _say("exporting the distilled student for cpu (ONNX fp32/int8w/int4) and phone (GGUF Q4_K_M/Q8_0 + mmproj)")
     results["export"] = export_student(out / "export", distilled)
     _say("benchmarking teacher, student and its exports (latency per phase + accuracy through each runtime)")
-    exported = {f"student {name}": out / "export" / name for name in ("onnx-int8", "gguf-q4_k_m")}
+    exported = {f"student {name}": out / "export" / name for name in ("onnx-int8w", "gguf-q4_k_m")}
     results["bench"] = bench(out, plan, {"teacher": teacher, "student torch": distilled, **exported})
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "quickstart.json").write_text(json.dumps(results, indent=2))
@@ -124,7 +124,7 @@ def export_student(out: Path, student: Path) -> dict:
     from genrecal.export.run import ExportOptions, export
 
     records = []
-    for target, formats in (("cpu", None), ("phone", ("gguf",))):  # phone's ONNX int8 = cpu's
+    for target, formats in (("cpu", None), ("phone", ("gguf",))):  # phone's ONNX int8w = cpu's
         summary = export(ExportOptions(student=student, out=out, target=target, formats=formats),
                          log=lambda msg: _say(f"  {msg}"))
         records += summary["artifacts"]

@@ -1,6 +1,6 @@
 """The session's questions with both answers and timings: table rows for the page, and a CSV file.
 
-    rows = add_turn([], question, snap, student_path="genrecal-out/export/onnx-int8")
+    rows = add_turn([], question, snap, student_path="genrecal-out/export/onnx-int8w")
     write_csv(rows, "history.csv")
 
 A history is a plain list of dicts keyed by COLUMNS, kept per browser session by the page (Gradio

@@ -29,7 +29,8 @@ CASES = [(f, t) for t in ("cpu", "phone", "jetson") for f in onnx_families()
          if t != "phone" or f in gguf_families()]
 # GGUF through llama.cpp's converter: qwen2_5_vl needs >= 3 vision blocks, internvl >= 4 and a real
 # tokenizer (its pre-tokenizer hash): (zoo size, llama.cpp vocab GGUF or None)
-GGUF_STUDENT = {"qwen2_5_vl": ("tiny-v4", None), "internvl": ("tiny-v4", "ggml-vocab-qwen2.gguf")}
+GGUF_STUDENT = {"qwen2_5_vl": ("tiny-v4", None), "internvl": ("tiny-v4", "ggml-vocab-qwen2.gguf"),
+                "llava": ("tiny", "ggml-vocab-gpt-2.gguf")}  # the converter needs a real BPE tokenizer
 FLOAT_TYPES = {"cpu": {onnx.TensorProto.FLOAT}, "jetson": {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT}}
 
 

@@ -187,8 +187,8 @@ def test_rerun_over_existing_out_is_safe(zoo_dir, tmp_path, capsys):
 
 def test_targets_resolve_declaratively():
     dirs = lambda arts: [a.dirname for a in arts]  # noqa: E731
-    assert dirs(targets.resolve("cpu")) == ["onnx-fp32", "onnx-int8", "onnx-int4"]
-    assert dirs(targets.resolve("phone")) == ["gguf-q4_k_m", "gguf-q8_0", "onnx-int8"]
+    assert dirs(targets.resolve("cpu")) == ["onnx-fp32", "onnx-int8w", "onnx-int4"]
+    assert dirs(targets.resolve("phone")) == ["gguf-q4_k_m", "gguf-q8_0", "onnx-int8w"]
     assert dirs(targets.resolve("jetson")) == ["onnx-fp16", "tensorrt-plan"]
     everything = dirs(targets.resolve("all"))
     assert len(everything) == len(set(everything)) == 7

@@ -19,6 +19,7 @@ from genrecal.export.onnx.quantize import (
     INT4_HEAD_BITS,
     INT4_HQQ_ACCURACY_LEVEL,
     INT8_FLOAT_NODES,
+    INT8W_ACCURACY_LEVEL,
     fp16_blocked_nodes,
 )
 from genrecal.manifest import load_manifest
@@ -66,8 +67,11 @@ def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
     bits = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] for n in nodes}
     assert [b for name, b in bits.items() if name.startswith("/head/")] == [INT4_HEAD_BITS]  # the LM head
     assert sum(b == 4 for b in bits.values()) == len(bits) - 1
-    assert all(len(n.input) >= 4 for n in nodes if bits[n.name] == 4)  # HQQ: a zero point per block
-    assert cfg["algorithm"] == "HQQ" and cfg["graphs"][layout.DECODER_GRAPH]["head_nodes"] == 1
+    # HQQ's float zero points live in correction MatMuls (zero_points.py), so onnxruntime prepacks the weights
+    assert all(len(n.input) == 3 for n in nodes)
+    decoder_cfg = cfg["graphs"][layout.DECODER_GRAPH]
+    assert decoder_cfg["zero_point_corrections"] == len(nodes) - 1 and decoder_cfg["float_zero_points_left"] == 0
+    assert cfg["algorithm"] == "HQQ" and decoder_cfg["head_nodes"] == 1
     _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))
 
 
@@ -103,7 +107,7 @@ def test_fp16_keeps_norms_softmax_and_rotary_in_fp32(family, onnx_artifact, zoo_
 def test_int8w_is_weight_only_8_bit_and_meets_parity(onnx_artifact):
     out, manifest = onnx_artifact("smolvlm", "int8w")
     cfg = manifest.extra["quantization_config"]
-    assert (cfg["bits"], cfg["block_size"], cfg["accuracy_level"]) == (8, INT4_BLOCK, 0)
+    assert (cfg["bits"], cfg["block_size"], cfg["accuracy_level"]) == (8, INT4_BLOCK, INT8W_ACCURACY_LEVEL)
     assert manifest.parity["passed"] and manifest.extra["ops"] == "onnxruntime-contrib"
     decoder = _graph(out, layout.DECODER_GRAPH)
     nodes = [n for n in decoder.graph.node if n.op_type == "MatMulNBits"]

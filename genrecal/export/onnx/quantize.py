@@ -15,11 +15,13 @@ Cast of the rows to fp32; standard ops).
   (INT8_FLOAT_NODES) stay float. Standard ONNX ops only. Every other weighted op stays float (the
   vision tower's patch Conv, LayerNorm/RMSNorm scales): the manifest's
   `quantization_config.kept_float` counts them per op type, `float_nodes` names the patterns.
-- int8w: weight-only `MatMulNBitsQuantizer` at 8 bits (block INT4_BLOCK, symmetric, fp32 compute:
-  accuracy level 0) on MatMul. The one that holds at 8 bits. MatMulNBits is an ORT contrib op.
+- int8w: weight-only `MatMulNBitsQuantizer` at 8 bits (block INT4_BLOCK, symmetric, int8 activations
+  per block: accuracy level INT8W_ACCURACY_LEVEL, the model builder's int8 on CPU) on MatMul. What the
+  cpu and phone targets ship: on small-smollm2 it beats int8 on agreement (0.915 vs 0.825) and speed.
+  MatMulNBits is an ORT contrib op.
 - int4: weight-only HQQ (`HQQWeightOnlyQuantConfig`: scale and zero point per block fitted to the
   weights, no calibration data) at 4 bits, block INT4_BLOCK, accuracy level INT4_HQQ_ACCURACY_LEVEL ->
-  MatMulNBits; the LM head at INT4_HEAD_BITS (round-to-nearest, symmetric, accuracy level
+  MatMulNBits, its float zero points moved into an exact correction MatMul (zero_points.py); the LM head at INT4_HEAD_BITS (round-to-nearest, symmetric, accuracy level
   INT4_ACCURACY_LEVEL). ORT contrib ops: the graph runs in onnxruntime only.
 - fp16: `onnxruntime.transformers.float16.convert_float_to_float16` with fp32 inputs/outputs kept
   and a block list (FP16_BLOCKED_OPS + every node of a norm or rotary-embedding module) left in
@@ -38,17 +40,21 @@ import onnx
 
 from genrecal.errors import GenrecalError
 from genrecal.export.onnx.files import copy_graph, is_large, save_graph
+from genrecal.export.onnx.zero_points import ZERO_POINT_NODES, split_float_zero_points
 
 PRECISIONS = ("fp32", "int8", "int8w", "int4", "fp16")
 INT4_BLOCK = 32
 # MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. In int4 graphs
 # it is the 8-bit LM head's; the HQQ 4-bit MatMuls get none from onnxruntime's HQQ quantizer (0: fp32 compute).
-# HQQ's zero points are float, so onnxruntime (1.32, CPU) cannot prepack them: it dequantizes B on every call
-# whatever the level (level 4 set afterwards gave identical logits, same ~3 tok/s on small-smollm2 at 1 thread);
-# zero points rounded to uint8 run the packed kernel (~25-30 tok/s) but lose HQQ's gain (top-1 0.96 -> 0.61)
+# HQQ's zero points are float, and onnxruntime (1.32, CPU) cannot prepack float zero points (it dequantizes B on
+# every call, ~5 tok/s on small-smollm2 at 1 thread); zero_points.split_float_zero_points rewrites them exactly into
+# a per-block correction MatMul so the packed kernel runs (~39 tok/s). Rounding them to uint8 instead loses HQQ's
+# gain (top-1 0.96 -> 0.61). Level 4 on the rewritten 4-bit nodes: 46 tok/s but top-1 0.96 of level 0's.
 INT4_ACCURACY_LEVEL = 4
 INT4_HQQ_ACCURACY_LEVEL = 0
-INT8W_ACCURACY_LEVEL = 0  # fp32 compute: level 4 (int8 activations per block) measured 0.91 vs 0.95 top-1
+# int8 activations per block. Measured on small-smollm2's text decoder, 1 thread: level 4 top-1 0.915 at 45.6 tok/s,
+# level 0 (fp32 compute) 0.954 at 3.2 tok/s: onnxruntime 1.32 prepacks 8-bit MatMulNBits only at level 4
+INT8W_ACCURACY_LEVEL = 4
 INT4_ALGORITHM = "HQQ"  # small-smollm2 real-text top-1: HQQ 0.85, round-to-nearest symmetric 0.50
 INT4_HEAD_BITS = 8  # the LM head (logits) of an int4 graph, round-to-nearest symmetric
 # int8: MatMuls left float (node-name substrings); dynamic per-tensor activation quantisation of their
@@ -71,11 +77,12 @@ def op_domains(model: onnx.ModelProto) -> set[str]:
 
 def kept_float(model: onnx.ModelProto) -> Counter:
     """Op types (with counts) still reading a float weight matrix/kernel (an initializer of rank >= 2);
-    MatMulNBits' float inputs are its block scales, not weights."""
+    MatMulNBits' float inputs are its block scales, and the zero-point corrections' are its zero points."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     weights = {t.name for t in model.graph.initializer if t.data_type in floats and len(t.dims) >= 2}
     return Counter(n.op_type for n in model.graph.node
-                   if n.op_type != "MatMulNBits" and any(i in weights for i in n.input))
+                   if n.op_type != "MatMulNBits" and not n.name.endswith(ZERO_POINT_NODES)
+                   and any(i in weights for i in n.input))
 
 
 def _int8(src: Path, dst: Path) -> dict:
@@ -132,19 +139,24 @@ def _nbits(src: Path, dst: Path, bits: int, accuracy_level: int) -> dict:
 
 
 def _int4(src: Path, dst: Path) -> dict:
-    """HQQ 4-bit MatMuls, then the LM head (left out of the first pass) at INT4_HEAD_BITS."""
+    """The LM head at INT4_HEAD_BITS, then HQQ 4-bit on every other MatMul, then HQQ's float zero points
+    moved into exact correction MatMuls (zero_points.py) so onnxruntime prepacks the 4-bit weights."""
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
 
     if not _has_matmul(src):
         return _embedding(src, dst)
     model = onnx.load(str(src))
-    heads = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name.split("/")[1:2] in (["head"], ["lm_head"])]
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    heads = [name for name in matmuls if name.split("/")[1:2] in (["head"], ["lm_head"])]
+    if heads:  # nodes_to_include adds to the op types, so every other MatMul is excluded by name
+        model = _quantizer(model, None, is_large(src), bits=INT4_HEAD_BITS, accuracy_level=INT4_ACCURACY_LEVEL,
+                           nodes_to_exclude=[name for name in matmuls if name not in heads])
     hqq = HQQWeightOnlyQuantConfig(block_size=INT4_BLOCK, bits=4)  # its MatMulNBits: accuracy level 0
-    model = _quantizer(model, None if heads else dst, is_large(src), nodes_to_exclude=heads, algo_config=hqq)
-    if heads:
-        _quantizer(model, dst, is_large(src), bits=INT4_HEAD_BITS, accuracy_level=INT4_ACCURACY_LEVEL,
-                   nodes_to_include=heads)
-    return {"kept_float": kept_float(onnx.load(str(dst))), "head_nodes": len(heads)}
+    model = _quantizer(model, None, is_large(src), nodes_to_exclude=heads, algo_config=hqq)
+    zero_points = split_float_zero_points(model)
+    save_graph(model, dst)
+    return {"kept_float": kept_float(onnx.load(str(dst))), "head_nodes": len(heads),
+            "zero_point_corrections": zero_points["rewritten"], "float_zero_points_left": zero_points["skipped"]}
 
 
 def _int8w(src: Path, dst: Path) -> dict:
@@ -260,6 +272,7 @@ def _settings(precision: str) -> dict:
                   "accuracy_level": INT8W_ACCURACY_LEVEL, "ops": ["MatMul"], **embed},
         "int4": {"method": "MatMulNBitsQuantizer", "algorithm": INT4_ALGORITHM, "bits": 4, "block_size": INT4_BLOCK,
                  "symmetric": False, "accuracy_level": INT4_HQQ_ACCURACY_LEVEL, "ops": ["MatMul"],
+                 "zero_points": "float per block, applied as x-block-sums @ s*(8 - z) beside MatMulNBits (exact)",
                  "head": {"bits": INT4_HEAD_BITS, "method": "round-to-nearest", "symmetric": True,
                           "block_size": INT4_BLOCK, "accuracy_level": INT4_ACCURACY_LEVEL}, **embed},
         "fp16": {"method": "convert_float_to_float16", "keep_io_types": True,
@@ -276,7 +289,8 @@ def _describe(precision: str) -> str:
         "int8w": f"MatMulNBitsQuantizer bits=8 block_size={INT4_BLOCK} symmetric "
                  f"accuracy_level={INT8W_ACCURACY_LEVEL} (MatMul weights only); {embed}",
         "int4": f"MatMulNBitsQuantizer {INT4_ALGORITHM} bits=4 block_size={INT4_BLOCK} "
-                f"accuracy_level={INT4_HQQ_ACCURACY_LEVEL} (MatMul weights only); LM head {INT4_HEAD_BITS}-bit "
+                f"accuracy_level={INT4_HQQ_ACCURACY_LEVEL} (MatMul weights only; float zero points as a correction "
+                f"MatMul); LM head {INT4_HEAD_BITS}-bit "
                 f"accuracy_level={INT4_ACCURACY_LEVEL}; {embed}",
         "fp16": "onnxruntime.transformers.float16, keep_io_types=True (fp32 inputs/outputs), "
                 "norms/softmax/rotary in fp32",
