@@ -182,9 +182,7 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def write_all(result: dict, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "quality.json", "md": out / "quality.md", "png": out / "quality.png"}
-    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
-    paths["md"].write_text(markdown(result))
-    plot(result, paths["png"])
-    return paths
+    """OUT/quality.json, .md and .png (atomic writes; genrecal.benchmarks.results.write_report)."""
+    from genrecal.benchmarks.results import write_report
+
+    return write_report(result, out, "quality", markdown(result), plot)

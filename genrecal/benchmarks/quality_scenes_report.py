@@ -5,7 +5,6 @@ A run record (genrecal.benchmarks.quality_scenes_runs): {"name", "regime", "seed
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -172,11 +171,7 @@ def plot(result: dict, path: Path) -> Path | None:
 
 
 def write_all(result: dict, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "quality_scenes.json", "md": out / "quality_scenes.md"}
-    paths["json"].write_text(json.dumps(result, indent=2, default=str) + "\n")
-    paths["md"].write_text(markdown(result))
-    png = plot(result, out / "quality_scenes.png")
-    if png:
-        paths["png"] = png
-    return paths
+    """OUT/quality_scenes.json, .md and .png (atomic writes; genrecal.benchmarks.results.write_report)."""
+    from genrecal.benchmarks.results import write_report
+
+    return write_report(result, out, "quality_scenes", markdown(result), plot)

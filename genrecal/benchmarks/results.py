@@ -117,6 +117,18 @@ def write_json(result: dict | list, path: str | os.PathLike) -> Path:
     return path
 
 
+def write_report(result: dict, out: str | os.PathLike, stem: str, markdown: str, plot=None) -> dict[str, Path]:
+    """OUT/STEM.json and OUT/STEM.md written atomically, and OUT/STEM.png by `plot(result, path)` when
+    given (it returns the path, or None when there is nothing to plot). Returns {"json", "md"[, "png"]}."""
+    out = Path(out)
+    paths = {"json": write_json(result, out / f"{stem}.json"), "md": out / f"{stem}.md"}
+    write_text_atomic(paths["md"], markdown)
+    png = plot(result, out / f"{stem}.png") if plot is not None else None
+    if png:
+        paths["png"] = Path(png)
+    return paths
+
+
 def load_results(paths: list[str | os.PathLike]) -> list[dict]:
     """Every result object in the given files and directories (directories: *.json, recursively)."""
     files: list[Path] = []
