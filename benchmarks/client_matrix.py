@@ -27,7 +27,7 @@ from genrecal.export.onnx import OnnxBuild
 from genrecal.families.onnx_base import names
 from genrecal.runtimes.onnxruntime import OnnxRuntime
 
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+PRECISIONS = ("fp32", "fp16", "int8", "int8w", "int4")
 
 
 def genai_probe(qwen_dir: Path, family: str, work: Path) -> dict:

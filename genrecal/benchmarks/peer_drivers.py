@@ -50,6 +50,20 @@ def _clocked(start: float, step, first_logits, n: int, is_eos) -> DecodeRun:
     return DecodeRun(tokens, clock.ttft_ms, clock.decode_ms_per_token)
 
 
+def _timed(tokens_in, n: int, eos) -> DecodeRun:
+    """Greedy loop shared by the drivers whose runtimes pick the tokens: `tokens_in` yields token ids as
+    the runtime produces them (the clock starts when this is called, before the first is asked for)."""
+    clock, tokens = DecodeClock(), []
+    for token in tokens_in:
+        clock.token()
+        if token in eos:
+            break
+        tokens.append(token)
+        if len(tokens) >= n:
+            break
+    return DecodeRun(tokens, clock.ttft_ms, clock.decode_ms_per_token)
+
+
 class OnnxDriver:
     """genrecal's onnxruntime backend on a genrecal ONNX artifact dir (text-only prompts)."""
 
@@ -65,13 +79,8 @@ class OnnxDriver:
         return self.rt.logits_for({"input_ids": ids[None].astype(np.int64)}, 1).prefill_logits
 
     def greedy(self, ids: np.ndarray, n: int) -> DecodeRun:
-        clock, tokens = DecodeClock(), []
-        for token, _, _ in self.rt.steps({"input_ids": ids[None].astype(np.int64)}, n):
-            clock.token()
-            if token in self.rt.eos:
-                break
-            tokens.append(token)
-        return DecodeRun(tokens, clock.ttft_ms, clock.decode_ms_per_token)
+        steps = self.rt.steps({"input_ids": ids[None].astype(np.int64)}, n)
+        return _timed((token for token, _, _ in steps), n, self.rt.eos)
 
     def close(self) -> None:
         self.rt = None
@@ -105,17 +114,14 @@ class GenaiDriver:
         return np.asarray(gen.get_output("logits"))[0].astype(np.float32)  # [L, V]
 
     def greedy(self, ids: np.ndarray, n: int) -> DecodeRun:
-        clock, tokens = DecodeClock(), []
-        gen = self._generator(len(ids) + n + 1)  # it is done at max_length: one spare position
-        gen.append_tokens(ids.astype(np.int32))  # prefill
-        while len(tokens) < n:
-            gen.generate_next_token()  # the model on the last token (after the prefill: none), then greedy pick
-            token = int(gen.get_next_tokens()[0])
-            clock.token()
-            if token in self.eos:
-                break
-            tokens.append(token)
-        return DecodeRun(tokens, clock.ttft_ms, clock.decode_ms_per_token)
+        def tokens():
+            gen = self._generator(len(ids) + n + 1)  # it is done at max_length: one spare position
+            gen.append_tokens(ids.astype(np.int32))  # prefill
+            while True:
+                gen.generate_next_token()  # the model on the last token (after the prefill: none), greedy pick
+                yield int(gen.get_next_tokens()[0])
+
+        return _timed(tokens(), n, self.eos)
 
     def close(self) -> None:
         self.model = None

@@ -27,8 +27,8 @@ JS_FAMILIES = ("smolvlm", "idefics3", "qwen2_5_vl", "llava")
 JS_REFUSALS = {"internvl": "Unknown image_processor_type: 'GotOcr2ImageProcessor'.",
                "qwen2_vl": 'An error occurred during model execution: "Missing the following inputs: image_grid_thw.'}
 GENAI_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
-FAST = {("smolvlm", "fp32"), ("smolvlm", "int8"), ("qwen2_5_vl", "fp32")}
+PRECISIONS = ("fp32", "fp16", "int8", "int8w", "int4")  # int8w: what the cpu and phone targets ship
+FAST = {("smolvlm", "fp32"), ("smolvlm", "int8w"), ("qwen2_5_vl", "fp32")}
 
 needs_js = pytest.mark.skipif(clients.transformers_js_missing() is not None,
                               reason=f"transformers.js: {clients.transformers_js_missing()}")
