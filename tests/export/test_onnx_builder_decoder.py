@@ -45,6 +45,11 @@ def test_builder_decoder_holds_parity_and_fused_ops(builder_export):
         assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", op} <= ops
         assert all(v.type.tensor_type.shape.dim[3].dim_value == 16 for v in graph.graph.input
                    if v.name.startswith("past_key_values."))  # the tiny model's head dim, not a symbol
+    # int4: the builder's fp32 graph quantised by genrecal (HQQ, zero points rewritten, 8-bit LM head)
+    quant = _manifest(out / "onnx-int4")["extra"]["quantization_config"]
+    decoder = quant["graphs"]["decoder_model_merged.onnx"]
+    assert quant["algorithm"] == "HQQ" and decoder["head_nodes"] == 1
+    assert decoder["zero_point_corrections"] > 0 and decoder["float_zero_points_left"] == 0
     parity = _manifest(out / "onnx-fp32")["parity"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["greedy_identical"] == 1.0
     assert parity["text_agreement"]["top1_agreement"] == 1.0

@@ -65,7 +65,12 @@ class OnnxBuild:
         src, facts = self.fp32()
         ops = convert_graphs(src, dst, precision)
         if self.decoder == "builder":
-            facts = {**facts, **self._builder_decoder(dst, precision)}
+            builder = self._builder_decoder(dst, precision)
+            if "decoder_quantization" in builder:  # the manifest describes the decoder that shipped
+                from genrecal.export import layout
+
+                ops["quantization_config"]["graphs"][layout.DECODER_GRAPH] = builder.pop("decoder_quantization")
+            facts = {**facts, **builder}
         for path in src.iterdir():  # processor, tokenizer, configs (graphs and weight sidecars done above)
             if path.is_file() and path.suffix not in (".onnx", ".data"):
                 shutil.copyfile(path, dst / path.name)

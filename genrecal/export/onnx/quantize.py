@@ -233,6 +233,14 @@ def _fp16(src: Path, dst: Path) -> dict:
 _CONVERTERS = {"int8": _int8, "int8w": _int8w, "int4": _int4, "fp16": _fp16}
 
 
+def convert_graph(src: Path, dst: Path, precision: str) -> dict:
+    """One fp32 graph file -> `dst` at `precision` (not fp32); returns its per-graph manifest facts."""
+    if precision not in _CONVERTERS:
+        raise QuantizeError(f"no converter for ONNX precision {precision!r}; supported: {', '.join(_CONVERTERS)}")
+    facts = _CONVERTERS[precision](src, dst)
+    return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in facts.items()}
+
+
 def convert_graphs(src_dir: Path, dst_dir: Path, precision: str) -> dict:
     """Write every graph of `src_dir` (fp32) into `dst_dir` at `precision`; returns facts for the
     manifest: `ops` ("standard" or "onnxruntime-contrib"), `op_domains`, `quantization` (one line)
@@ -251,8 +259,7 @@ def convert_graphs(src_dir: Path, dst_dir: Path, precision: str) -> dict:
             if precision == "fp32":
                 copy_graph(src_dir / name, dst_dir / name)
             else:
-                facts = _CONVERTERS[precision](src_dir / name, dst_dir / name)
-                per_graph[name] = {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in facts.items()}
+                per_graph[name] = convert_graph(src_dir / name, dst_dir / name, precision)
             domains |= op_domains(onnx.load(str(dst_dir / name), load_external_data=False))
     finally:
         quiet.setLevel(level)
