@@ -77,6 +77,8 @@ def stage(hf_dir: Path, out: Path) -> tuple[Path, Path]:
     vision_config = dict(config["vision_config"])
     vision_config.setdefault("projection_dim", vision_config["hidden_size"])
     vision_config["vision_feature_layer"] = config.get("vision_feature_layer", -2)
+    vision_config.pop("torch_dtype", None)  # the staged weights are fp32 (a bf16 checkpoint's dtype would make
+    vision_config["dtype"] = "float32"     # transformers load bf16 tensors, which the script's numpy cannot take)
     (vision / "config.json").write_text(json.dumps(vision_config, indent=1))
     return checkpoint, vision
 
