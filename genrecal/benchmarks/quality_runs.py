@@ -164,11 +164,13 @@ def zoo_init(family: str, size: str, out: Path, extra_text: tuple[str, ...] = ()
 
 
 def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, build, vision_steps: int = 0,
-                 role: str = "student", extra_text: tuple[str, ...] = (), task=None) -> dict:
+                 role: str = "student", extra_text: tuple[str, ...] = (), task=None,
+                 vision_schedule: dict | None = None) -> dict:
     """cache/<name>-<hash>/ holds model/, info.json and train_log.jsonl.
 
     The untrained zoo model (its tokenizer also trained on `extra_text`) first gets `vision_steps` batches
-    of vision pretraining on probe `task` (None: vision_pretrain's default; 0 steps: none), then
+    of vision pretraining on probe `task` (None: vision_pretrain's default; 0 steps: none; `vision_schedule`:
+    pretrain_vision's lr / warmup, which the caller also puts in `recipe`), then
     `build(start_dir, run_dir)` -> (student dir, seconds, steps, samples); the hash covers `recipe` and
     the untrained zoo model it starts from."""
     scratch = cache / f".{name}-init"
@@ -181,7 +183,7 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
         say(f"reusing cached {name}: {home}")
         return {**json.loads(info_path.read_text()), "reused": True}
     home.mkdir(parents=True, exist_ok=True)
-    start, vision = _vision_first(init, home / "vision", vision_steps, role, task)
+    start, vision = _vision_first(init, home / "vision", vision_steps, role, task, **(vision_schedule or {}))
     student, seconds, steps, samples = build(start, home / "run")
     seconds += vision["seconds"] if vision else 0.0
     os.replace(student, home / "model")
@@ -194,7 +196,7 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
     return {**info, "reused": False}
 
 
-def _vision_first(init: Path, out: Path, steps: int, role: str, task=None) -> tuple[Path, dict | None]:
+def _vision_first(init: Path, out: Path, steps: int, role: str, task=None, **schedule) -> tuple[Path, dict | None]:
     """Pretrain the vision encoder + projector of `init` for `steps` batches (0: skip); returns (model dir, info)."""
     if steps <= 0:
         return init, None
@@ -202,7 +204,7 @@ def _vision_first(init: Path, out: Path, steps: int, role: str, task=None) -> tu
 
     say(f"pretraining the {role}'s vision encoder: {steps} steps on labelled renders")
     info = pretrain_vision(init, out, steps, log=lambda m: say(f"{role} {m}"), role=role,
-                           task=task or SHAPE_COLOR_TASK)
+                           task=task or SHAPE_COLOR_TASK, **schedule)
     probes = ", ".join(f"{k} {100 * v:.1f}%" for k, v in info["probe_accuracy"].items())
     say(f"{role} vision probes on held-out renders: {probes} ({info['seconds']:.0f} s)")
     return out, info

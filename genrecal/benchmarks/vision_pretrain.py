@@ -106,10 +106,19 @@ def _accuracy(model, probes, processor, seed: int, task: ProbeTask) -> dict:
     return task.accuracy(logits, labels)
 
 
+def lr_factor(step: int, steps: int, warmup: int = 0) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based): (step + 1) / warmup during the warmup,
+    then linear decay from 1 to a floor of 0.1 over the remaining steps (warmup 0: 1 - step / steps)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.1, 1 - (step - warmup) / max(1, steps - warmup))
+
+
 def pretrain_vision(model_dir: str | Path, out_dir: str | Path, steps: int, batch_size: int = 64,
                     lr: float = 1e-3, seed: int = 0, log=print, role: str = "student",
-                    task: ProbeTask = SHAPE_COLOR_TASK) -> dict:
+                    task: ProbeTask = SHAPE_COLOR_TASK, warmup: int = 0) -> dict:
     """Train vision tower + projector of the VLM in model_dir for `steps` batches; save it to out_dir.
+    The lr rises linearly over the first `warmup` steps, then decays linearly to 0.1 x `lr` (lr_factor).
 
     Returns {"steps", "batch_size", "seconds", "probe_accuracy": {attribute: share}} where the accuracy
     is the linear probes' on held-out renders (default task: shape and colour, chance 1/3 and 1/8)."""
@@ -128,7 +137,7 @@ def pretrain_vision(model_dir: str | Path, out_dir: str | Path, steps: int, batc
         width = task.features(model, task.batch(processor, random.Random(seed), 1)[0]).shape[-1]
     probes = nn.Linear(width, task.n_out)
     opt = torch.optim.AdamW(params + list(probes.parameters()), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.1, 1 - s / max(1, steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup))
     rng = random.Random(seed)
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
@@ -145,5 +154,5 @@ def pretrain_vision(model_dir: str | Path, out_dir: str | Path, steps: int, batc
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    return {"steps": steps, "batch_size": batch_size, "lr": lr, "seconds": round(seconds, 1),
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "seconds": round(seconds, 1),
             "probe_accuracy": accuracy}

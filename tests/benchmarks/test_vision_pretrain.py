@@ -36,3 +36,12 @@ def test_pretrain_vision_trains_only_the_encoder_and_probes_learn_colour(family,
     assert changed and changed <= {k for k in before if any(k.endswith(n.split(".", 1)[-1]) for n in encoder_keys)}
     lm_keys = [k for k in before if "embed_tokens" in k or "lm_head" in k]
     assert lm_keys and not changed & set(lm_keys)
+
+
+def test_lr_factor_warms_up_then_decays_to_a_floor():
+    from genrecal.benchmarks.vision_pretrain import lr_factor
+
+    assert [lr_factor(s, 10) for s in (0, 5, 9)] == [1.0, 0.5, pytest.approx(0.1)]  # no warmup: as before
+    warm = [lr_factor(s, 2000, 100) for s in range(2000)]
+    assert warm[0] == pytest.approx(0.01) and warm[99] == 1.0 and warm[100] == 1.0  # no jump after warmup
+    assert all(b <= a for a, b in zip(warm[100:], warm[101:])) and warm[-1] == pytest.approx(0.1, abs=1e-3)
