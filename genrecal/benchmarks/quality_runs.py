@@ -170,12 +170,12 @@ def cached_model(cache: Path, name: str, recipe: dict, family: str, size: str, b
 
     The untrained zoo model (its tokenizer also trained on `extra_text`) first gets `vision_steps` batches
     of vision pretraining on probe `task` (None: vision_pretrain's default; 0 steps: none; `vision_schedule`:
-    pretrain_vision's lr / warmup, which the caller also puts in `recipe`), then
+    pretrain_vision's lr / warmup, part of the hash), then
     `build(start_dir, run_dir)` -> (student dir, seconds, steps, samples); the hash covers `recipe` and
     the untrained zoo model it starts from."""
     scratch = cache / f".{name}-init"
     init, fingerprint = zoo_init(family, size, scratch, extra_text)
-    recipe = {**recipe, "init": fingerprint}
+    recipe = {**recipe, **({"vision_schedule": vision_schedule} if vision_schedule else {}), "init": fingerprint}
     home = cache / f"{name}-{cache_key(recipe)}"
     info_path = home / "info.json"
     if info_path.exists():

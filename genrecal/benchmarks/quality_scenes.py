@@ -135,10 +135,8 @@ def build_model(role: str, cache: Path, data_root: Path, plan: ScenesPlan) -> di
     keys = (family, size, vision, images, steps, "questions_per_image", "shapes_share", "batch_size", "lr",
             "min_lr", "data_seed")
     recipe = {"task": "scenes", **{k: getattr(plan, k) for k in keys}}
-    schedule = {}
-    if role == "student":  # the teacher keeps pretrain_vision's defaults (lr 1e-3, no warmup)
-        schedule = {"lr": plan.student_vision_lr, "warmup": plan.student_vision_warmup}
-        recipe.update(student_vision_lr=plan.student_vision_lr, student_vision_warmup=plan.student_vision_warmup)
+    # the teacher keeps pretrain_vision's defaults (lr 1e-3, no warmup); cached_model hashes the schedule
+    schedule = {"lr": plan.student_vision_lr, "warmup": plan.student_vision_warmup} if role == "student" else None
     n_steps = getattr(plan, steps)
 
     def build(start: Path, run_dir: Path):

@@ -149,10 +149,10 @@ def _int4(src: Path, dst: Path) -> dict:
     matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
     heads = [name for name in matmuls if name.split("/")[1:2] in (["head"], ["lm_head"])]
     if heads:  # nodes_to_include adds to the op types, so every other MatMul is excluded by name
-        model = _quantizer(model, None, is_large(src), bits=INT4_HEAD_BITS, accuracy_level=INT4_ACCURACY_LEVEL,
+        model = _quantizer(model, bits=INT4_HEAD_BITS, accuracy_level=INT4_ACCURACY_LEVEL,
                            nodes_to_exclude=[name for name in matmuls if name not in heads])
     hqq = HQQWeightOnlyQuantConfig(block_size=INT4_BLOCK, bits=4)  # its MatMulNBits: accuracy level 0
-    model = _quantizer(model, None, is_large(src), nodes_to_exclude=heads, algo_config=hqq)
+    model = _quantizer(model, nodes_to_exclude=heads, algo_config=hqq)
     zero_points = split_float_zero_points(model)
     save_graph(model, dst)
     return {"kept_float": kept_float(onnx.load(str(dst))), "head_nodes": len(heads),
@@ -160,7 +160,7 @@ def _int4(src: Path, dst: Path) -> dict:
 
 
 def _int8w(src: Path, dst: Path) -> dict:
-    """8-bit weight-only MatMul (MatMulNBits); the embedding graph (a Gather, no MatMul) 8-bit blockwise."""
+    """8-bit weight-only MatMul (MatMulNBits); the embedding graph (a Gather, no MatMul) an fp16 table."""
     if not _has_matmul(src):
         return _embedding(src, dst)
     return _nbits(src, dst, 8, INT8W_ACCURACY_LEVEL)
