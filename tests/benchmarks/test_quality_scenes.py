@@ -86,7 +86,7 @@ def test_report_states_criteria_first_then_tables_per_regime(tmp_path):
     assert summary["a-gold"]["genrecal"]["gap_closed"] == pytest.approx((0.705 - 0.505) / (0.8 - 0.505))
     assert report.verdict(summary)["b-teacher-answers"] == {"genrecal>uld>sft": True, "genrecal_closes_half_gap": True}
     criteria = {"depth": {"student_layers": 8, "recalibrator_layers": 2, "ratio": 4.0, "met": True},
-                "student_probe": {"count": 0.9, "color": 0.8, "met": False}, "teacher_probe": {"count": 0.95},
+                "student_probe": {"count": 0.9, "color": 0.8, "met": False}, "teacher_probe": {"count": 0.95, "met": True},
                 "sft_unlimited": {"accuracy": 0.76, "teacher": 0.8, "ratio": 0.95, "steps": 30, "images": 160,
                                   "met": True}}
     result = {**_result(runs, criteria), "summary": summary}
