@@ -38,9 +38,10 @@ def export_parser() -> argparse.ArgumentParser:
                    help="parity against PyTorch for every artifact (default: on)")
     p.add_argument("--strip", action="store_true", help="drop Recalibrator/training tensors instead of refusing")
     p.add_argument("--threads", type=int, help="threads for the parity runs (torch and onnxruntime)")
-    p.add_argument("--onnx-decoder", choices=("torchscript", "builder"), default="torchscript", dest="onnx_decoder",
-                   help="builder: the fp32/int4/int8w text decoder from onnxruntime-genai's model builder (fused "
-                        "attention; llama-type text models only; int8/fp16 keep genrecal's)")
+    p.add_argument("--onnx-decoder", choices=("auto", "builder", "torchscript"), default="auto", dest="onnx_decoder",
+                   help="text decoder graph. builder: onnxruntime-genai's model builder's (fused attention; llama-type "
+                        "text models at fp32/int4/int8w; fp16/int8 keep genrecal's); torchscript: genrecal's own; auto "
+                        "(default): builder where it can write it, else torchscript")
     p.add_argument("--device-profile", dest="device_profile",
                    help="size the TensorRT plan for this device profile's memory (default jetson-orin-nano; "
                         "see genrecal-bench --profile)")

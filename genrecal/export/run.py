@@ -34,7 +34,7 @@ class ExportOptions:
     strip: bool = False  # drop Recalibrator/training tensors instead of refusing them
     threads: int | None = None  # torch + onnxruntime threads for the parity runs
     device_profile: str | None = None  # the TensorRT plan is sized for it (default jetson-orin-nano)
-    onnx_decoder: str = "torchscript"  # builder: onnxruntime-genai's decoder graph (onnx/builder_decoder.py)
+    onnx_decoder: str = "auto"  # auto | builder (onnxruntime-genai's decoder graph, onnx/builder_decoder.py) | torchscript
 
 
 class OutputDirError(GenrecalError):

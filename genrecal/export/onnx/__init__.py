@@ -14,7 +14,9 @@ from pathlib import Path
 from genrecal.export.onnx.files import OnnxExportError
 from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256, write_manifest
 
-DECODERS = ("torchscript", "builder")  # --onnx-decoder
+DECODERS = ("auto", "torchscript", "builder")  # --onnx-decoder
+"""auto (default): the builder's decoder where it can write it (llama-type text at fp32 / int4 / int8w, with
+onnxruntime-genai installed), else genrecal's; the manifest's `decoder_from` says which and why."""
 
 
 class OnnxBuild:
@@ -22,7 +24,7 @@ class OnnxBuild:
     computed at most once and shared by every precision."""
 
     def __init__(self, hf_dir: Path, work_dir: Path, check: bool = True, threads: int | None = None,
-                 decoder: str = "torchscript"):
+                 decoder: str = "auto"):
         self.hf_dir, self.work_dir, self.check = Path(hf_dir), Path(work_dir), check
         self.threads = threads  # onnxruntime intra-op threads for the parity runs (None: ORT default)
         if decoder not in DECODERS:
@@ -64,12 +66,14 @@ class OnnxBuild:
 
         src, facts = self.fp32()
         ops = convert_graphs(src, dst, precision)
-        if self.decoder == "builder":
+        if self.decoder != "torchscript":
             builder = self._builder_decoder(dst, precision)
             if "decoder_quantization" in builder:  # the manifest describes the decoder that shipped
                 from genrecal.export import layout
 
                 ops["quantization_config"]["graphs"][layout.DECODER_GRAPH] = builder.pop("decoder_quantization")
+            if not builder["decoder_from"].startswith("genrecal"):
+                facts = {**facts, "exporters": {**facts.get("exporters", {}), "decoder": "onnxruntime-genai builder"}}
             facts = {**facts, **builder}
         for path in src.iterdir():  # processor, tokenizer, configs (graphs and weight sidecars done above)
             if path.is_file() and path.suffix not in (".onnx", ".data"):
@@ -77,13 +81,14 @@ class OnnxBuild:
         return {**facts, **ops}
 
     def _builder_decoder(self, dst: Path, precision: str) -> dict:
-        """Replace dst's decoder with onnxruntime-genai's builder's where it can write it."""
+        """Replace dst's decoder with onnxruntime-genai's builder's where it can write it (`builder`: an
+        OnnxExportError where it cannot, except fp16 / int8, which keep genrecal's; `auto`: genrecal's)."""
         from genrecal.export import layout
-        from genrecal.export.onnx.builder_decoder import unsupported, write_builder_decoder
+        from genrecal.export.onnx.builder_decoder import unavailable, unsupported, write_builder_decoder
 
         model, processor = self.student()
-        reason = unsupported(model, precision)
-        if reason and precision in ("fp16", "int8"):
+        reason = unsupported(model, precision) or (unavailable() if self.decoder == "auto" else None)
+        if reason and (self.decoder == "auto" or precision in ("fp16", "int8")):
             return {"decoder_from": f"genrecal (TorchScript): {reason}"}
         return write_builder_decoder(model, processor.tokenizer, precision, dst / layout.DECODER_GRAPH,
                                      self.work_dir / "builder")

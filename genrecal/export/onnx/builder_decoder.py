@@ -80,17 +80,24 @@ def run_builder(text_dir: Path, out: Path, precision: str, extra: tuple[str, ...
     return out / "model.onnx"
 
 
+def unavailable() -> str | None:
+    """Why the builder cannot run here (onnxruntime-genai not installed), or None."""
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return "onnxruntime-genai is not installed (pip install onnxruntime-genai==0.18.0)"
+    return None
+
+
 def write_builder_decoder(model, tokenizer, precision: str, dst: Path, work: Path) -> dict:
     """Write the builder's decoder for `precision` to `dst` (genrecal's decoder file name; one sidecar
     when large, like every genrecal graph). Returns manifest facts. OnnxExportError when unsupported."""
     reason = unsupported(model, precision)
     if reason:
         raise OnnxExportError(f"--onnx-decoder builder: {reason}")
-    try:
-        import onnxruntime_genai
-    except ImportError:
-        raise OnnxExportError("--onnx-decoder builder needs onnxruntime-genai (pip install onnxruntime-genai==0.18.0)") \
-            from None
+    if unavailable():
+        raise OnnxExportError(f"--onnx-decoder builder: {unavailable()}")
+    import onnxruntime_genai
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="builder-", dir=work) as tmp:
         text = text_causal_lm(model, tokenizer, Path(tmp) / "text")
