@@ -90,13 +90,13 @@ QUICK = replace(FULL, teacher_vision_steps=20, teacher_vision_warmup=2, student_
                 unlimited_steps=16, test_images=12, easy_questions=16, batch_size=16)
 """A smoke run of every step (minutes): its numbers say nothing about the methods."""
 REGIMES = ("a-gold", "b-teacher-answers")
-METHODS = {  # name -> (kind, DistillConfig overrides or GOLD lmbda)
+METHODS = {  # name -> (kind, DistillConfig overrides or GoldRun fields)
     "sft": ("distill", {"method": "sft"}),
     "uld": ("distill", {"method": "uld"}),
     "genrecal": ("distill", {"method": "genrecal"}),
     "genrecal-embeddings": ("distill", {"method": "genrecal", "recal_answer_input": "embedding"}),
-    "gold": ("gold", {"lmbda": 0.0}),
-    "gold-on-policy": ("gold", {"lmbda": 0.5}),
+    "gold": ("gold", {"lmbda": 0.0, "ce_weight": 1.0}),
+    "gold-on-policy": ("gold", {"lmbda": 0.5, "ce_weight": 1.0}),
 }
 
 

@@ -4,7 +4,8 @@
 
 The same student start, teacher, samples (first `samples` records, LLaVA JSON with one image each) and
 optimizer-step budget as genrecal's methods. Settings the benchmark fixes, as the issue asks:
-`use_uld_loss=True` (teacher and student are different families with different tokenizers);
+`use_uld_loss=True` (teacher and student are different families with different tokenizers) with a
+cross-entropy term of weight `ce_weight` (1.0: the ULD paper's and genrecal's `uld` objective);
 `use_extended_uld` only when both tokenizers are byte-level BPE; `lmbda` 0.0 (offline: the data's
 answers) or 0.5 (on-policy: half the batches the student's own generations); on CPU `bf16=False`,
 `gradient_checkpointing=False`, `max_length=None`. Writes OUT/student (save_pretrained + processor) and
@@ -41,6 +42,11 @@ class GoldRun:
     seed: int = 0
     lmbda: float = 0.0
     """0.0: offline (the data's answers); 0.5: on-policy half the time."""
+    ce_weight: float = 1.0
+    """GOLDConfig.uld_crossentropy_weight: cross-entropy on the completion beside the ULD term (weight 1.0), as
+    the ULD paper (arXiv 2402.12030) and genrecal's `uld` (w_sft = w_uld = 1) have it. TRL's default, 0.0, is ULD
+    alone, which matches sorted probabilities and never says which token: students trained so answered nothing
+    (0.0 % on held-out scenes, empty strings, in the first full scenes run)."""
     max_completion_length: int = 48
     parts: tuple[str, ...] = ("layers", "norm", "embed", "head", "projector")
     """Student parts trained (genrecal's SFT default: the vision tower frozen)."""
@@ -126,6 +132,7 @@ def train_gold(run: GoldRun) -> Path:
         output_dir=str(out / "trainer"), max_steps=run.steps, per_device_train_batch_size=run.batch_size,
         gradient_accumulation_steps=1, learning_rate=run.lr, max_grad_norm=1.0,
         seed=run.seed, lmbda=run.lmbda, use_uld_loss=True, use_extended_uld=extended,
+        uld_crossentropy_weight=run.ce_weight, uld_distillation_weight=1.0,
         teacher_tokenizer_name_or_path=run.teacher, max_completion_length=run.max_completion_length,
         bf16=False, fp16=False, gradient_checkpointing=False, max_length=None, use_cpu=True,
         logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
