@@ -142,7 +142,10 @@ def markdown(result: dict) -> str:
     for name, why in result.get("skipped_methods", {}).items():
         lines.append(f"- not run: `{name}`: {why}")
     if result.get("wall_seconds"):
-        lines += ["", f"Wall time of this invocation so far: {result['wall_seconds'] / 60:.1f} min."]
+        reused = sum(bool(r.get("reused")) for r in runs)
+        lines += ["", f"Wall time of this invocation{'' if summary else ' so far'}: {result['wall_seconds'] / 60:.1f} min"
+                      + (f" ({reused} of {len(runs)} runs reused from an earlier invocation, not in it)." if reused
+                         else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +169,10 @@ def plot(result: dict, path: Path) -> Path | None:
     ax.axhline(100 * result["teacher"]["scores"]["accuracy"], color="#c44e52", linestyle="--", label="teacher")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=20, ha="right")
     ax.set_ylabel("held-out scene accuracy (%)")
-    ax.legend(loc="lower right")
+    top = max([100 * result["teacher"]["scores"]["accuracy"]]
+              + [100 * (m["accuracy_mean"] + m["accuracy_sd"]) for ms in summary.values() for m in ms.values()])
+    ax.set_ylim(0, min(100.0, 1.3 * top + 1))
+    ax.legend(loc="upper right", ncol=len(summary) + 1)  # above the bars and the teacher line
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
