@@ -77,3 +77,17 @@ def test_builder_decoder_refuses_other_text_models(zoo_dir):
 
     model, _ = load_student(zoo_dir("qwen2_vl"))
     assert unsupported(model, "int4").startswith("its text model is") and unsupported(model, "fp16")
+
+
+def test_auto_default_takes_the_builder_for_smolvlm_only(onnx_artifact):
+    """`--onnx-decoder auto` (the default): smolvlm's int4 decoder is the builder's; llava's text is llama too,
+    but auto keeps genrecal's graph there and says why; fp16 keeps genrecal's for every family."""
+    from genrecal.export.onnx import AUTO_BUILDER_FAMILIES
+
+    assert "smolvlm" in AUTO_BUILDER_FAMILIES and "llava" not in AUTO_BUILDER_FAMILIES
+    smol = onnx_artifact("smolvlm", "int4")[1].extra
+    assert smol["decoder_from"].startswith("onnxruntime-genai") and smol["exporters"]["decoder"] == "onnxruntime-genai builder"
+    llava = onnx_artifact("llava", "fp32")[1].extra
+    assert llava["decoder_from"].startswith("genrecal (TorchScript): --onnx-decoder auto keeps genrecal's decoder for llava")
+    assert llava["exporters"]["decoder"] == "torchscript"
+    assert onnx_artifact("smolvlm", "fp16")[1].extra["decoder_from"].startswith("genrecal (TorchScript): precision fp16")

@@ -15,8 +15,12 @@ from genrecal.export.onnx.files import OnnxExportError
 from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256, write_manifest
 
 DECODERS = ("auto", "torchscript", "builder")  # --onnx-decoder
-"""auto (default): the builder's decoder where it can write it (llama-type text at fp32 / int4 / int8w, with
-onnxruntime-genai installed), else genrecal's; the manifest's `decoder_from` says which and why."""
+"""auto (default): the builder's decoder for AUTO_BUILDER_FAMILIES where it can write it (fp32 / int4 / int8w,
+with onnxruntime-genai installed), else genrecal's; the manifest's `decoder_from` says which and why."""
+AUTO_BUILDER_FAMILIES = ("smolvlm", "idefics3")
+"""The families `auto` gives the builder's decoder: those whose builder-route exports transformers.js is tested
+on. llava's text model is llama too; `--onnx-decoder builder` takes it (genrecal's runtime checks parity), but
+transformers.js has not run it, so `auto` keeps genrecal's graph there."""
 
 
 class OnnxBuild:
@@ -84,14 +88,24 @@ class OnnxBuild:
         """Replace dst's decoder with onnxruntime-genai's builder's where it can write it (`builder`: an
         OnnxExportError where it cannot, except fp16 / int8, which keep genrecal's; `auto`: genrecal's)."""
         from genrecal.export import layout
-        from genrecal.export.onnx.builder_decoder import unavailable, unsupported, write_builder_decoder
+        from genrecal.export.onnx.builder_decoder import unsupported, write_builder_decoder
 
         model, processor = self.student()
-        reason = unsupported(model, precision) or (unavailable() if self.decoder == "auto" else None)
+        reason = unsupported(model, precision) or (self._auto_refuses(model) if self.decoder == "auto" else None)
         if reason and (self.decoder == "auto" or precision in ("fp16", "int8")):
             return {"decoder_from": f"genrecal (TorchScript): {reason}"}
         return write_builder_decoder(model, processor.tokenizer, precision, dst / layout.DECODER_GRAPH,
                                      self.work_dir / "builder")
+
+    @staticmethod
+    def _auto_refuses(model) -> str | None:
+        from genrecal.export.onnx.builder_decoder import unavailable
+
+        family = model.config.model_type
+        if family not in AUTO_BUILDER_FAMILIES:
+            return (f"--onnx-decoder auto keeps genrecal's decoder for {family} (the builder's is the default for "
+                    f"{', '.join(AUTO_BUILDER_FAMILIES)}; ask for it with --onnx-decoder builder)")
+        return unavailable()
 
     def manifest(self, precision: str, target: str, extra: dict) -> Manifest:
         return Manifest(format="onnx", target=target, family=self.student()[0].config.model_type,
