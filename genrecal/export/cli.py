@@ -41,7 +41,7 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx-decoder", choices=("auto", "builder", "torchscript"), default="auto", dest="onnx_decoder",
                    help="text decoder graph. builder: onnxruntime-genai's model builder's (fused attention; llama-type "
                         "text models at fp32/int4/int8w; fp16/int8 keep genrecal's); torchscript: genrecal's own; auto "
-                        "(default): builder where it can write it, else torchscript")
+                        "(default): builder for smolvlm and idefics3 where it can write it, else torchscript")
     p.add_argument("--device-profile", dest="device_profile",
                    help="size the TensorRT plan for this device profile's memory (default jetson-orin-nano; "
                         "see genrecal-bench --profile)")
