@@ -21,6 +21,7 @@ from genrecal.export.onnx.quantize import (
     INT8_FLOAT_NODES,
     INT8W_ACCURACY_LEVEL,
     fp16_blocked_nodes,
+    is_lm_head,
 )
 from genrecal.manifest import load_manifest
 
@@ -62,10 +63,10 @@ def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
     assert nodes
     for node in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        level = INT4_ACCURACY_LEVEL if _is_head(node) else INT4_HQQ_ACCURACY_LEVEL
+        level = INT4_ACCURACY_LEVEL if is_lm_head(node.name) else INT4_HQQ_ACCURACY_LEVEL
         assert attrs["block_size"] == INT4_BLOCK and attrs.get("accuracy_level", 0) == level
     bits = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] for n in nodes}
-    assert [b for n in nodes if _is_head(n) for b in [bits[n.name]]] == [INT4_HEAD_BITS]  # the LM head
+    assert [bits[n.name] for n in nodes if is_lm_head(n.name)] == [INT4_HEAD_BITS]  # the LM head
     assert sum(b == 4 for b in bits.values()) == len(bits) - 1
     # HQQ's float zero points live in correction MatMuls (zero_points.py), so onnxruntime prepacks the weights
     assert all(len(n.input) == 3 for n in nodes)
@@ -73,12 +74,6 @@ def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
     assert decoder_cfg["zero_point_corrections"] == len(nodes) - 1 and decoder_cfg["float_zero_points_left"] == 0
     assert cfg["algorithm"] == "HQQ" and decoder_cfg["head_nodes"] == 1
     _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))
-
-
-def _is_head(node) -> bool:
-    """The LM head's node: /head/... in genrecal's decoder, /lm_head/... in the model builder's (smolvlm's
-    default decoder since --onnx-decoder auto)."""
-    return node.name.split("/")[1:2] in (["head"], ["lm_head"])
 
 
 def _assert_fp16_table(embed):

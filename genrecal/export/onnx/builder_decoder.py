@@ -95,8 +95,9 @@ def write_builder_decoder(model, tokenizer, precision: str, dst: Path, work: Pat
     reason = unsupported(model, precision)
     if reason:
         raise OnnxExportError(f"--onnx-decoder builder: {reason}")
-    if unavailable():
-        raise OnnxExportError(f"--onnx-decoder builder: {unavailable()}")
+    missing = unavailable()
+    if missing:
+        raise OnnxExportError(f"--onnx-decoder builder: {missing}")
     import onnxruntime_genai
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="builder-", dir=work) as tmp:

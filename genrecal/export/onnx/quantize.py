@@ -138,6 +138,12 @@ def _nbits(src: Path, dst: Path, bits: int, accuracy_level: int) -> dict:
     return {"kept_float": kept_float(onnx.load(str(dst)))}
 
 
+def is_lm_head(node_name: str) -> bool:
+    """The LM head's MatMul by its node name: /head/... in genrecal's decoder graph, /lm_head/... in the
+    onnxruntime-genai model builder's (quantised names keep the prefix)."""
+    return node_name.split("/")[1:2] in (["head"], ["lm_head"])
+
+
 def _int4(src: Path, dst: Path) -> dict:
     """The LM head at INT4_HEAD_BITS, then HQQ 4-bit on every other MatMul, then HQQ's float zero points
     moved into exact correction MatMuls (zero_points.py) so onnxruntime prepacks the 4-bit weights."""
@@ -147,7 +153,7 @@ def _int4(src: Path, dst: Path) -> dict:
         return _embedding(src, dst)
     model = onnx.load(str(src))
     matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
-    heads = [name for name in matmuls if name.split("/")[1:2] in (["head"], ["lm_head"])]
+    heads = [name for name in matmuls if is_lm_head(name)]
     if heads:  # nodes_to_include adds to the op types, so every other MatMul is excluded by name
         model = _quantizer(model, bits=INT4_HEAD_BITS, accuracy_level=INT4_ACCURACY_LEVEL,
                            nodes_to_exclude=[name for name in matmuls if name not in heads])
