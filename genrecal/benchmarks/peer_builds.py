@@ -20,6 +20,9 @@ from pathlib import Path
 from genrecal.errors import GenrecalError
 
 GENAI_PRECISIONS = ("fp32", "int8", "int4")  # the builder's CPU precisions
+# the builder's recipes beyond its defaults (name suffix -> precision, --extra_options): `int4-kquant` is its
+# most accurate CPU int4, asymmetric k-quant with an 8-bit LM head (the builder's k_quant_last)
+GENAI_RECIPES = {"int4-kquant": ("int4", ("is_symmetric=false", "algo_config=k_quant_last"))}
 
 
 class PeerBuildError(GenrecalError):
@@ -47,11 +50,16 @@ def text_causal_lm(student: Path, out: Path) -> Path:
 
 def genai_builder(text_dir: Path, out: Path, precision: str, extra_options: tuple[str, ...] = ()) -> Path:
     """`python -m onnxruntime_genai.models.builder -i text_dir -o out -p precision -e cpu` (its defaults:
-    int4/int8 = MatMulNBits block 32, symmetric, accuracy level 4 on CPU)."""
+    int4/int8 = MatMulNBits block 32, symmetric, accuracy level 4 on CPU). `precision` may name a recipe
+    of GENAI_RECIPES, whose extra options come before `extra_options`."""
     from genrecal.export.onnx.builder_decoder import run_builder
 
+    if precision in GENAI_RECIPES:
+        precision, recipe = GENAI_RECIPES[precision]
+        extra_options = (*recipe, *extra_options)
     if precision not in GENAI_PRECISIONS:
-        raise PeerBuildError(f"the builder's CPU precisions are {', '.join(GENAI_PRECISIONS)}, not {precision!r}")
+        raise PeerBuildError(f"the builder's CPU precisions are {', '.join(GENAI_PRECISIONS)} (recipes: "
+                             f"{', '.join(GENAI_RECIPES)}), not {precision!r}")
     if (out / "genai_config.json").is_file():
         return out
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

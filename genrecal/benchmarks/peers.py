@@ -31,7 +31,7 @@ from genrecal.errors import GenrecalError
 from genrecal.runtimes.base import TIMING_DEFINITION
 
 # default --pairs; onnx-int8w is what the cpu/phone targets ship, onnx-int8 the dynamic --precision int8
-PAIRS = ("onnx-int4", "onnx-int8w", "onnx-int8", "onnx-int4-builder", "onnx-int8w-builder", "gguf-q4_k_m",
+PAIRS = ("onnx-int4", "onnx-int8w", "onnx-int8", "onnx-int4-builder", "onnx-int4-kquant", "onnx-int8w-builder", "gguf-q4_k_m",
          "gguf-q8_0")  # also: onnx-fp32
 # pair -> (peer artifact, genrecal artifact)
 _PAIR_ARTIFACTS = {
@@ -44,6 +44,8 @@ _PAIR_ARTIFACTS = {
     # genrecal-export --onnx-decoder builder (the decoder graph from the builder, genrecal's folder and runtime)
     "onnx-int4-builder": ("genai-int4", "genrecal-onnx-int4-builder"),
     "onnx-int8w-builder": ("genai-int8", "genrecal-onnx-int8w-builder"),
+    # the builder's most accurate int4 (asymmetric k-quant, 8-bit LM head) vs genrecal's shipped int4
+    "onnx-int4-kquant": ("genai-int4-kquant", "genrecal-onnx-int4-builder"),
 }
 
 KNOWN_PAIRS = tuple(_PAIR_ARTIFACTS)

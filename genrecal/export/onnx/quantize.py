@@ -21,7 +21,8 @@ Cast of the rows to fp32; standard ops).
   MatMulNBits is an ORT contrib op.
 - int4: weight-only HQQ (`HQQWeightOnlyQuantConfig`: scale and zero point per block fitted to the
   weights, no calibration data) at 4 bits, block INT4_BLOCK, accuracy level INT4_HQQ_ACCURACY_LEVEL ->
-  MatMulNBits, its float zero points moved into an exact correction MatMul (zero_points.py); the LM head at INT4_HEAD_BITS (round-to-nearest, symmetric, accuracy level
+  MatMulNBits, its float zero points folded into the node as extra 4-bit rows (zero_points.py); the LM head at
+  INT4_HEAD_BITS (round-to-nearest, symmetric, accuracy level
   INT4_ACCURACY_LEVEL). ORT contrib ops: the graph runs in onnxruntime only.
 - fp16: `onnxruntime.transformers.float16.convert_float_to_float16` with fp32 inputs/outputs kept
   and a block list (FP16_BLOCKED_OPS + every node of a norm or rotary-embedding module) left in
@@ -40,18 +41,23 @@ import onnx
 
 from genrecal.errors import GenrecalError
 from genrecal.export.onnx.files import copy_graph, is_large, save_graph
-from genrecal.export.onnx.zero_points import ZERO_POINT_NODES, split_float_zero_points
+from genrecal.export.onnx.nodes import attrs, set_attr
+from genrecal.export.onnx.zero_points import FOLD_REPLICAS, ZERO_POINT_NODES, fold_float_zero_points
 
 PRECISIONS = ("fp32", "int8", "int8w", "int4", "fp16")
 INT4_BLOCK = 32
 # MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. In int4 graphs
-# it is the 8-bit LM head's; the HQQ 4-bit MatMuls get none from onnxruntime's HQQ quantizer (0: fp32 compute).
+# INT4_ACCURACY_LEVEL is the 8-bit LM head's; onnxruntime's HQQ quantizer writes no level on its 4-bit MatMuls, so
+# genrecal sets INT4_HQQ_ACCURACY_LEVEL on them (_set_accuracy_level).
 # HQQ's zero points are float, and onnxruntime (1.32, CPU) cannot prepack float zero points (it dequantizes B on
-# every call, ~5 tok/s on small-smollm2 at 1 thread); zero_points.split_float_zero_points rewrites them exactly into
-# a per-block correction MatMul so the packed kernel runs (~39 tok/s). Rounding them to uint8 instead loses HQQ's
-# gain (top-1 0.96 -> 0.61). Level 4 on the rewritten 4-bit nodes: 46 tok/s but top-1 0.96 of level 0's.
+# every call, ~5 tok/s on small-smollm2 at 1 thread); zero_points.fold_float_zero_points folds them into the node
+# (block sums appended to its input, the offsets as extra 4-bit rows) so the packed kernel runs. Rounding them to
+# uint8 instead loses HQQ's
+# gain (top-1 0.96 -> 0.61; PyTorch fake-quant with HQQ's scales, zero points rounded and codes refitted: 0.61-0.62).
+# Level 4 on the rewritten 4-bit nodes (builder-route decoder, 2 threads): session.run 14.3-15.5 ms/token against
+# 15.4-16.5 at level 0; small-smollm2 text top-1 0.959 against 0.972 (test_onnx_smollm2.py -m slow).
 INT4_ACCURACY_LEVEL = 4
-INT4_HQQ_ACCURACY_LEVEL = 0
+INT4_HQQ_ACCURACY_LEVEL = 4
 # int8 activations per block. Measured on small-smollm2's text decoder, 1 thread: level 4 top-1 0.915 at 45.6 tok/s,
 # level 0 (fp32 compute) 0.954 at 3.2 tok/s: onnxruntime 1.32 prepacks 8-bit MatMulNBits only at level 4
 INT8W_ACCURACY_LEVEL = 4
@@ -77,7 +83,7 @@ def op_domains(model: onnx.ModelProto) -> set[str]:
 
 def kept_float(model: onnx.ModelProto) -> Counter:
     """Op types (with counts) still reading a float weight matrix/kernel (an initializer of rank >= 2);
-    MatMulNBits' float inputs are its block scales, and the zero-point corrections' are its zero points."""
+    MatMulNBits' float inputs are its block scales, and the zero-point fold's block-sum table is 0/1."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     weights = {t.name for t in model.graph.initializer if t.data_type in floats and len(t.dims) >= 2}
     return Counter(n.op_type for n in model.graph.node
@@ -146,7 +152,8 @@ def is_lm_head(node_name: str) -> bool:
 
 def _int4(src: Path, dst: Path) -> dict:
     """The LM head at INT4_HEAD_BITS, then HQQ 4-bit on every other MatMul, then HQQ's float zero points
-    moved into exact correction MatMuls (zero_points.py) so onnxruntime prepacks the 4-bit weights."""
+    folded into their nodes (zero_points.py) so onnxruntime prepacks the 4-bit weights; the 4-bit nodes at
+    INT4_HQQ_ACCURACY_LEVEL."""
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
 
     if not _has_matmul(src):
@@ -159,10 +166,18 @@ def _int4(src: Path, dst: Path) -> dict:
                            nodes_to_exclude=[name for name in matmuls if name not in heads])
     hqq = HQQWeightOnlyQuantConfig(block_size=INT4_BLOCK, bits=4)  # its MatMulNBits: accuracy level 0
     model = _quantizer(model, nodes_to_exclude=heads, algo_config=hqq)
-    zero_points = split_float_zero_points(model)
+    zero_points = fold_float_zero_points(model)
+    _set_accuracy_level(model, 4, INT4_HQQ_ACCURACY_LEVEL)
     save_graph(model, dst)
     return {"kept_float": kept_float(onnx.load(str(dst))), "head_nodes": len(heads),
-            "zero_point_corrections": zero_points["rewritten"], "float_zero_points_left": zero_points["skipped"]}
+            "zero_points_folded": zero_points["rewritten"], "float_zero_points_left": zero_points["skipped"]}
+
+
+def _set_accuracy_level(model: onnx.ModelProto, bits: int, level: int) -> None:
+    """Set accuracy_level on every `bits`-bit MatMulNBits (onnxruntime's HQQ quantizer writes none)."""
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits" and attrs(node).get("bits") == bits:
+            set_attr(node, "accuracy_level", level)
 
 
 def _int8w(src: Path, dst: Path) -> dict:
@@ -285,7 +300,8 @@ def _settings(precision: str) -> dict:
                   "accuracy_level": INT8W_ACCURACY_LEVEL, "ops": ["MatMul"], **embed},
         "int4": {"method": "MatMulNBitsQuantizer", "algorithm": INT4_ALGORITHM, "bits": 4, "block_size": INT4_BLOCK,
                  "symmetric": False, "accuracy_level": INT4_HQQ_ACCURACY_LEVEL, "ops": ["MatMul"],
-                 "zero_points": "float per block, applied as x-block-sums @ s*(8 - z) beside MatMulNBits (exact)",
+                 "zero_points": (f"float per block, folded: x's block sums appended to the input, s*(8 - z) as "
+                                 f"{FOLD_REPLICAS} residual 4-bit blocks of extra rows (zero_points.py)"),
                  "head": {"bits": INT4_HEAD_BITS, "method": "round-to-nearest", "symmetric": True,
                           "block_size": INT4_BLOCK, "accuracy_level": INT4_ACCURACY_LEVEL}, **embed},
         "fp16": {"method": "convert_float_to_float16", "keep_io_types": True,
@@ -302,8 +318,8 @@ def _describe(precision: str) -> str:
         "int8w": f"MatMulNBitsQuantizer bits=8 block_size={INT4_BLOCK} symmetric "
                  f"accuracy_level={INT8W_ACCURACY_LEVEL} (MatMul weights only); {embed}",
         "int4": f"MatMulNBitsQuantizer {INT4_ALGORITHM} bits=4 block_size={INT4_BLOCK} "
-                f"accuracy_level={INT4_HQQ_ACCURACY_LEVEL} (MatMul weights only; float zero points as a correction "
-                f"MatMul); LM head {INT4_HEAD_BITS}-bit "
+                f"accuracy_level={INT4_HQQ_ACCURACY_LEVEL} (MatMul weights only; float zero points folded into "
+                f"the node as extra 4-bit rows); LM head {INT4_HEAD_BITS}-bit "
                 f"accuracy_level={INT4_ACCURACY_LEVEL}; {embed}",
         "fp16": "onnxruntime.transformers.float16, keep_io_types=True (fp32 inputs/outputs), "
                 "norms/softmax/rotary in fp32",

@@ -1,0 +1,81 @@
+"""The decoder's KV cache between onnxruntime calls: two ways, the same logits.
+
+    cache = open_kv_cache(session, names, shape, shared=True, max_length=L + new_tokens)
+    logits = cache.step(feeds)        # feeds: inputs_embeds, attention_mask (+ position_ids)
+    cache.length                      # tokens held
+
+- `ArrayKvCache`: past_key_values.* go in as numpy arrays and present.* come back as new, one token
+  longer (every decoder graph genrecal writes works this way; onnxruntime allocates and copies the
+  whole cache on every token).
+- `SharedKvCache`: one buffer per past/present pair, [1, kv_heads, max_length, head_dim], bound to
+  both the input and the output through IO binding, so the decoder writes each new row in place.
+  Only GroupQueryAttention decoders (onnxruntime-genai's model builder graph: the manifest's
+  `past_present_share_buffer`) support it; GQA reads the valid length from attention_mask
+  [1, tokens so far]. This is how onnxruntime-genai runs the same graph (its
+  `past_present_share_buffer` search option). On small-smollm2's int4 decoder at 2 threads it
+  saved 1.2-1.9 ms of 15.4-16.5 ms per token, with identical logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def kv_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """(past input names, present output names), key then value per layer, in the decoder's order."""
+    past = [f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(2 * num_layers)]
+    return past, [p.replace("past_key_values", "present", 1) for p in past]
+
+
+class ArrayKvCache:
+    """Past in as arrays, present out as new arrays (any decoder graph)."""
+
+    def __init__(self, session, num_layers: int, kv_heads: int, head_dim: int):
+        self.session = session
+        self.past_names, present = kv_names(num_layers)
+        self.outputs = ["logits", *present]
+        self.past = [np.zeros((1, kv_heads, 0, head_dim), np.float32) for _ in self.past_names]
+
+    @property
+    def length(self) -> int:
+        return int(self.past[0].shape[2])
+
+    def step(self, feeds: dict) -> np.ndarray:
+        """Run the decoder on `feeds` (+ the cache); logits [1, L, V]. The cache grows by L."""
+        out = self.session.run(self.outputs, {**feeds, **dict(zip(self.past_names, self.past))})
+        self.past = out[1:]
+        return out[0]
+
+
+class SharedKvCache:
+    """One max_length buffer per past/present pair, written in place (GroupQueryAttention decoders)."""
+
+    def __init__(self, session, num_layers: int, kv_heads: int, head_dim: int, max_length: int):
+        import onnxruntime as ort
+
+        self.max_length = max_length
+        self.held = 0
+        self.binding = session.io_binding()
+        self.session = session
+        past, present = kv_names(num_layers)
+        self.buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, max_length, head_dim), np.float32))
+                        for _ in past]
+        self.binding.bind_output("logits")  # output 0; presents follow in binding order
+        for name_in, name_out, buffer in zip(past, present, self.buffers):
+            self.binding.bind_ortvalue_input(name_in, buffer)
+            self.binding.bind_ortvalue_output(name_out, buffer)
+
+    @property
+    def length(self) -> int:
+        return self.held
+
+    def step(self, feeds: dict) -> np.ndarray:
+        """As ArrayKvCache.step; ValueError past max_length (the buffers cannot grow)."""
+        new = feeds["inputs_embeds"].shape[1]
+        if self.held + new > self.max_length:
+            raise ValueError(f"KV cache full: {self.held} + {new} tokens > max_length {self.max_length}")
+        for name, value in feeds.items():
+            self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        self.binding.bind_output("logits")  # its shape changes between prefill and decode
+        self.session.run_with_iobinding(self.binding)
+        self.held += new
+        return self.binding.get_outputs()[0].numpy()
