@@ -34,8 +34,8 @@ from genrecal.errors import GenrecalError
 from genrecal.runtimes.base import TIMING_DEFINITION
 
 # default --pairs; onnx-int8w is what the cpu/phone targets ship, onnx-int8 the dynamic --precision int8
-PAIRS = ("onnx-int4", "onnx-int8w", "onnx-int8", "onnx-int4-builder", "onnx-int4-kquant", "onnx-int8w-builder", "gguf-q4_k_m",
-         "gguf-q8_0")  # also: onnx-fp32
+PAIRS = ("onnx-int4", "onnx-int8w", "onnx-int8", "onnx-int4-builder", "onnx-int4-kquant", "onnx-int8w-builder",
+         "gguf-q4_k_m", "gguf-q8_0")  # also: onnx-fp32
 # pair -> (peer artifact, genrecal artifact)
 _PAIR_ARTIFACTS = {
     "onnx-fp32": ("genai-fp32", "genrecal-onnx-fp32"),

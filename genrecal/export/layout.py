@@ -12,6 +12,8 @@ Every artifact dir holds its own genrecal_manifest.json (genrecal.manifest).
 """
 from __future__ import annotations
 
+from genrecal.families.onnx_base import past_names, present_names  # the KV-cache names, shared with runtimes
+
 HF_DIR = "hf"
 SUMMARY_NAME = "export_summary.json"
 
@@ -48,14 +50,6 @@ def client_graph(name: str, precision: str) -> str:
     """Where an ONNX artifact of `precision` keeps graph `name`: onnx/decoder_model_merged_q4.onnx, ..."""
     stem = name[: -len(".onnx")] if name.endswith(".onnx") else name
     return f"{ONNX_SUBDIR}/{stem}{DTYPE_SUFFIX[precision]}.onnx"
-
-
-def past_names(n_layers: int) -> list[str]:
-    return [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
-
-
-def present_names(n_layers: int) -> list[str]:
-    return [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
 
 
 def decoder_inputs(n_layers: int) -> list[str]:

@@ -63,6 +63,17 @@ def onnx_spec(family: str) -> OnnxSpec:
     return importlib.import_module(_MODULES[family]).ONNX_SPECS[family]
 
 
+def past_names(n_layers: int) -> list[str]:
+    """The decoder graph's KV-cache inputs, layer by layer, key then value (every family; what export writes
+    and the runtimes feed)."""
+    return [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+
+
+def present_names(n_layers: int) -> list[str]:
+    """The decoder graph's KV-cache outputs, in past_names' order."""
+    return [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+
+
 def passthrough(*keys: str) -> Callable[[dict], dict[str, np.ndarray]]:
     """vision_feeds for processors whose output already has the graph's layout."""
 

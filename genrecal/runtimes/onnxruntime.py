@@ -71,7 +71,8 @@ class OnnxRuntime:
         self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=False)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.eos = set(self.facts["eos_token_ids"])
-        self._decoder_inputs: set[str] | None = None
+        # a decoder whose attention derives positions from the mask has no position_ids input
+        self._decoder_inputs = {i.name for i in self.sessions["decoder"].get_inputs()}
         supported = bool(self.facts.get("past_present_share_buffer", False))
         if share_kv_buffer and not supported:
             raise RuntimeError_(f"{path}: its decoder cannot share one KV buffer between past and present (only "
@@ -141,8 +142,6 @@ class OnnxRuntime:
         """The decoder's KV cache for one generation (ort_kv_cache.py): one shared, in-place buffer where
         the decoder supports it and share_kv_buffer allows, else arrays passed in and out."""
         session = self.sessions["decoder"]
-        if self._decoder_inputs is None:  # a decoder whose attention derives positions from the mask has none
-            self._decoder_inputs = {i.name for i in session.get_inputs()}
         shape = (self.facts["num_layers"], self.facts["num_kv_heads"], self.facts["head_dim"])
         if self.share_kv_buffer:
             return SharedKvCache(session, *shape, max_length=max_length)

@@ -1,8 +1,8 @@
 """The decoder's KV cache between onnxruntime calls: two ways, the same logits.
 
-    cache = open_kv_cache(session, names, shape, shared=True, max_length=L + new_tokens)
-    logits = cache.step(feeds)        # feeds: inputs_embeds, attention_mask (+ position_ids)
-    cache.length                      # tokens held
+    cache = SharedKvCache(session, num_layers, kv_heads, head_dim, max_length=L + new_tokens)
+    logits = cache.step(feeds)        # feeds: inputs_embeds, attention_mask (+ position_ids); [1, L, V]
+    cache.length                      # tokens held (ArrayKvCache: the same, without max_length)
 
 - `ArrayKvCache`: past_key_values.* go in as numpy arrays and present.* come back as new, one token
   longer (every decoder graph genrecal writes works this way; onnxruntime allocates and copies the
@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def kv_names(num_layers: int) -> tuple[list[str], list[str]]:
-    """(past input names, present output names), key then value per layer, in the decoder's order."""
-    past = [f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(2 * num_layers)]
-    return past, [p.replace("past_key_values", "present", 1) for p in past]
+from genrecal.families.onnx_base import past_names, present_names
 
 
 class ArrayKvCache:
@@ -32,8 +28,8 @@ class ArrayKvCache:
 
     def __init__(self, session, num_layers: int, kv_heads: int, head_dim: int):
         self.session = session
-        self.past_names, present = kv_names(num_layers)
-        self.outputs = ["logits", *present]
+        self.past_names = past_names(num_layers)
+        self.outputs = ["logits", *present_names(num_layers)]
         self.past = [np.zeros((1, kv_heads, 0, head_dim), np.float32) for _ in self.past_names]
 
     @property
@@ -58,7 +54,7 @@ class SharedKvCache:
         self.session = session
         self.max_length = max_length
         self.held = 0
-        self.past_names, self.present_names = kv_names(num_layers)
+        self.past_names, self.present_names = past_names(num_layers), present_names(num_layers)
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.binding = session.io_binding()
         self.buffers: list = []
@@ -88,23 +84,24 @@ class SharedKvCache:
 
     def step(self, feeds: dict) -> np.ndarray:
         """As ArrayKvCache.step; ValueError past max_length."""
-        needed = self.held + feeds["inputs_embeds"].shape[1]
+        new = feeds["inputs_embeds"].shape[1]
+        needed = self.held + new
         if needed > self.max_length:
             raise ValueError(f"KV cache full: {needed} tokens > max_length {self.max_length}")
         if needed > self.capacity:
             self._grow(min(self.max_length, max(needed, 2 * self.capacity)))
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        new = feeds["inputs_embeds"].shape[1]
         if self.vocab is None:
             self.binding.bind_output("logits")
-        else:  # into an array of ours: get_outputs() would wrap every present buffer too (~0.2 ms a token)
-            self.binding.bind_ortvalue_output("logits", self._logits_buffer(new)[1])
+            self.session.run_with_iobinding(self.binding)
+            self.held = needed
+            return self.binding.get_outputs()[0].numpy()
+        logits, value = self._logits_buffer(new)  # ours: get_outputs() would wrap every present buffer (~0.2 ms)
+        self.binding.bind_ortvalue_output("logits", value)
         self.session.run_with_iobinding(self.binding)
         self.held = needed
-        if self.vocab is None:
-            return self.binding.get_outputs()[0].numpy()
-        return self._logits_buffer(new)[0].copy()  # the buffer is reused by the next step of this length
+        return logits.copy()  # the buffer is reused by the next step of this length
 
     def _logits_buffer(self, new: int):
         if new not in self.logits:

@@ -185,6 +185,8 @@ class TensorRTRuntime:
 
     def _steps(self, images, prompt: str, max_new_tokens: int):
         """Yields the generated ids after each step; leaves the Generation in self._last."""
+        from genrecal.families.onnx_base import past_names
+
         torch, sync, f = self.torch, self.torch.cuda.synchronize, self.facts
         t_call = time.perf_counter()
         enc = self._inputs(images, prompt)  # numpy
@@ -201,8 +203,7 @@ class TensorRTRuntime:
         sync()
         t_vis = time.perf_counter()
         kv = f["num_kv_heads"], f["head_dim"]
-        past = {f"past_key_values.{i}.{kind}": torch.zeros((1, *kv[:1], 0, kv[1]), device="cuda")
-                for i in range(f["num_layers"]) for kind in ("key", "value")}
+        past = {name: torch.zeros((1, *kv[:1], 0, kv[1]), device="cuda") for name in past_names(f["num_layers"])}
         n_in, out_ids, stamps = ids.shape[1], [], []
         length, step_embeds, profile = 0, embeds, self.prefill_profile
         while len(out_ids) < max_new_tokens:

@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from genrecal.export import layout
+from genrecal.export.onnx.nodes import attrs
 from genrecal.export.onnx.quantize import (
     FP16_BLOCKED_OPS,
     INT4_ACCURACY_LEVEL,
@@ -62,10 +63,10 @@ def test_int4_records_block_size_and_accuracy_level(onnx_artifact):
     nodes = [n for n in _graph(out, layout.DECODER_GRAPH).graph.node if n.op_type == "MatMulNBits"]
     assert nodes
     for node in nodes:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        got = attrs(node)
         level = INT4_ACCURACY_LEVEL if is_lm_head(node.name) else INT4_HQQ_ACCURACY_LEVEL
-        assert attrs["block_size"] == INT4_BLOCK and attrs.get("accuracy_level", 0) == level
-    bits = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] for n in nodes}
+        assert got["block_size"] == INT4_BLOCK and got.get("accuracy_level", 0) == level
+    bits = {n.name: attrs(n)["bits"] for n in nodes}
     assert [bits[n.name] for n in nodes if is_lm_head(n.name)] == [INT4_HEAD_BITS]  # the LM head
     assert sum(b == 4 for b in bits.values()) == len(bits) - 1
     # HQQ's float zero points are folded into the nodes (zero_points.py), so onnxruntime prepacks the weights
@@ -112,5 +113,5 @@ def test_int8w_is_weight_only_8_bit_and_meets_parity(onnx_artifact):
     assert manifest.parity["passed"] and manifest.extra["ops"] == "onnxruntime-contrib"
     decoder = _graph(out, layout.DECODER_GRAPH)
     nodes = [n for n in decoder.graph.node if n.op_type == "MatMulNBits"]
-    assert nodes and all({a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["bits"] == 8 for n in nodes)
+    assert nodes and all(attrs(n)["bits"] == 8 for n in nodes)
     _assert_fp16_table(_graph(out, layout.EMBED_GRAPH))
