@@ -22,9 +22,9 @@ from pathlib import Path
 
 from genrecal import zoo
 from genrecal.benchmarks import clients
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.onnx import OnnxBuild
-from genrecal.families.onnx_base import names
+from genrecal.families import with_format
 from genrecal.runtimes.onnxruntime import OnnxRuntime
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8w", "int4")
@@ -107,7 +107,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--families", default=",".join(["qwen2_5_vl", *[f for f in names() if f != "qwen2_5_vl"]]))
+    ap.add_argument("--families", default=",".join(["qwen2_5_vl", *[f for f in with_format("onnx") if f != "qwen2_5_vl"]]))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
     args = ap.parse_args()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from genrecal.benchmarks.distill_scale import CHILD  # `genrecal ARGS` in a child printing its own VmHWM
+from genrecal.experiments.distill_scale import CHILD  # `genrecal ARGS` in a child printing its own VmHWM
 
 
 def write_data(root: Path, n: int, side: int) -> Path:

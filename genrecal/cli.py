@@ -9,73 +9,23 @@ import argparse
 import os
 import sys
 
+from genrecal.config_cli import add_flags, from_args, given
 from genrecal.errors import user_errors
 
 
-DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
 def add_distill_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", help="teacher model dir or hub id (any image-text-to-text model)")
-    p.add_argument("--student", help="student model dir or hub id (a registered family)")
-    p.add_argument("--data", help="JSON/JSONL, a dir with data.json, or a HF dataset dir (LLaVA, HF chat, TRL "
-                   "prompt-completion or SmolVLM texts records)")
-    p.add_argument("--out", help="output dir")
-    p.add_argument("--method", choices=("genrecal", "sft", "kd", "uld"))
-    p.add_argument("--stages", type=_csv, help="comma list of align,distill,sft (genrecal only)")
-    p.add_argument("--max-steps", type=int, dest="max_steps")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--grad-accum", type=int, dest="grad_accum")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--min-lr", type=float, dest="min_lr")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--limit", type=int, help="use only the first N samples")
-    p.add_argument("--max-length", type=int, dest="max_length",
-                   help="longest sample in tokens, either model (default: one largest image + 1024 text tokens)")
-    p.add_argument("--image-root", dest="image_root",
-                   help="image paths resolve under this dir (default: the data file's dir); symlinks inside allowed")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, help="frozen teacher + compute precision (default auto: the "
-                   "launch config's, else the teacher checkpoint's); trainable weights stay fp32")
-    p.add_argument("--save-dtype", choices=DTYPE_CHOICES, dest="save_dtype",
-                   help="dtype of the saved student (default auto: the input student checkpoint's)")
-    p.add_argument("--teacher-device-map", dest="teacher_device_map",
-                   help="spread the teacher over the GPUs with this transformers device_map (e.g. auto); one process")
-    p.add_argument("--gradient-checkpointing", choices=("auto", "on", "off"), dest="gradient_checkpointing",
-                   help="recompute student activations in backward (default auto: on when on a GPU)")
-    p.add_argument("--attn-mass-every", type=int, dest="attn_mass_every",
-                   help="compute the diagnostics (attention mass, shuffled-question rise of L_ar) every N steps "
-                   "(default 10)")
-    p.add_argument("--recal-answer-input", choices=("hidden", "embedding"), dest="recal_answer_input",
-                   help="what the Recalibrator reads at the teacher's answer positions: its last-layer hidden states "
-                   "(default, the paper) or its answer-token input embeddings")
-    p.add_argument("--data-workers", type=int, dest="data_workers",
-                   help="processes rendering the next micro-batches while the model trains (default 0)")
-    p.add_argument("--stop-after", dest="stop_after",
-                   help="end this launch after this stage; go on with --resume (FSDP/DeepSpeed: one per launch)")
-    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    """One flag per DistillConfig field (genrecal.config_cli); a flag not given leaves the YAML's value."""
+    from genrecal.distill.config import DistillConfig
+
     p.add_argument("--config", help="YAML file with DistillConfig fields (CLI flags override it)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoints/latest")
-    p.add_argument("--dry-run", action="store_true", default=None, dest="dry_run",
-                   help="print what each model sees for the first sample, and a memory estimate; train nothing")
-    p.add_argument("--on-bad-sample", choices=("error", "skip"), dest="on_bad_sample")
-    p.add_argument("--require-image", action="store_true", default=None, dest="require_image",
-                   help="refuse text-only samples (no_image) instead of training on them")
-    p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
+    add_flags(p, DistillConfig, defaults=False)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_distill(args) -> int:
-    from genrecal.distill.config import load_config
+    from genrecal.distill.config import DistillConfig, load_config
 
-    keys = ("teacher", "student", "data", "out", "method", "stages", "max_steps", "batch_size", "grad_accum", "lr",
-            "min_lr", "seed", "limit", "max_length", "checkpoint_every", "resume", "dry_run", "on_bad_sample",
-            "trust_remote_code", "require_image", "image_root", "dtype", "save_dtype", "teacher_device_map",
-            "gradient_checkpointing", "attn_mass_every", "stop_after", "data_workers", "recal_answer_input")
-    cfg = load_config(args.config, {k: getattr(args, k) for k in keys})
+    cfg = load_config(args.config, given(DistillConfig, args))
     for name in ("student", "data", "out"):
         if not getattr(cfg, name) and not (cfg.dry_run and name == "out"):
             raise _usage(f"--{name} is required")
@@ -127,29 +77,17 @@ def run_data(args) -> int:
 
 
 def add_teacher_answers_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True, help="teacher model dir or hub id (any image-text-to-text model)")
-    p.add_argument("--data", required=True, help="prompts: JSON/JSONL, a dir with data.json, or a HF dataset dir "
-                   "(any layout genrecal-distill reads; a record's final answer, if any, is answered anew)")
-    p.add_argument("--out", required=True, help="output dir: data.json (LLaVA JSON + the teacher's token ids), "
-                   "images/, parts/, manifest.json; the same command again resumes it")
-    p.add_argument("--batch-size", type=int, default=8, dest="batch_size", help="prompts per generate call")
-    p.add_argument("--max-new-tokens", type=int, default=256, dest="max_new_tokens", help="longest answer in tokens")
-    p.add_argument("--max-length", type=int, dest="max_length", help="longest prompt in tokens")
-    p.add_argument("--limit", type=int, help="answer only the first N prompts")
-    p.add_argument("--image-root", dest="image_root", help="image paths resolve under this dir")
-    p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error", dest="on_bad_sample")
-    p.add_argument("--require-image", action="store_true", dest="require_image")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the teacher's weights")
-    p.add_argument("--trust-remote-code", action="store_true", dest="trust_remote_code")
+    from genrecal.distill.config import AnswerConfig
+
+    add_flags(p, AnswerConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_teacher_answers(args) -> int:
-    from genrecal.distill.generate_answers import AnswerConfig, teacher_answers
+    from genrecal.distill.config import AnswerConfig
+    from genrecal.distill.generate_answers import teacher_answers
 
-    keys = ("teacher", "data", "out", "batch_size", "max_new_tokens", "max_length", "limit", "image_root",
-            "on_bad_sample", "require_image", "dtype", "trust_remote_code")
-    path = teacher_answers(AnswerConfig(**{k: getattr(args, k) for k in keys}), progress=not args.no_progress)
+    path = teacher_answers(from_args(AnswerConfig, args), progress=not args.no_progress)
     print(f"wrote {path}")
     return 0
 
@@ -230,11 +168,15 @@ def distill_main(argv: list[str] | None = None) -> int:
     return _run(run_distill, p.parse_args(sys.argv[1:] if argv is None else argv))
 
 
+def run_main(main_func, argv: list[str] | None = None) -> int:
+    """`main_func(argv)` as a console script: user errors print one `error:` line and exit 2."""
+    return _run(main_func, sys.argv[1:] if argv is None else argv)
+
+
 def _lazy_main(module: str, argv):
     import importlib
 
-    mod = importlib.import_module(module)
-    return _run(lambda a: mod.main(a), sys.argv[1:] if argv is None else argv)
+    return run_main(importlib.import_module(module).main, argv)
 
 
 def export_main(argv: list[str] | None = None) -> int:

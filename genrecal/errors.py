@@ -5,17 +5,26 @@ bundle (runtimes only) can use it without torch or transformers.
 """
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class GenrecalError(Exception):
-    """Base for user-facing errors raised by export, runtimes, benchmarks and the demo."""
+    """Base for every user-facing error: data, config, model loading, families, export, runtimes, benchmarks."""
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Every error class the CLI reports as one `error:` line (imports the leaf packages lazily)."""
-    from genrecal.data.errors import DataError
-    from genrecal.distill.config import ConfigError
-    from genrecal.distill.models import ModelLoadError
-    from genrecal.families.base import UnsupportedFamilyError
+    """Every error class the CLI reports as one `error:` line."""
+    return (GenrecalError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
-    return (GenrecalError, DataError, ConfigError, ModelLoadError, UnsupportedFamilyError, FileNotFoundError,
-            FileExistsError, NotADirectoryError)
+
+def one_line(func: Callable[..., int], *args) -> int:
+    """Run a command; a user error prints as one `error:` line (exit 2), Ctrl-C as `interrupted` (130)."""
+    try:
+        return func(*args)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -51,5 +51,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a small file via a temp file + rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: no half-written temp file left behind
+        raise

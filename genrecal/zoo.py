@@ -91,7 +91,33 @@ def _byte_level_bpe(spec: TokenizerSpec, specials: list[str], lines: tuple[str, 
     trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(lines, trainer=trainer)
-    return tok
+    return add_whole_tokens(tok, spec.whole_tokens)
+
+
+def add_whole_tokens(tok: Tokenizer, texts: tuple[str, ...]) -> Tokenizer:
+    """Byte-level BPE `tok` with each of `texts` as one ordinary token, as real vocabularies have it: the
+    pieces `tok` splits it into are joined by merges appended after the trained ones (lowest priority), so
+    only strings containing it tokenise differently, and llama.cpp (merges by rank, as HF) agrees.
+    The trained vocabulary keeps its ids; each new token takes the next id."""
+    data = json.loads(tok.to_str())
+    vocab, merges = data["model"]["vocab"], data["model"]["merges"]
+    added = 0
+    for text in texts:
+        words = tok.pre_tokenizer.pre_tokenize_str(text)
+        if len(words) != 1:
+            raise ValueError(f"whole token {text!r} is split by the pre-tokenizer ({words}); it cannot be one token")
+        word = words[0][0]
+        if word in vocab:
+            continue
+        pieces = [t.value for t in tok.model.tokenize(word)]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            merges.append([current, piece])
+            current += piece
+            if current not in vocab:
+                vocab[current] = max(vocab.values()) + 1
+                added += 1
+    return Tokenizer.from_str(json.dumps(data)) if added else tok
 
 
 def _word_counts(pre, lines: tuple[str, ...]) -> Counter:

@@ -52,6 +52,25 @@ def bf16_zoo_dir(zoo_dir, tmp_path_factory):
     return get
 
 
+
+@pytest.fixture
+def bench(capsys):
+    """bench(*argv) -> (exit code, stdout, stderr) of `genrecal-bench` run in this process."""
+    import torch
+
+    from genrecal.cli import bench_main
+
+    def run(*argv: str):
+        before = torch.get_num_threads()
+        try:
+            code = bench_main([str(a) for a in argv])
+        finally:
+            torch.set_num_threads(before)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
 def pytest_collection_modifyitems(config, items):
     """`gpu`-marked tests skip, with the reason, where torch sees no CUDA device."""
     gpu = [item for item in items if item.get_closest_marker("gpu")]

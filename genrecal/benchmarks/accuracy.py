@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from genrecal.benchmarks.latency import pick_runtime, pick_threads
-from genrecal.benchmarks.profiles import get_profile
+from genrecal.benchmarks.latency import ROLES, pick_runtime, pick_threads
+from genrecal.artifacts.profiles import get_profile
 from genrecal.benchmarks.results import SCHEMA, artifact_info, computed_as, provenance, summarize
 from genrecal.data.scoring import exact_match, normalize_answer, vqa_soft_accuracy
 from genrecal.errors import GenrecalError
+from genrecal.runtimes import BACKENDS
+from genrecal.runtimes.torch_device import DEVICES, DTYPES
 
 N_EXAMPLES = 20  # predictions kept in the result for eyeballing
 
@@ -26,21 +28,29 @@ N_EXAMPLES = 20  # predictions kept in the result for eyeballing
 @dataclass
 class AccuracyConfig:
     artifact: str
+    """Artifact dir: an HF model dir or one `genrecal-export` output (e.g. OUT/onnx-int8)."""
     data: str = "easy-vqa"
     """`easy-vqa` (test split) or a LLaVA JSON/JSONL file or dir."""
     limit: int | None = 100
     """First N questions (easy-vqa: after a shuffle seeded by `seed`); None: all."""
     seed: int = 0
-    runtime: str | None = None
+    """Seeds easy-vqa's shuffle."""
+    runtime: str | None = field(default=None, metadata={"choices": tuple(BACKENDS)})
+    """Runtime; default: the profile's if the artifact's format allows it, else the format's."""
     threads: int | None = None
-    device: str | None = None
-    """torch runtime only: auto | cpu | cuda (None: auto)."""
-    dtype: str | None = None
-    """torch runtime only: auto | fp32 | bf16 | fp16 (None: auto = the checkpoint's on CUDA, fp32 on CPU)."""
+    """CPU threads; default: the profile's (host: every usable core)."""
+    device: str | None = field(default=None, metadata={"choices": DEVICES})
+    """torch runtime only: where to compute (None: auto = CUDA if present)."""
+    dtype: str | None = field(default=None, metadata={"choices": tuple(DTYPES)})
+    """torch runtime only: compute dtype (None: auto = the checkpoint's on CUDA, fp32 on CPU)."""
     profile: str = "host"
+    """Device profile (genrecal.artifacts.profiles; an unknown name lists them)."""
     max_new_tokens: int = 8
-    role: str | None = None
+    """Longest generated answer in tokens."""
+    role: str | None = field(default=None, metadata={"choices": ROLES})
+    """For the report's teacher vs student (default: student for exports, model for HF dirs)."""
     label: str | None = None
+    """Name in reports (default: '<role> <runtime> <precision>')."""
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:

@@ -6,8 +6,9 @@
 
 Layout:
     artifact/          the artifact, with its genrecal_manifest.json (written here for a bare HF dir)
-    genrecal/          this genrecal's source (runtimes + benchmarks run from it: no install needed)
-    requirements.txt   pip requirements of the runtime the profile uses
+    genrecal/          the genrecal modules the device commands import for this runtime, nothing else
+                       (bundle_files.py: no distillation, export, experiments or demo code)
+    requirements.txt   pip requirements of that runtime alone (no torch unless the runtime is torch)
     run.sh             `setup` makes .venv and installs the requirements; no argument: latency +
                        accuracy -> results/*.json (settings from bundle.json, env overrides)
     bundle.json        profile, runtime, label/role and how the bundle was made
@@ -18,26 +19,17 @@ import json
 import os
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
 from genrecal.benchmarks.latency import pick_runtime
-from genrecal.benchmarks.profiles import get_profile
-from genrecal.benchmarks.results import PACKAGE_DIR, artifact_info, genrecal_version
+from genrecal.artifacts.profiles import get_profile
+from genrecal.benchmarks.bundle_files import bundle_modules, runtime_requirements
+from genrecal.benchmarks.results import artifact_info, genrecal_version
 from genrecal.errors import GenrecalError
 from genrecal.fsutil import atomic_dir
-from genrecal.manifest import MANIFEST_NAME, Manifest, dir_sha256, write_manifest
+from genrecal.artifacts.manifest import MANIFEST_NAME, Manifest, dir_sha256, write_manifest
 
 BUNDLE_FILE = "bundle.json"
-# runtime -> extra requirements beside genrecal's own dependencies
-RUNTIME_REQUIREMENTS = {
-    "torch": ["psutil"],
-    "onnxruntime": ["onnxruntime", "psutil"],
-    "llamacpp": ["llama-cpp-python==0.3.36", "psutil"],
-    "tensorrt": ["psutil", "# tensorrt + a CUDA build of torch come with JetPack: make the venv with "
-                 "VENV_ARGS=--system-site-packages (run.sh does for this profile)"],
-}
-_PINNED_HERE = ("onnxruntime",)  # pinned to the version the artifact was checked with, when installed
 # llama-cpp-python compiles at install; on x86-64 its default -march=native build segfaults on AMX CPUs
 # (see genrecal.runtimes.llamacpp_smoke), so the bundle builds the portable baseline there, never from
 # pip's wheel cache; ARM devices (phones, Jetson) keep the native build
@@ -81,17 +73,8 @@ echo "results: $PWD/results"
 
 
 def requirements(runtime: str) -> list[str]:
-    """genrecal's own dependencies (as declared) + the runtime's library."""
-    core = [r for r in (metadata.requires("genrecal") or []) if "extra ==" not in r]
-    extra = []
-    for req in RUNTIME_REQUIREMENTS[runtime]:
-        if req in _PINNED_HERE:
-            try:
-                req = f"{req}=={metadata.version(req)}"
-            except metadata.PackageNotFoundError:
-                pass
-        extra.append(req)
-    return core + extra
+    """The pip requirements a bundle running `runtime` installs (bundle_files.runtime_requirements)."""
+    return runtime_requirements(runtime)
 
 
 def make_bundle(artifact: str | os.PathLike, profile: str, out: str | os.PathLike, runtime: str | None = None,
@@ -99,6 +82,10 @@ def make_bundle(artifact: str | os.PathLike, profile: str, out: str | os.PathLik
     """Write the bundle folder atomically; returns its path."""
     from genrecal import runtimes
 
+    if _is_edgellm(artifact):  # Edge-LLM's own C++ tools build and run it: a bundle of its own
+        from genrecal.benchmarks.edgellm_bundle import make_edgellm_bundle
+
+        return make_edgellm_bundle(Path(artifact), profile, Path(out), label, log)
     prof = get_profile(profile)
     manifest, _ = runtimes.describe(artifact)  # verifies every checksum before anything is copied
     runtime, warnings = pick_runtime(prof, runtime, str(artifact))
@@ -114,12 +101,19 @@ def make_bundle(artifact: str | os.PathLike, profile: str, out: str | os.PathLik
     return out
 
 
+def _is_edgellm(artifact) -> bool:
+    path = Path(artifact) / MANIFEST_NAME
+    return path.is_file() and json.loads(path.read_text()).get("format") == "edgellm"
+
+
 def _fill(root: Path, artifact: Path, manifest: Manifest | None, profile: str, runtime: str, info: dict) -> None:
     shutil.copytree(artifact, root / "artifact", ignore=shutil.ignore_patterns(".*"))
     if manifest is None:  # a bare HF dir: give the copy a manifest so the device verifies it too
         write_manifest(root / "artifact", Manifest(format="hf", target="hf", family=info["family"] or "",
                                                    precision=info["precision"], source_sha256=dir_sha256(artifact)))
-    shutil.copytree(PACKAGE_DIR, root / "genrecal", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    for rel, path in bundle_modules(runtime).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, root / rel)
     (root / "requirements.txt").write_text("\n".join(requirements(runtime)) + "\n")
     venv_args = "--system-site-packages" if runtime == "tensorrt" else ""
     script = RUN_SH.format(label=info["label"], profile=profile, runtime=runtime, role=info["role"],

@@ -93,7 +93,7 @@ def torch_greedy(hf_dir, image, question: str, max_new_tokens: int) -> dict:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from genrecal.runtimes.onnxruntime import prepare_inputs
+    from genrecal.runtimes.prompt import prepare_inputs
 
     processor = AutoProcessor.from_pretrained(str(hf_dir))
     model = AutoModelForImageTextToText.from_pretrained(str(hf_dir), dtype=torch.float32).eval()

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genrecal.benchmarks import bandwidth
-from genrecal.benchmarks.profiles import Profile, get_profile
+from genrecal.artifacts.profiles import Profile, get_profile
 from genrecal.benchmarks.results import SCHEMA, artifact_info, computed_as, provenance, summarize
 from genrecal.errors import GenrecalError
+from genrecal.runtimes import BACKENDS
+from genrecal.runtimes.torch_device import DEVICES, DTYPES
 
 ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2}  # bytes per weight element a torch-run model holds
+ROLES = ("teacher", "student", "model")  # a result's role, for the report's teacher vs student
 PHASES = ("load_ms", "preprocess_ms", "vision_encode_ms", "prefill_ms", "prefill_tok_s", "ttft_ms",
           "decode_ms_per_token", "decode_tok_s", "e2e_ms", "tokens_in", "tokens_out", "peak_rss_mb")
 
@@ -27,27 +30,31 @@ PHASES = ("load_ms", "preprocess_ms", "vision_encode_ms", "prefill_ms", "prefill
 class LatencyConfig:
     artifact: str
     """Artifact dir: an HF model dir or one `genrecal-export` output (e.g. OUT/onnx-int8)."""
-    runtime: str | None = None
-    """Runtime (torch, onnxruntime, llamacpp, tensorrt); default: the profile's, else the format's."""
+    runtime: str | None = field(default=None, metadata={"choices": tuple(BACKENDS)})
+    """Runtime; default: the profile's if the artifact's format allows it, else the format's."""
     threads: int | None = None
     """CPU threads; default: the profile's (host: every usable core)."""
-    device: str | None = None
-    """torch runtime only: auto | cpu | cuda (None: auto)."""
-    dtype: str | None = None
-    """torch runtime only: auto | fp32 | bf16 | fp16 (None: auto = the checkpoint's on CUDA, fp32 on CPU)."""
+    device: str | None = field(default=None, metadata={"choices": DEVICES})
+    """torch runtime only: where to compute (None: auto = CUDA if present)."""
+    dtype: str | None = field(default=None, metadata={"choices": tuple(DTYPES)})
+    """torch runtime only: compute dtype (None: auto = the checkpoint's on CUDA, fp32 on CPU)."""
     profile: str = "host"
+    """Device profile (genrecal.artifacts.profiles; an unknown name lists them)."""
     warmup: int = 1
     """Untimed runs first (allocators, caches, lazy graph init)."""
     runs: int = 5
+    """Timed runs; the result gives the median and p90 of each phase."""
     max_new_tokens: int = 32
+    """Tokens generated per run."""
     image: str | None = None
     """Request image; default: the first easy-vqa test question's image."""
     prompt: str | None = None
     """Request text; default: that easy-vqa question."""
-    role: str | None = None
-    """teacher | student | model (default: student for exports, model for HF dirs)."""
+    role: str | None = field(default=None, metadata={"choices": ROLES})
+    """For the report's teacher vs student (default: student for exports, model for HF dirs)."""
     label: str | None = None
-    measure_bandwidth: bool = True
+    """Name in reports (default: '<role> <runtime> <precision>')."""
+    measure_bandwidth: bool = field(default=True, metadata={"flag": "--no-bandwidth"})
     """Measure DRAM bandwidth here after the runs, for the roofline percentage (~2 s, 512 MiB)."""
 
     def __post_init__(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from genrecal.errors import GenrecalError
 # The image reasons are genrecal.images' own (the one image-opening rule).
 from genrecal.images import CORRUPT_IMAGE, IMAGE_SIZE, MISSING_IMAGE
 
@@ -27,7 +28,7 @@ SKIPPABLE_REASONS = (
 )
 
 
-class DataError(Exception):
+class DataError(GenrecalError):
     """One bad data record (or a bad data file when `index` is None).
 
     `reason` is a short slug (see the constants above) that `SkipReport` counts; `detail` is

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from genrecal import runtimes
 from genrecal.errors import GenrecalError
-from genrecal.manifest import MANIFEST_NAME
+from genrecal.artifacts.manifest import MANIFEST_NAME
 from genrecal.runtimes import sysinfo
 from genrecal.runtimes.base import Runtime
 

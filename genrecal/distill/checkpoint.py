@@ -1,4 +1,10 @@
-"""Stage-aware, atomic checkpoints: a run killed at any instant resumes from the last complete one."""
+"""Stage-aware, atomic, verifiable checkpoints: a run killed at any instant resumes from the last complete one.
+
+Each checkpoint's state.json records the size and sha256 of its files (and the fingerprint of the
+run's data); `resumable_checkpoint` verifies them and falls back to the newest checkpoint that is
+whole, saying which one it skipped and why. A full disk while saving is one DiskFullError line, and
+leaves the earlier checkpoints and the `latest` pointer as they were.
+"""
 from __future__ import annotations
 
 import json
@@ -11,9 +17,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from genrecal.artifacts.manifest import sha256_file
 from genrecal.fsutil import atomic_dir, write_text_atomic
+from genrecal.integrity import CorruptFileError, check_safetensors, disk_full_guard
 
 LATEST = "latest"
+STATE = "state.json"
+DISK_HINT = ("the earlier checkpoints are intact: free some space and run the same command with --resume "
+             "(or lower --keep-checkpoints)")
 
 
 @dataclass
@@ -34,21 +45,25 @@ def module_weights(modules: dict) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(ckpt_root: Path, progress: Progress, weights: dict[str, torch.Tensor], optimizer, scheduler,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, data: dict | None = None) -> Path:
     """Write <root>/step-XXXXXXX atomically (temp dir + rename), then point <root>/latest at it.
 
     weights: full (gathered) state dict with `student.` / `recal.` keys. optimizer None: no
-    optimizer state (a stage-end checkpoint of a sharded run; the next stage starts a new one)."""
+    optimizer state (a stage-end checkpoint of a sharded run; the next stage starts a new one).
+    data: the run's data fingerprint (genrecal.data.fingerprint), recorded for --resume to compare."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{progress.global_step:07d}"
-    with atomic_dir(ckpt_root / name) as tmp:
+    with atomic_dir(ckpt_root / name) as tmp, disk_full_guard(ckpt_root, f"checkpoint {name}", DISK_HINT):
         save_file({k: v.detach().clone().contiguous().cpu() for k, v in weights.items()},
                   str(tmp / "weights.safetensors"))
         if optimizer is not None:
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
         rng = {"torch": torch.get_rng_state().tolist(), "python": _py_state(), "numpy": _np_state()}
-        (tmp / "state.json").write_text(json.dumps({"progress": asdict(progress), "rng": rng}))
-    write_text_atomic(ckpt_root / LATEST, name)
+        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir())}
+        (tmp / STATE).write_text(json.dumps({"progress": asdict(progress), "rng": rng, "files": files,
+                                             "data": data}))
+    with disk_full_guard(ckpt_root, f"the pointer to checkpoint {name}", DISK_HINT):
+        write_text_atomic(ckpt_root / LATEST, name)
     for old in sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return ckpt_root / name
@@ -59,11 +74,66 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = ckpt_root / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    return path if (path / STATE).is_file() else None
+
+
+def has_checkpoints(ckpt_root: Path) -> bool:
+    """Whether a run left checkpoints here (whole or not): such a dir is only continued with --resume."""
+    return (ckpt_root / LATEST).is_file() or any(p.is_dir() for p in ckpt_root.glob("step-*"))
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why `ckpt` cannot be resumed from (None: it is whole): state.json unreadable, or a file whose size
+    or sha256 differs from its record (checkpoints written before the record: the weights' header)."""
+    try:
+        state = json.loads((ckpt / STATE).read_text())
+        Progress(**state["progress"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{STATE} is missing or unreadable ({type(exc).__name__})"
+    files = state.get("files")
+    if files is None:  # an older checkpoint: no checksums to compare
+        try:
+            check_safetensors(ckpt / "weights.safetensors")
+        except (OSError, CorruptFileError):
+            return "weights.safetensors is missing, truncated or damaged"
+        return None
+    for name, want in files.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != want["size"]:
+            return f"{name} is {size} bytes, its record says {want['size']}"
+        if sha256_file(path) != want["sha256"]:
+            return f"{name} does not match its recorded sha256"
+    return None
+
+
+def resumable_checkpoint(ckpt_root: Path) -> tuple[Path | None, list[str]]:
+    """The newest whole checkpoint (the one `latest` points to first, then the others newest first) and a
+    note for each damaged one skipped on the way; (None, notes) when none is whole."""
+    pointer = ckpt_root / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else None
+    candidates = sorted((p for p in ckpt_root.glob("step-*") if p.is_dir()), reverse=True)
+    if named and (ckpt_root / named).is_dir():
+        candidates.remove(ckpt_root / named)
+        candidates.insert(0, ckpt_root / named)
+    notes = []
+    for ckpt in candidates:
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt, notes
+        notes.append(f"checkpoint {ckpt.name} is damaged ({problem})")
+    return None, notes
 
 
 def load_progress(ckpt: Path) -> Progress:
-    return Progress(**json.loads((ckpt / "state.json").read_text())["progress"])
+    return Progress(**json.loads((ckpt / STATE).read_text())["progress"])
+
+
+def load_data_record(ckpt: Path) -> dict | None:
+    """The data fingerprint the checkpoint was written with (None: a checkpoint from before it was recorded)."""
+    return json.loads((ckpt / STATE).read_text()).get("data")
 
 
 def restore(ckpt: Path, modules: dict, optimizer=None, scheduler=None) -> None:
@@ -78,7 +148,7 @@ def restore(ckpt: Path, modules: dict, optimizer=None, scheduler=None) -> None:
         state = torch.load(ckpt / "optim.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    rng = json.loads((ckpt / "state.json").read_text())["rng"]
+    rng = json.loads((ckpt / STATE).read_text())["rng"]
     torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
     random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
     np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))

@@ -33,7 +33,7 @@ def _model_report(role: str, vlm: LoadedVLM, enc, max_length: int) -> list[str]:
         f" max_length {max_length}",
         f"  rendered prompt: {enc.prompt_text!r}",
         f"  answer span decodes to: {span!r}",
-    ]
+    ] + ([f"  pad token: {vlm.pad_note}"] if vlm.pad_note else [])
 
 
 def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM | None, seq_s: int,

@@ -12,7 +12,6 @@ which genrecal-distill reads as is) is assembled; the layout is in genrecal.data
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,44 +24,11 @@ from genrecal.data.samples import DataError, Sample, SkipReport, load_samples
 from genrecal.data.teacher_answers import (
     check_manifest, end_of_turn, part_path, prompts_digest, read_parts, write_dataset, write_part,
 )
-from genrecal.distill.config import ConfigError
+from genrecal.distill.config import AnswerConfig
 from genrecal.distill.launch import device_type
 from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, checkpoint_dtype, load_vlm, read_config
 from genrecal.distill.precision import TORCH_DTYPES, resolve_dtype
-
-
-@dataclass
-class AnswerConfig:
-    teacher: str
-    """Teacher model dir or hub id (any image-text-to-text model)."""
-    data: str
-    """Prompts: a JSON/JSONL file, a dir with data.json, or a saved HF dataset (any layout genrecal reads)."""
-    out: str
-    """Output dir (see genrecal.data.teacher_answers); a rerun with the same settings resumes it."""
-    batch_size: int = 8
-    """Prompts per generate() call (and per part file)."""
-    max_new_tokens: int = 256
-    """Longest answer in tokens; answers cut there are counted as `truncated` in the manifest."""
-    max_length: int | None = None
-    """Longest prompt in tokens (None: one largest image + 1024 text tokens, as genrecal-distill)."""
-    limit: int | None = None
-    """Answer only the first N prompts."""
-    image_root: str | None = None
-    on_bad_sample: str = "error"
-    """error: stop at the first bad prompt; skip: leave it out and count it in skips.json."""
-    require_image: bool = False
-    dtype: str = "auto"
-    """auto | bf16 | fp16 | fp32: the teacher's weights (auto: its checkpoint's, fp32 where that cannot run)."""
-    trust_remote_code: bool = False
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ConfigError("--batch-size and --max-new-tokens must be >= 1")
-        if self.on_bad_sample not in ("error", "skip"):
-            raise ConfigError("--on-bad-sample must be 'error' or 'skip'")
-        if self.dtype not in ("auto", *TORCH_DTYPES):
-            raise ConfigError(f"--dtype {self.dtype!r}: choose one of auto, {', '.join(TORCH_DTYPES)}")
 
 
 def teacher_answers(cfg: AnswerConfig, progress: bool = True) -> Path:

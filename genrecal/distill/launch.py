@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from accelerate.utils import DistributedType
 
 from genrecal.data.samples import Sample, SkipReport, load_samples
 from genrecal.data.teacher_answers import keep_matching_ids
-from genrecal.distill.checkpoint import latest_checkpoint
+from genrecal.data.fingerprint import changed_files
+from genrecal.distill.checkpoint import has_checkpoints, latest_checkpoint, load_data_record, resumable_checkpoint
 from genrecal.distill.config import ConfigError, DistillConfig
 from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, checkpoint_dtype, load_vlm, read_config
@@ -23,12 +25,21 @@ from genrecal.distill.recalibrator import Recalibrator
 
 RUN_CONFIG = "run_config.json"
 # fields that may change between a run and its resume; everything else must match
-RESUMABLE_CHANGES = {"resume", "dry_run", "checkpoint_every", "keep_checkpoints", "stop_after", "data_workers"}
+RESUMABLE_CHANGES = {"resume", "dry_run", "checkpoint_every", "keep_checkpoints", "stop_after", "data_workers",
+                     "allow_data_change"}
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 class TokenizerMismatchError(ConfigError):
     """`kd` needs one shared tokenizer."""
+
+
+class CheckpointError(ConfigError):
+    """--resume where no checkpoint is whole."""
+
+
+class DataChangedError(ConfigError):
+    """--resume on data whose files differ from those the run was trained on."""
 
 
 def device_type() -> str:
@@ -105,13 +116,19 @@ def prepare(cfg: DistillConfig, dtype: str, device: torch.device, progress: bool
     return Prepared(student, teacher, recal, samples, report, max_length)
 
 
-def check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path) -> Path | None:
-    """Refuse to overwrite a run by accident, or to resume it with different settings; returns the
-    checkpoint to resume from (None: a fresh run)."""
+def check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path, data: dict | None = None,
+                  say=None) -> Path | None:
+    """Refuse to overwrite a run by accident, or to resume it with different settings or different
+    data; returns the checkpoint to resume from (None: a fresh run): the newest whole one, with a
+    note through `say` for each damaged one skipped (checkpoint.resumable_checkpoint).
+
+    data: the fingerprint of cfg.data now (genrecal.data.fingerprint), compared with the checkpoint's."""
+    say = say or (lambda line: print(line, file=sys.stderr))
     latest = latest_checkpoint(ckpt_root)
     saved = out / RUN_CONFIG
-    if latest is not None and not cfg.resume:
-        raise ConfigError(f"{out} already holds a run (checkpoint {latest.name}); pass --resume to continue "
+    if has_checkpoints(ckpt_root) and not cfg.resume:
+        held = f"checkpoint {latest.name}" if latest is not None else f"checkpoints in {ckpt_root}"
+        raise ConfigError(f"{out} already holds a run ({held}); pass --resume to continue "
                           "it, or choose another --out")
     if cfg.resume and latest is not None and saved.exists():
         old = json.loads(saved.read_text())
@@ -121,7 +138,28 @@ def check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path) -> Path | None
         diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != new[k])
         if diff:
             raise ConfigError(f"--resume with settings that differ from the run in {out}: {', '.join(diff)}")
-    return latest if cfg.resume else None
+    if not cfg.resume or not has_checkpoints(ckpt_root):
+        return None
+    ckpt, damaged = resumable_checkpoint(ckpt_root)
+    if ckpt is None:
+        raise CheckpointError(f"no complete checkpoint to resume in {ckpt_root}: {'; '.join(damaged)}. Start the "
+                              "run again with another --out (or move the checkpoints away)")
+    if damaged:
+        say(f"warning: {'; '.join(damaged)}: resuming from {ckpt.name}, the newest whole checkpoint")
+    check_same_data(cfg, ckpt, data)
+    return ckpt
+
+
+def check_same_data(cfg: DistillConfig, ckpt: Path, data: dict | None) -> None:
+    """Refuse to resume on data whose files changed since `ckpt` was written (unless --allow-data-change)."""
+    recorded = load_data_record(ckpt)
+    if data is None or recorded is None or recorded.get("sha256") == data["sha256"] or cfg.allow_data_change:
+        return
+    names = changed_files(recorded, data)
+    raise DataChangedError(
+        f"--data {cfg.data} changed since checkpoint {ckpt.name} was written ({', '.join(names) or 'its files'} "
+        f"differ{'s' if len(names) == 1 else ''}): resuming would continue the run on other data. Put the "
+        "original data back, or pass --allow-data-change to resume on the new data anyway")
 
 
 def check_one_stage_per_launch(acc: Accelerator, stages: list[str]) -> None:

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from genrecal.distill.precision import cast_weights
 from genrecal.fsutil import atomic_dir, write_text_atomic
+from genrecal.integrity import disk_full_guard
 
 LOG_NAME = "train_log.jsonl"
 RECAL_MARKERS = ("recal", "proj_pre", "proj_post")
+DISK_HINT = "the checkpoints are intact: free some space and run the same command with --resume"
 
 
 def truncate_log(path: Path, keep_lines: int) -> None:
@@ -21,22 +24,41 @@ def truncate_log(path: Path, keep_lines: int) -> None:
     write_text_atomic(path, "".join(path.read_text().splitlines(keepends=True)[:keep_lines]))
 
 
-def write_student(out: Path, student, weights: dict[str, torch.Tensor], dtype: torch.dtype) -> Path:
-    """Save the student as a plain transformers model dir (safetensors in `dtype` + processor), atomically.
+def write_student(out: Path, student, weights: dict[str, torch.Tensor], dtype: torch.dtype,
+                  card: str | None = None) -> Path:
+    """Save the student as a plain transformers model dir (safetensors in `dtype` + processor + the model
+    card `card` as README.md), atomically: a full disk leaves no student/ (DiskFullError).
 
     weights: the student's full state dict (gathered from every process under FSDP/ZeRO-3)."""
     leaked = [k for k in weights if any(m in k for m in RECAL_MARKERS)]
     if leaked:
         raise RuntimeError(f"student state has Recalibrator tensors: {leaked[:3]}")
-    with atomic_dir(out / "student") as tmp:
+    with atomic_dir(out / "student") as tmp, disk_full_guard(out, "the student", DISK_HINT):
         student.model.save_pretrained(tmp, state_dict=cast_weights(weights, dtype))
         config = copy.deepcopy(student.model.config)  # save_pretrained wrote the in-memory (fp32) dtype
         for sub in [config] + [getattr(config, key) for key in getattr(config, "sub_configs", {})]:
             if sub is not None:
                 sub.dtype = dtype
         config.save_pretrained(tmp)
-        student.processor.save_pretrained(tmp)
+        with _users_pad_token(student):
+            student.processor.save_pretrained(tmp)
+        if card is not None:
+            (tmp / "README.md").write_text(card)
     return out / "student"
+
+
+@contextmanager
+def _users_pad_token(student):
+    """Save the tokenizer as the user gave it: without the pad token models.pad_fallback set in memory."""
+    tokenizer = student.tokenizer
+    fallback = tokenizer.pad_token if getattr(student, "pad_note", None) else None
+    if fallback is not None:
+        tokenizer.pad_token = None
+    try:
+        yield
+    finally:
+        if fallback is not None:
+            tokenizer.pad_token = fallback
 
 
 def model_card(cfg, student, report, losses: dict) -> str:
@@ -89,11 +111,12 @@ def write_outputs(out: Path, cfg, student, recal, report, weights: dict[str, tor
     """The run's results: OUT/student (cast to `dtype`, with a model card), OUT/recalibrator, the config.
 
     weights: full state dict with `student.` / `recal.` keys (see checkpoint.module_weights)."""
-    student_dir = write_student(out, student, split_weights(weights, "student"), dtype)
-    (student_dir / "README.md").write_text(model_card(cfg, student, report, last_losses(out / LOG_NAME)))
-    (out / "genrecal_distill.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
+    write_student(out, student, split_weights(weights, "student"), dtype,
+                  model_card(cfg, student, report, last_losses(out / LOG_NAME)))
+    with disk_full_guard(out, "genrecal_distill.json", DISK_HINT):
+        write_text_atomic(out / "genrecal_distill.json", json.dumps(cfg.to_dict(), indent=2, default=list))
     if recal is not None:
-        with atomic_dir(out / "recalibrator") as tmp:
+        with atomic_dir(out / "recalibrator") as tmp, disk_full_guard(out, "the Recalibrator", DISK_HINT):
             recal.save(tmp, split_weights(weights, "recal"))
 
 

@@ -9,6 +9,8 @@ processes see exactly the same micro-batches.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genrecal.distill import outputs
-from genrecal.distill.checkpoint import Progress, load_progress, module_weights, restore, save_checkpoint
+from genrecal.data.fingerprint import data_fingerprint
+from genrecal.distill.checkpoint import (
+    DISK_HINT, Progress, load_progress, module_weights, restore, save_checkpoint,
+)
+from genrecal.fsutil import write_text_atomic
+from genrecal.integrity import disk_full_guard
 from genrecal.distill.config import DistillConfig
 from genrecal.distill.devices import checkpointing_wanted, check_device_map, head_on, input_device, to_device
 from genrecal.distill.diagnostics import step_record
@@ -58,6 +65,7 @@ class Run:
     t_head: nn.Module | None  # the frozen teacher head, on the Accelerate device
     ckpt_root: Path
     progress: bool
+    data_fingerprint: dict | None = None  # recorded in every checkpoint; --resume compares it
 
     @property
     def modules(self) -> dict:
@@ -94,22 +102,27 @@ def train(cfg: DistillConfig, progress: bool = True) -> Path:
     """Run (or resume) the stages up to --stop-after; the last stage writes OUT/student etc."""
     set_seed(cfg.seed)
     out = Path(cfg.out)
-    resume_from = check_run_dir(cfg, out, out / "checkpoints")
+    fingerprint = data_fingerprint(cfg.data)
+    resume_from = check_run_dir(cfg, out, out / "checkpoints", fingerprint, say=_on_main(_say))
     state = load_progress(resume_from) if resume_from else Progress(0, 0, 0, 0)
     dtype = run_dtype(cfg)
     acc = make_accelerator(cfg, dtype)
     check_device_map(cfg.teacher_device_map, device_type(), acc.num_processes)
     check_one_stage_per_launch(acc, launch_stages(cfg, state))
     data = prepare(cfg, dtype, acc.device, progress and acc.is_main_process)
+    for vlm in (data.student, data.teacher):
+        if vlm is not None and vlm.pad_note and acc.is_main_process:
+            _say(f"note: {vlm.pad_note}")
     if checkpointing_wanted(cfg.gradient_checkpointing, device_type()):
         data.student.model.activation_checkpointing_enable()
     t_head = None if data.teacher is None else head_on(data.teacher.model.get_output_embeddings(), acc.device)
-    run = Run(acc, cfg, data, t_head, out / "checkpoints", progress and acc.is_main_process)
+    run = Run(acc, cfg, data, t_head, out / "checkpoints", progress and acc.is_main_process, fingerprint)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        outputs.truncate_log(out / outputs.LOG_NAME, state.log_lines)
-        (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
-        (out / "skips.json").write_text(json.dumps(data.report.as_dict(), indent=2))
+        with disk_full_guard(out, "the run's log and settings", DISK_HINT):
+            outputs.truncate_log(out / outputs.LOG_NAME, state.log_lines)
+            write_text_atomic(out / RUN_CONFIG, json.dumps(cfg.to_dict(), indent=2, default=list))
+            write_text_atomic(out / "skips.json", json.dumps(data.report.as_dict(), indent=2))
     acc.wait_for_everyone()
     names, steps_per_stage, last = cfg.stage_names(), cfg.stage_steps(), _last_stage(cfg)
     weights = None
@@ -127,6 +140,15 @@ def train(cfg: DistillConfig, progress: bool = True) -> Path:
     return out
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _on_main(say):
+    """`say` on the main process only (every rank checks the run dir; one tells the user)."""
+    return say if os.environ.get("RANK", "0") == "0" else (lambda line: None)
+
+
 def _gathered(run: Run, wrapped) -> dict[str, torch.Tensor]:
     """Full `student.` / `recal.` state dict: gathered from every process (a collective under
     FSDP/ZeRO-3, so every rank calls it); modules this stage did not wrap are read directly."""
@@ -142,7 +164,7 @@ def _checkpoint(run: Run, wrapped, state: Progress, optimizer, scheduler) -> Non
     sharded = run.acc.distributed_type in SHARDED  # per-rank optimizer shards: stage-end checkpoints only
     if run.acc.is_main_process:
         save_checkpoint(run.ckpt_root, state, weights, None if sharded else optimizer, scheduler,
-                        run.cfg.keep_checkpoints)
+                        run.cfg.keep_checkpoints, run.data_fingerprint)
     run.acc.wait_for_everyone()
 
 
@@ -174,7 +196,7 @@ def _run_stage(run: Run, stage, steps: int, state: Progress, resume_from: Path |
         record = {"stage": stage.name, "step": state.stage_step, "global_step": state.global_step,
                   "lr": lr, **terms, **diagnostics, "seconds": round(time.perf_counter() - t0, 4)}
         if acc.is_main_process:
-            with log_path.open("a") as f:
+            with disk_full_guard(log_path.parent, log_path.name, DISK_HINT), log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
         bar.update(1)

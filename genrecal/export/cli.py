@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from genrecal.export import layout, targets
+from genrecal.artifacts import layout
+from genrecal.export import targets
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -103,6 +104,9 @@ def run_export(args) -> int:
         print("\n".join(memory_lines(json.loads((args.out / plan["dir"] / layout.PLAN_NAME).read_text()))))
         print(f"TensorRT: copy {args.out / plan['dir']} to the Jetson and run `genrecal-export build-engine "
               f"{plan['dir']} --out tensorrt-engines` there (or the trtexec lines in {layout.PLAN_NAME})")
+    for edge in (r for r in summary["artifacts"] if r["format"] == "edgellm" and r["status"] != "error"):
+        print(f"Edge-LLM: `genrecal-bench bundle --artifact {args.out / edge['dir']} --profile jetson-orin-nano "
+              "--out bundle` writes the llm_build / visual_build / llm_inference run + parity check for the Jetson")
     bad = failed(summary)
     if bad:
         print(f"{len(bad)} artifact(s) failed: {', '.join(r['dir'] for r in bad)}")

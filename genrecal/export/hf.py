@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrecal.errors import GenrecalError
+from genrecal.integrity import check_safetensors, disk_full_guard
 from genrecal.families import get_family
-from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256
+from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha256
 
 # substrings of tensor names that only GenRecal training produces (Recalibrator, its projections)
 TRAINING_MARKERS = ("recal", "proj_pre", "proj_post")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PROCESSOR_FILES = "processor_config.json / preprocessor_config.json, tokenizer.json, tokenizer_config.json, " \
+    "chat_template.jinja"
+DISK_HINT = "the artifacts already in OUT are intact: free some space and run genrecal-export again"
 
 
 class StudentDirError(GenrecalError):
@@ -65,10 +69,34 @@ def inspect_student(src: Path) -> StudentScan:
                               "Re-save with model.save_pretrained(dir, safe_serialization=True)")
     scan = StudentScan(config, family, weights)
     for path in weights:
+        check_safetensors(path)  # truncated/garbage: CorruptFileError naming the file, not SafetensorError
         with safe_open(str(path), framework="pt") as f:
             scan.training_keys += [k for k in f.keys() if any(m in k.lower() for m in TRAINING_MARKERS)]
     scan.training_files = sorted(p.name for p in src.iterdir() if p.name.lower().startswith("recalibrator"))
     return scan
+
+
+def load_processor(src: Path):
+    """The student's processor, checked before any export work: it loads, is multimodal, and has a chat
+    template (every runtime renders prompts with it). StudentDirError naming what is missing otherwise."""
+    from transformers import AutoProcessor
+
+    src = Path(src)
+    try:
+        processor = AutoProcessor.from_pretrained(src, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, ... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudentDirError(f"{src}: cannot load its processor ({first[:200]}); a student dir needs the processor "
+                              f"files save_pretrained writes ({PROCESSOR_FILES}): copy them from the model it was "
+                              "trained from") from None
+    if not hasattr(processor, "image_processor"):  # torchvision missing makes this a bare tokenizer
+        raise StudentDirError(f"{src}: AutoProcessor gave {type(processor).__name__}, not a multimodal "
+                              "processor (is preprocessor_config.json present? is torchvision installed?)")
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if not (getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)):
+        raise StudentDirError(f"{src}: its processor has no chat template (chat_template.jinja), which every "
+                              "runtime renders prompts with: copy it from the model it was trained from")
+    return processor
 
 
 def _refuse_training_state(src: Path, scan: StudentScan) -> None:
@@ -87,15 +115,20 @@ def export_hf(src: Path, out_dir: Path, strip: bool = False) -> Manifest:
     scan = inspect_student(src)
     if (scan.training_keys or scan.training_files) and not strip:
         _refuse_training_state(src, scan)
+    processor = load_processor(src)
     source = dir_sha256(src)
 
     def build(tmp: Path) -> Manifest:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from safetensors import SafetensorError
+        from transformers import AutoModelForImageTextToText
 
         # dtype "auto": the clean student keeps the checkpoint's dtype (a bf16 student stays bf16);
         # each format's exporter loads it again at the precision it computes from (fp32)
-        model, info = AutoModelForImageTextToText.from_pretrained(
-            src, dtype="auto", trust_remote_code=False, output_loading_info=True)
+        try:
+            model, info = AutoModelForImageTextToText.from_pretrained(
+                src, dtype="auto", trust_remote_code=False, output_loading_info=True)
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise StudentDirError(f"cannot load the student at {src}: {str(exc).splitlines()[0]}") from None
         if info.get("missing_keys"):
             raise StudentDirError(f"{src} is missing weights the {scan.family} model needs: "
                                   f"{', '.join(sorted(info['missing_keys'])[:5])}")
@@ -103,10 +136,6 @@ def export_hf(src: Path, out_dir: Path, strip: bool = False) -> Manifest:
         if unknown:
             raise StudentDirError(f"{src} has weights the {scan.family} model does not know: {', '.join(unknown[:5])}")
         model.save_pretrained(tmp, safe_serialization=True)
-        processor = AutoProcessor.from_pretrained(src, trust_remote_code=False)
-        if not hasattr(processor, "image_processor"):  # torchvision missing makes this a bare tokenizer
-            raise StudentDirError(f"{src}: AutoProcessor gave {type(processor).__name__}, not a multimodal "
-                                  "processor (is torchvision installed?)")
         processor.save_pretrained(tmp)
         if (src / "README.md").is_file():
             (tmp / "README.md").write_text((src / "README.md").read_text())
@@ -115,4 +144,5 @@ def export_hf(src: Path, out_dir: Path, strip: bool = False) -> Manifest:
                         extra={"model_class": type(model).__name__, "stripped_tensors": scan.training_keys,
                                "stripped_files": scan.training_files})
 
-    return build_dir_atomically(Path(out_dir), build)
+    with disk_full_guard(Path(out_dir).parent, f"{Path(out_dir).name}/ (the clean student)", DISK_HINT):
+        return build_dir_atomically(Path(out_dir), build)

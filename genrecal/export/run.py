@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrecal.errors import GenrecalError
-from genrecal.export import layout, targets
-from genrecal.export.hf import export_hf, inspect_student
+from genrecal.artifacts import layout
+from genrecal.export import targets
+from genrecal.export.hf import DISK_HINT, export_hf, inspect_student, load_processor
 from genrecal.fsutil import write_text_atomic
-from genrecal.manifest import MANIFEST_NAME, Manifest, tool_versions
+from genrecal.integrity import DiskFullError, disk_full_guard
+from genrecal.artifacts.manifest import MANIFEST_NAME, Manifest, tool_versions
 
 
 @dataclass
@@ -66,6 +68,11 @@ def _build(artifact: targets.Artifact, out: Path, onnx, opts: ExportOptions) -> 
         from genrecal.export.tensorrt import write_plan_dir
 
         return write_plan_dir(onnx, final, target, opts.device_profile)
+    if artifact.format == "edgellm":
+        from genrecal.export.edgellm.export import DEFAULT_PROFILE, write_edgellm_dir
+
+        return write_edgellm_dir(out / layout.HF_DIR, final, precision=artifact.precision, check=opts.check,
+                                 profile=opts.device_profile or DEFAULT_PROFILE)
     return targets.gguf_module().export_gguf(out / layout.HF_DIR, final, artifact.precision, opts.check)
 
 
@@ -80,9 +87,13 @@ def export(opts: ExportOptions, log=print) -> dict:
     """Run the export; returns the summary (also written to OUT/export_summary.json)."""
     artifacts = targets.resolve(opts.target, opts.formats, opts.precisions)
     scan = inspect_student(Path(opts.student))
+    load_processor(Path(opts.student))  # missing processor files are refused before OUT is touched
+    from genrecal.export.edgellm.routing import route
+
+    artifacts = route(opts.target, opts.formats, scan.family, artifacts, log)  # Edge-LLM or genrecal's own plan
     targets.check_support(scan.family, artifacts)
-    if opts.device_profile and any(a.format == "tensorrt" for a in artifacts):
-        from genrecal.benchmarks.profiles import get_profile
+    if opts.device_profile and any(a.format in ("tensorrt", "edgellm") for a in artifacts):
+        from genrecal.artifacts.profiles import get_profile
 
         get_profile(opts.device_profile)  # an unknown name is refused before any work
     out = Path(opts.out)
@@ -93,6 +104,8 @@ def export(opts: ExportOptions, log=print) -> dict:
         torch.set_num_threads(opts.threads)
     log(f"export {opts.student} ({scan.family}) -> {out}: {layout.HF_DIR}, "
         + ", ".join(a.dirname for a in artifacts))
+    # the summary describes a finished export: a run that stops early must not leave the last one's behind
+    (out / layout.SUMMARY_NAME).unlink(missing_ok=True)
     export_hf(Path(opts.student), out / layout.HF_DIR, strip=opts.strip)
     records = []
     from genrecal.export.onnx import OnnxBuild
@@ -104,8 +117,11 @@ def export(opts: ExportOptions, log=print) -> dict:
             t0 = time.perf_counter()
             record = {"dir": artifact.dirname, "format": artifact.format, "precision": artifact.precision}
             try:
-                manifest = _build(artifact, out, onnx, opts)
+                with disk_full_guard(out, artifact.dirname, DISK_HINT):
+                    manifest = _build(artifact, out, onnx, opts)
                 record.update(status=_status(manifest), parity=manifest.parity)
+            except DiskFullError:  # every later artifact would fail the same way: stop here, in one line
+                raise
             except GenrecalError as exc:  # one artifact failing does not lose the others
                 record.update(status="error", error=str(exc))
             record["seconds"] = round(time.perf_counter() - t0, 1)
@@ -114,7 +130,8 @@ def export(opts: ExportOptions, log=print) -> dict:
     summary = {"student": str(opts.student), "family": scan.family, "target": opts.target, "out": str(out),
                "hf": layout.HF_DIR, "artifacts": records, "tools": tool_versions(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_text_atomic(out / layout.SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
+    with disk_full_guard(out, layout.SUMMARY_NAME, DISK_HINT):
+        write_text_atomic(out / layout.SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

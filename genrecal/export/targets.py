@@ -2,7 +2,8 @@
 
     cpu     ONNX fp32 + int8w + int4 (onnxruntime on x86/ARM CPUs)
     phone   GGUF q4_k_m + q8_0 (mmproj F16, llama.cpp) and ONNX int8w
-    jetson  ONNX fp16 in standard ops + a TensorRT build plan (engines are built on the device)
+    jetson  TensorRT Edge-LLM (llm/ + visual/ by Edge-LLM's exporter) for the families it takes with their
+            vision; the others: ONNX fp16 in standard ops + genrecal's TensorRT build plan (edgellm/routing.py)
     all     every artifact above
 
 `resolve(target, formats, precisions)` turns CLI choices into the artifact list, and
@@ -14,7 +15,7 @@ import importlib
 from dataclasses import dataclass
 
 from genrecal.errors import GenrecalError
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.families.base import UnsupportedFamilyError
 
 # format -> precisions genrecal can produce in it (tensorrt: the plan; engines are built on device)
@@ -23,6 +24,7 @@ FORMATS = {
     # (activation outliers: 0.825 top-1 on small-smollm2 vs int8w 0.915, onnx/quantize.py)
     "gguf": ("q4_k_m", "q8_0", "f16"),
     "tensorrt": ("plan",),
+    "edgellm": ("fp16", "int4_awq", "fp8", "int8_sq", "nvfp4"),  # non-fp16: Edge-LLM's quantiser, CUDA only
 }
 
 
@@ -57,8 +59,9 @@ TARGETS = {
                   (_a("onnx:fp32"), _a("onnx:int8w"), _a("onnx:int4"))),
     "phone": Target("phone", "phones with llama.cpp (GGUF) or onnxruntime mobile",
                     (_a("gguf:q4_k_m"), _a("gguf:q8_0"), _a("onnx:int8w"))),
-    "jetson": Target("jetson", "NVIDIA Jetson with TensorRT (engines built on the device)",
-                     (_a("onnx:fp16"), _a("tensorrt:plan"))),
+    "jetson": Target("jetson", "NVIDIA Jetson: TensorRT Edge-LLM, or genrecal's own TensorRT plan for families "
+                     "whose vision Edge-LLM cannot take (engines built on the device)",
+                     (_a("edgellm:fp16"), _a("onnx:fp16"), _a("tensorrt:plan"))),
 }
 
 
@@ -111,13 +114,13 @@ def check_support(family: str, artifacts: list[Artifact]) -> None:
     """Refuse, before any export work, a format that cannot carry this family."""
     fmts = {a.format for a in artifacts}
     if fmts & {"onnx", "tensorrt"}:
-        from genrecal.families.onnx_base import names, onnx_spec
+        from genrecal.families import onnx_spec, with_format
 
         try:
             onnx_spec(family)
         except UnsupportedFamilyError:
             raise TargetError(f"ONNX/TensorRT export does not support family {family!r}; families with an "
-                              f"ONNX wrapper: {', '.join(names())}") from None
+                              f"ONNX wrapper: {', '.join(with_format('onnx'))}") from None
     if "gguf" in fmts:
         gguf = gguf_module()
         supported = gguf.supported_families()

@@ -22,9 +22,9 @@ from pathlib import Path
 import onnx
 
 from genrecal.errors import GenrecalError
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.tensorrt_memory import IMAGE_SIDES, USABLE_FRACTION, Dims, Sizing, choose
-from genrecal.manifest import Manifest, build_dir_atomically, load_manifest
+from genrecal.artifacts.manifest import Manifest, build_dir_atomically, load_manifest
 
 PLAN_FORMAT = "tensorrt-plan"
 WORKSPACE_MIB = 2048  # builder memory pool; Orin Nano 8 GB shares it with the CPU
@@ -76,7 +76,7 @@ def _one_image(onnx_build, side: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from genrecal.runtimes.onnxruntime import prepare_inputs
+    from genrecal.runtimes.prompt import prepare_inputs
 
     processor = onnx_build.student()[1]
     image = Image.fromarray(np.full((side, side, 3), 127, dtype=np.uint8))
@@ -85,11 +85,11 @@ def _one_image(onnx_build, side: int) -> dict:
 
 def _image_shapes(onnx_build, side: int) -> tuple[dict[str, tuple], int]:
     """(vision feed shapes, prompt tokens) of one side x side image."""
-    from genrecal.families.onnx_base import onnx_spec
+    from genrecal.families import onnx_spec
 
     spec = onnx_spec(onnx_build.student()[0].config.model_type)
     enc = _one_image(onnx_build, side)
-    return {k: tuple(v.shape) for k, v in spec.vision_feeds(enc).items()}, int(enc["input_ids"].shape[1])
+    return {k: tuple(v.shape) for k, v in spec.feeds(enc).items()}, int(enc["input_ids"].shape[1])
 
 
 def device_budget(profile) -> int:
@@ -185,7 +185,7 @@ def trtexec_line(graph: dict) -> str:
 def write_plan_dir(onnx_build, final_dir: Path, target: str = "jetson", device: str | None = None) -> Manifest:
     """OUT/tensorrt-plan: fp16 graphs (checked with onnxruntime) + processor + plan.json + manifest,
     profiles sized for the device profile `device` (default DEFAULT_DEVICE)."""
-    from genrecal.benchmarks.profiles import get_profile
+    from genrecal.artifacts.profiles import get_profile
 
     profile = get_profile(device or DEFAULT_DEVICE)
 
@@ -294,7 +294,7 @@ def build_engines(plan_dir: Path, out_dir: Path | None = None, workspace_mib: in
                 shutil.copyfile(path, tmp / path.name)
         facts = plan_manifest.extra
         extra = {**{k: facts[k] for k in ("num_layers", "num_kv_heads", "head_dim", "image_token_id",
-                                          "eos_token_ids", "mrope", "vision_inputs") if k in facts},
+                                          "eos_token_ids", "mrope", "vision_inputs", "vision_feeds") if k in facts},
                  "eos_token_id": facts.get("eos_token_ids"), "tensorrt_version": trt.__version__,
                  **device_facts(), "engines": {r: g["engine"] for r, g in plan["graphs"].items()},
                  "decoder_profiles": plan["decoder_profiles"], "builder": builder_cfg, "plan": plan["limits"]}

@@ -1,34 +1,65 @@
 """Families registry, keyed by transformers' `config.model_type`.
 
-Adding a family = one file exposing `FAMILY` and one line in `_MODULES`.
+Each family is one module, genrecal/families/<model_type>.py, that ends with
+``FAMILY = register(Family(...))``; the registry finds the modules by name, so adding a family is that
+one file plus its tests (docs/architecture.md, "Adding a family"). Modules whose names end in
+``_parts`` / ``base`` / ``model_access`` hold the pieces families share and are no families.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from pathlib import Path
 
-from genrecal.families.base import Family, UnsupportedFamilyError
+from genrecal.families.base import ClientFacts, Family, TokenizerSpec
+from genrecal.families.model_access import UnsupportedFamilyError
 
-_MODULES = {
-    "llava": "genrecal.families.llava",
-    "qwen2_vl": "genrecal.families.qwen2_vl",
-    "qwen2_5_vl": "genrecal.families.qwen2_5_vl",
-    "idefics3": "genrecal.families.idefics3",
-    "smolvlm": "genrecal.families.smolvlm",
-    "internvl": "genrecal.families.internvl",
-    "gemma3": "genrecal.families.gemma3",
-}
+_SHARED = {"base", "model_access"}
+_REGISTERED: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Record `family` (call it where the family is defined); its module must be named family.name."""
+    if family.name in _REGISTERED and _REGISTERED[family.name] is not family:
+        raise ValueError(f"family {family.name!r} registered twice")
+    _REGISTERED[family.name] = family
+    return family
+
+
+def _module_names() -> list[str]:
+    here = [Path(__file__).parent.as_posix()]
+    return sorted(m.name for m in pkgutil.iter_modules(here)
+                  if m.name not in _SHARED and not m.name.endswith("_parts"))
 
 
 def _load(name: str) -> Family:
-    return importlib.import_module(_MODULES[name]).FAMILY
+    if name not in _REGISTERED:
+        importlib.import_module(f"{__name__}.{name}")
+        if name not in _REGISTERED:
+            raise UnsupportedFamilyError(f"genrecal/families/{name}.py registers no family named {name!r}")
+    return _REGISTERED[name]
 
 
 def names() -> list[str]:
-    return sorted(_MODULES)
+    return _module_names()
 
 
 def student_names() -> list[str]:
     return [n for n in names() if _load(n).student]
+
+
+def with_format(fmt: str) -> list[str]:
+    """Families that declare export format `fmt` ("onnx" | "gguf")."""
+    return [n for n in names() if fmt in _load(n).formats]
+
+
+def onnx_spec(model_type: str):
+    """The family's OnnxSpec, or UnsupportedFamilyError naming the families that declare one."""
+    family = get_family(model_type, role="teacher") if model_type in _module_names() else None
+    if family is None or family.onnx is None:
+        raise UnsupportedFamilyError(f"no ONNX export for family {model_type!r}; families with an ONNX wrapper: "
+                                     f"{', '.join(with_format('onnx'))}")
+    return family.onnx
 
 
 def get_family(model_type: str, role: str = "student") -> Family | None:
@@ -37,7 +68,7 @@ def get_family(model_type: str, role: str = "student") -> Family | None:
     role="student" (and "zoo"/"export") refuses unknown families with the supported list;
     role="teacher" returns None for an unknown family, which then runs through the generic path.
     """
-    if model_type in _MODULES:
+    if model_type in _module_names():
         fam = _load(model_type)
         if role == "student" and not fam.student:
             raise UnsupportedFamilyError(
@@ -57,4 +88,5 @@ def family_of(model_or_config, role: str = "student") -> Family | None:
     return get_family(config.model_type, role)
 
 
-__all__ = ["Family", "UnsupportedFamilyError", "get_family", "family_of", "names", "student_names"]
+__all__ = ["ClientFacts", "Family", "TokenizerSpec", "UnsupportedFamilyError", "family_of", "get_family", "names",
+           "onnx_spec", "register", "student_names", "with_format"]

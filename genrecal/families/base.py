@@ -1,9 +1,11 @@
-"""What every VLM family tells the rest of genrecal, and the generic accessors most families share.
+"""The family record: everything the rest of genrecal knows about one VLM family, in one place.
 
-A family is keyed by transformers' ``config.model_type``. Distillation needs to reach the LLM body
-(decoder stack, its layer class, rotary embedding, final norm) and the LM head; the zoo needs to
-build a tiny instance; export (later) needs its wrappers and tensor maps. Each family file builds one
-``Family`` record; nothing inherits from anything.
+A family is keyed by transformers' ``config.model_type`` and lives in one module,
+``genrecal/families/<model_type>.py``, which builds a ``Family`` and registers it where it is defined
+(``FAMILY = register(Family(...))``). Distillation reads the model access and chat facts; the zoo
+builds its sizes; export reads ``onnx`` (genrecal.families.onnx_parts.OnnxSpec), ``gguf``
+(genrecal.families.gguf_parts.GgufRoute) and ``clients``; the targets a family supports follow from
+which of these it declares. Nothing inherits from anything.
 """
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-
-class UnsupportedFamilyError(ValueError):
-    """A model whose family genrecal cannot use in the requested role."""
+from genrecal.families.gguf_parts import GgufRoute
+from genrecal.families.model_access import (  # noqa: F401 - the accessors every family shares
+    UnsupportedFamilyError,
+    final_norm_weight,
+    image_token_id,
+    text_model,
+)
+from genrecal.families.onnx_parts import OnnxSpec
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,24 @@ class TokenizerSpec:
     # ids these special tokens have in the family's real checkpoints: on a real vocabulary (zoo
     # `vocab_gguf=`), a placeholder entry at that id ("[PAD151655]") takes the name instead of a new id
     real_ids: dict[str, int] = field(default_factory=dict)
+    # ordinary (non-special) tokens the family's real vocabularies have and the zoo's small corpus would
+    # not learn, e.g. "\n\n" (llama.cpp's libmtmd looks it up as one token for Idefics3 images); byte-level
+    # BPE only: the zoo appends each one with the merges that build it (zoo.add_whole_tokens)
+    whole_tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientFacts:
+    """What the ONNX clients other than genrecal's runtime need to know about the family."""
+
+    genai_type: str | None = None
+    """onnxruntime-genai's `model.type` whose pipeline runs this family's ONNX export (genai_config.json
+    is written only when set)."""
+    onnx_decoder_auto: str = "torchscript"
+    """What `--onnx-decoder auto` gives: "builder" (onnxruntime-genai's model builder, where it keeps
+    parity and the clients ran it) or "torchscript" (genrecal's own decoder graph)."""
+    onnx_decoder_auto_why: str = ""
+    """Why auto keeps genrecal's decoder, when it does (recorded in the manifest's `decoder_from`)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +76,16 @@ class Family:
     rope_position_ids: Callable[[torch.Tensor], torch.Tensor] = lambda ids: ids
     # token string whose count in input_ids is the number of image tokens
     image_token: str = "<image>"
+    onnx: OnnxSpec | None = None  # the ONNX export (cpu target; jetson's standard-ops plan)
+    gguf: GgufRoute | None = None  # the GGUF pair for llama.cpp (phone target)
+    clients: ClientFacts = field(default_factory=ClientFacts)
+    edgellm: bool = False  # TensorRT Edge-LLM's exporter takes it with its vision tower (jetson target)
     notes: str = ""
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The export formats this family declares: "onnx", "gguf"."""
+        return tuple(f for f, spec in (("onnx", self.onnx), ("gguf", self.gguf)) if spec is not None)
 
     # ---- accessors shared by every family in transformers 5 (model.model.language_model) ----
     def text_model(self, model: nn.Module) -> nn.Module:
@@ -59,38 +93,3 @@ class Family:
 
     def lm_head(self, model: nn.Module) -> nn.Module:
         return model.get_output_embeddings()
-
-
-def text_model(model: nn.Module) -> nn.Module:
-    """The LLM body (embeddings, decoder layers, final norm, rotary) of a VLM or a causal LM."""
-    inner = getattr(model, "model", model)
-    for name in ("language_model", "text_model"):
-        sub = getattr(inner, name, None)
-        if sub is not None and hasattr(sub, "layers"):
-            return sub
-    if hasattr(inner, "layers"):
-        return inner
-    raise UnsupportedFamilyError(
-        f"cannot find the decoder stack of {type(model).__name__}: expected "
-        "model.model.language_model.layers (transformers 5 layout)"
-    )
-
-
-def final_norm_weight(model: nn.Module) -> torch.Tensor | None:
-    """The final RMSNorm/LayerNorm weight of the LLM body, if it has one."""
-    norm = getattr(text_model(model), "norm", None)
-    return None if norm is None else getattr(norm, "weight", None)
-
-
-def image_token_id(processor: Any, family: Family | None) -> int | None:
-    """Id of the token that the processor repeats once per image feature (None if unknown).
-
-    Uses the family's token string; a generic teacher falls back to `processor.image_token`.
-    (Gemma3's `processor.image_token_id` is its begin-of-image id, so ids are never read from there.)
-    """
-    tok = getattr(processor, "tokenizer", processor)
-    token = family.image_token if family is not None else getattr(processor, "image_token", None)
-    if not token:
-        return None
-    tid = tok.convert_tokens_to_ids(token)
-    return tid if isinstance(tid, int) and tid != tok.unk_token_id else None

@@ -24,6 +24,7 @@ from transformers import (
     Gemma3Processor,
 )
 
+from genrecal.families import register
 from genrecal.families.base import Family, TokenizerSpec
 
 # Gemma chat format; the assistant role is called "model". bos is written here, the tokenizer
@@ -89,7 +90,7 @@ def build_tiny(size: str, tokenizer, seed: int):
     return model, processor
 
 
-FAMILY = Family(
+FAMILY = register(Family(
     name="gemma3",
     model_class="Gemma3ForConditionalGeneration",
     tokenizer=TokenizerSpec(
@@ -106,4 +107,4 @@ FAMILY = Family(
         "sliding (theta 1e4) and full-attention (theta 1e6) frequencies, so decoder layers need two "
         "rotary embeddings. Gemma3 body at model.model.language_model."
     ),
-)
+))

@@ -26,6 +26,7 @@ from transformers import (
     SmolVLMVideoProcessor,
 )
 
+from genrecal.families import idefics3, register
 from genrecal.families.base import Family, TokenizerSpec, UnsupportedFamilyError
 from genrecal.families.idefics3 import IMAGE_SPECIALS, SIZES, IdeficsClasses, build_idefics_style, idefics_template
 
@@ -92,12 +93,13 @@ def _graft_text_model(model, lm) -> None:
         target[n:] = source.mean(0)
 
 
-FAMILY = Family(
+FAMILY = register(Family(
     name="smolvlm",
     model_class="SmolVLMForConditionalGeneration",
     tokenizer=TokenizerSpec(
         algorithm="bpe", vocab_size=420, special_tokens=("<|im_start|>", "<|im_end|>", *IMAGE_SPECIALS),
         bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>",
+        whole_tokens=idefics3.LIBMTMD_WHOLE_TOKENS,
     ),
     chat_template=CHAT_TEMPLATE,
     build_tiny=build_tiny,
@@ -105,4 +107,7 @@ FAMILY = Family(
     image_token="<image>",
     notes="Llama body at model.model.text_model; image splitting off in the zoo except -split sizes; "
           "needs num2words.",
-)
+    onnx=idefics3.ONNX,
+    gguf=idefics3.GGUF,  # llama.cpp's idefics3 projector and llama text arch serve SmolVLM too
+    clients=idefics3.CLIENTS,
+))

@@ -15,7 +15,7 @@ import importlib
 import time
 from pathlib import Path
 
-from genrecal.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from genrecal.artifacts.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from genrecal.runtimes.base import Generation, Runtime, RuntimeError_, Stream, Timing
 
 # runtime name -> (module, class, the pip extra that brings its library)

@@ -33,6 +33,37 @@ TIMING_DEFINITION = (
     "decode in a child process (smoke_ms)")
 
 
+class ContextFullError(RuntimeError_):
+    """A prompt that leaves no room in the model's context for a new token."""
+
+
+# Every runtime ends a generation for one of these reasons (Timing.extra["stop"]).
+STOP_EOS, STOP_MAX_NEW, STOP_CONTEXT = "eos", "max_new_tokens", "context"
+
+
+def new_token_budget(tokens_in: int, max_new_tokens: int, context: int | None, where: str) -> int:
+    """How many new tokens a generation may take: max_new_tokens, or fewer where the prompt plus them
+    would pass the model's context, so that prompt + new tokens <= context in every runtime (torch,
+    onnxruntime, llama.cpp, TensorRT); the generation then stops there with stop="context".
+    ContextFullError (one line, before anything runs) when the prompt alone leaves no room."""
+    if not context or context <= 0:
+        return max_new_tokens
+    if tokens_in >= context:
+        raise ContextFullError(
+            f"{where}: the prompt takes {tokens_in} tokens (image tokens included) and the model's context holds "
+            f"{context}, which leaves no room for an answer: shorten the question or send fewer/smaller images")
+    return min(max_new_tokens, context - tokens_in)
+
+
+def stop_record(stop: str, tokens_in: int, new_tokens: int, max_new_tokens: int, context: int | None) -> dict:
+    """Timing.extra's stop fields: the reason, the context, and for a stop at the context a sentence saying so."""
+    record = {"stop": stop, "context_length": context}
+    if stop == STOP_CONTEXT:
+        record["stop_note"] = (f"stopped at the model's context of {context} tokens: the prompt's {tokens_in} tokens "
+                               f"+ {new_tokens} new ones; max_new_tokens {max_new_tokens} asked for more")
+    return record
+
+
 class DecodeClock:
     """Stamps for TIMING_DEFINITION: `token()` when each new token's id is known; wrap work that is not
     decoding (detokenisation, yielding to a streaming consumer) in `with clock.paused():`."""

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genrecal.gguf_pair.llama_log import captured_log, missing_bindings
-from genrecal.manifest import load_manifest
+from genrecal.artifacts.gguf_pair.llama_log import captured_log, missing_bindings
+from genrecal.artifacts.manifest import load_manifest
 from genrecal.runtimes import llamacpp_smoke, sysinfo
 from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import open_images
@@ -66,7 +66,7 @@ class LlamaCppSession:
                  n_ctx: int | None = None, f32_kv: bool = False, verbose: bool = False):
         if missing := missing_bindings("llama_cpp", "gguf"):
             raise RuntimeError_(missing)
-        from genrecal.gguf_pair.validate import validate_pair
+        from genrecal.artifacts.gguf_pair.validate import validate_pair
 
         self.facts = validate_pair(Path(model_path), Path(mmproj_path))  # before llama.cpp reads a byte
         if not self.facts.chat_template:
@@ -316,8 +316,8 @@ class LlamaCppRuntime:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, n_ctx: int | None = None,
                  verbose: bool = False):
-        from genrecal.gguf_pair import layout
-        from genrecal.gguf_pair.prompt import PromptFormat
+        from genrecal.artifacts.gguf_pair import layout
+        from genrecal.artifacts.gguf_pair.prompt import PromptFormat
 
         root = Path(path)
         self.path = str(root)

@@ -1,6 +1,6 @@
 """A llama.cpp smoke decode in a child process, so a native crash becomes one clear line.
 
-    from genrecal.runtimes.llamacpp_smoke import ensure_decodes, build_info
+    from genrecal.runtimes.llamacpp_smoke import ensure_decodes
     info = ensure_decodes(Path("gguf-q4_k_m/model.gguf"), threads=2)
     info["cpu_features"]  # e.g. ["SSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2", ...]
 
@@ -15,25 +15,22 @@ dies on a signal (SIGSEGV, SIGILL, SIGABRT) or hangs, the parent raises `LlamaCp
 backend, the library version, the CPU features the build uses, how it was built and how to rebuild.
 One check per (files, threads) per process. `GENRECAL_LLAMACPP_SMOKE=0` skips it.
 
-`build_info()` is llama.cpp's own `llama_print_system_info()` (the kernels compiled in), parsed, plus
-the build record `scripts/setup.sh` writes into the venv (the CMake flags it built with); benchmark
-results carry it so a figure says which kernels produced it.
+The child first prints `genrecal.runtimes.sysinfo.llama_cpp_info()` (the kernels compiled in, how the
+library was built), so a crash message names the build even when the child dies.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from genrecal.runtimes.base import RuntimeError_
-from genrecal.runtimes.sysinfo import package_version
+from genrecal.runtimes.sysinfo import build_record, llama_cpp_info, llama_cpp_version
 
 SKIP_ENV = "GENRECAL_LLAMACPP_SMOKE"  # "0": skip the child-process check
-BUILD_RECORD = "genrecal-llama-cpp-build.json"  # in the venv root (sys.prefix), written by scripts/setup.sh
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
 REBUILD_HINT = ("rebuild it without the native/AMX path: `bash scripts/setup.sh` (genrecal's setup builds it with "
                 f"{PORTABLE_CMAKE_ARGS} plus the AVX-512 kernels the CPU has, never AMX), or "
@@ -49,47 +46,6 @@ class LlamaCppCrash(RuntimeError_):
     """llama.cpp died on a signal (or hung) in the child-process smoke decode."""
 
 
-def parse_system_info(text: str) -> dict[str, list[str]]:
-    """'CPU : SSE3 = 1 | AVX2 = 1 | AMX_INT8 = 0 | ... ' -> {"CPU": ["SSE3", "AVX2"]} (features set to 1)."""
-    out: dict[str, list[str]] = {}
-    for part in re.split(r"\|", text):
-        if ":" in part:  # a new backend section starts: "CPU : SSE3 = 1"
-            name, part = part.split(":", 1)
-            out.setdefault(name.strip(), [])
-            current = name.strip()
-        m = re.match(r"\s*([A-Za-z0-9_]+)\s*=\s*(\d+)", part)
-        if m and out and m.group(2) != "0":
-            out[current].append(m.group(1))
-    return out
-
-
-def build_record() -> dict | None:
-    """What scripts/setup.sh recorded about the llama-cpp-python build in this venv, or None."""
-    path = Path(sys.prefix) / BUILD_RECORD
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def library_version() -> str:
-    return package_version("llama-cpp-python") or "not installed"
-
-
-def build_info() -> dict:
-    """llama.cpp's system info (kernels compiled in) + the setup's build record; imports llama_cpp."""
-    import llama_cpp
-
-    text = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
-    return _info(text)
-
-
-def _info(text: str) -> dict:
-    features = parse_system_info(text)
-    return {"llama_cpp_python": library_version(), "system_info": text,
-            "cpu_features": features.get("CPU", []), "build": build_record()}
-
-
 def _how_built(info: dict | None) -> str:
     record = (info or {}).get("build") or build_record()
     if record:
@@ -99,7 +55,7 @@ def _how_built(info: dict | None) -> str:
 
 def crash_message(what: str, returncode: int | None, info: dict | None, stderr: str, timeout_s: float) -> str:
     """One line: which backend crashed how, with which build, and what to do."""
-    version = (info or {}).get("llama_cpp_python") or library_version()
+    version = (info or {}).get("llama_cpp_python") or llama_cpp_version()
     if returncode is None:
         how = f"did not finish a 2-token smoke decode of {what} in {timeout_s:.0f} s (hung)"
     else:
@@ -183,7 +139,7 @@ def _smoke(request: dict) -> dict:
     import llama_cpp
     import numpy as np
 
-    print(_INFO_TAG + json.dumps(build_info()), flush=True)
+    print(_INFO_TAG + json.dumps(llama_cpp_info()), flush=True)
     llm = llama_cpp.Llama(request["model"], n_ctx=64, n_batch=64, n_threads=request["threads"],
                           n_threads_batch=request["threads"], n_gpu_layers=0, verbose=False)
     try:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
 
-from genrecal.families.onnx_base import onnx_spec
-from genrecal.manifest import Manifest, load_manifest
+from genrecal.artifacts.manifest import Manifest, load_manifest
+from genrecal.artifacts.onnx_facts import OnnxFacts
+from genrecal.artifacts.onnx_feeds import rope_index, vision_feeds
 from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
-from genrecal.runtimes.images import open_images
+from genrecal.runtimes.prompt import load_processor, prepare_inputs
 from genrecal.runtimes.ort_kv_cache import ArrayKvCache, SharedKvCache
 from genrecal.runtimes.sysinfo import peak_rss_mb
 
@@ -62,18 +62,15 @@ class OnnxRuntime:
         self.family = self.manifest.family
         self.precision = self.manifest.precision
         self.threads = threads
-        self.facts = self.manifest.extra
-        self.spec = onnx_spec(self.family)
+        self.facts = OnnxFacts.from_extra(self.manifest.extra)
         self.sessions = {role: self._session(Path(path) / name, threads, providers, role)
-                         for role, name in self.facts["graphs"].items()}
-        from transformers import AutoProcessor
-
-        self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=False)
+                         for role, name in self.facts.graphs.items()}
+        self.processor = load_processor(self.path)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.eos = set(self.facts["eos_token_ids"])
+        self.eos = set(self.facts.eos_token_ids)
         # a decoder whose attention derives positions from the mask has no position_ids input
         self._decoder_inputs = {i.name for i in self.sessions["decoder"].get_inputs()}
-        supported = bool(self.facts.get("past_present_share_buffer", False))
+        supported = self.facts.past_present_share_buffer
         if share_kv_buffer and not supported:
             raise RuntimeError_(f"{path}: its decoder cannot share one KV buffer between past and present (only "
                                 "the model builder's GroupQueryAttention decoder can: --onnx-decoder builder)")
@@ -107,13 +104,13 @@ class OnnxRuntime:
         """image_features [n_image_tokens, D], or None for a text-only prompt."""
         if "pixel_values" not in enc:
             return None
-        feeds = self.spec.vision_feeds(enc)
+        feeds = vision_feeds(self.facts.vision_feeds, enc, self.facts.vision_inputs)
         return self.sessions["vision"].run(None, feeds)[0]
 
     def embed(self, input_ids: np.ndarray, image_features: np.ndarray | None) -> np.ndarray:
         """inputs_embeds [1, L, D] with the image features in the image-token rows."""
         embeds = self.sessions["embed"].run(None, {"input_ids": input_ids.astype(np.int64)})[0]
-        rows = input_ids[0] == self.facts["image_token_id"]
+        rows = input_ids[0] == self.facts.image_token_id
         n_rows = int(rows.sum())
         n_feats = 0 if image_features is None else image_features.shape[0]
         if n_rows != n_feats:
@@ -126,23 +123,16 @@ class OnnxRuntime:
     def position_ids(self, enc: dict) -> tuple[np.ndarray, np.ndarray]:
         """Prefill ids ([1, L] or M-RoPE [3, 1, L]) and the decode offset per row ([1, 1])."""
         ids = enc["input_ids"]
-        if not self.facts["mrope"]:
+        if not self.facts.mrope:
             return np.arange(ids.shape[1], dtype=np.int64)[None], np.zeros((1, 1), dtype=np.int64)
-        import torch
-
-        from genrecal.families.onnx_qwen2_vl import rope_index
-
-        cfg = SimpleNamespace(image_token_id=self.facts["image_token_id"],
-                              vision_config=SimpleNamespace(spatial_merge_size=self.facts["spatial_merge_size"]))
-        grid = enc.get("image_grid_thw")
-        pos, delta = rope_index(torch.from_numpy(ids), None if grid is None else torch.from_numpy(grid), None, cfg)
-        return pos.numpy(), delta.numpy()
+        return rope_index(ids, enc.get("image_grid_thw"), None, self.facts.image_token_id,
+                          self.facts.spatial_merge_size)
 
     def _kv_cache(self, max_length: int):
         """The decoder's KV cache for one generation (ort_kv_cache.py): one shared, in-place buffer where
         the decoder supports it and share_kv_buffer allows, else arrays passed in and out."""
         session = self.sessions["decoder"]
-        shape = (self.facts["num_layers"], self.facts["num_kv_heads"], self.facts["head_dim"])
+        shape = (self.facts.num_layers, self.facts.num_kv_heads, self.facts.head_dim)
         if self.share_kv_buffer:
             return SharedKvCache(session, *shape, max_length=max_length)
         return ArrayKvCache(session, *shape)
@@ -180,7 +170,7 @@ class OnnxRuntime:
             prefill = None
             if (forced is None and token in self.eos) or i + 1 == limit:
                 return
-            step_pos = (np.full((3, 1, 1), cache.length, np.int64) + delta.reshape(1, 1, 1) if self.facts["mrope"]
+            step_pos = (np.full((3, 1, 1), cache.length, np.int64) + delta.reshape(1, 1, 1) if self.facts.mrope
                         else np.full((1, 1), cache.length, np.int64))
             embeds = self.embed(np.array([[token]], np.int64), None)
             logits = self._decoder_step(cache, embeds, step_pos)
@@ -240,16 +230,3 @@ class OnnxRuntime:
         timing.extra = {"threads": self.threads, "precision": self.precision, "family": self.family,
                         "verify_ms": self.verify_ms, "how": TIMING_DEFINITION}
         return Generation(text=text, token_ids=tokens, timing=timing)
-
-
-def prepare_inputs(processor, images: list, prompt: str) -> dict:
-    """One user turn (images first, then the question) through the model's chat template and
-    processor -> numpy arrays. Parity checks feed the same arrays to PyTorch."""
-    images = open_images(images)
-    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
-    kwargs = {"images": [images]} if images else {}
-    return dict(processor(text=[text], return_tensors="np", **kwargs))
-
-

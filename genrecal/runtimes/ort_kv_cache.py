@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genrecal.families.onnx_base import past_names, present_names
+from genrecal.artifacts.layout import past_names, present_names
 
 
 class ArrayKvCache:

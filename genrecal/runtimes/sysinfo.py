@@ -8,6 +8,7 @@ psutil is used when installed (the `bench` extra) and /proc otherwise.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+LLAMA_CPP_BUILD_RECORD = "genrecal-llama-cpp-build.json"  # in the venv root (sys.prefix), written by scripts/setup.sh
 # L4T (the Jetson Linux release in /etc/nv_tegra_release) -> the JetPack that ships it
 L4T_TO_JETPACK = {
     "35.1": "5.0.2", "35.2": "5.1", "35.3": "5.1.1", "35.4": "5.1.2", "35.5": "5.1.3", "35.6": "5.1.4",
@@ -128,12 +130,49 @@ def llama_cpp_build() -> dict | None:
     """llama.cpp's CPU kernels in use + how it was built, when llama_cpp is already loaded (never imports it)."""
     if "llama_cpp" not in sys.modules:
         return None
-    from genrecal.runtimes.llamacpp_smoke import build_info
-
     try:
-        return build_info()
+        return llama_cpp_info()
     except Exception as exc:  # noqa: BLE001 - a missing symbol must not break a benchmark
         return {"error": f"llama_print_system_info failed: {exc}"}
+
+
+def llama_cpp_info(system_info: str | None = None) -> dict:
+    """llama.cpp's system info (the kernels compiled in: `system_info`, else llama.cpp's own, which imports
+    llama_cpp), parsed, plus the build record scripts/setup.sh wrote: benchmark results and crash messages
+    carry it, so a figure says which kernels produced it."""
+    if system_info is None:
+        import llama_cpp
+
+        system_info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
+    features = parse_system_info(system_info)
+    return {"llama_cpp_python": llama_cpp_version(), "system_info": system_info,
+            "cpu_features": features.get("CPU", []), "build": build_record()}
+
+
+def parse_system_info(text: str) -> dict[str, list[str]]:
+    """'CPU : SSE3 = 1 | AVX2 = 1 | AMX_INT8 = 0 | ... ' -> {"CPU": ["SSE3", "AVX2"]} (features set to 1)."""
+    out: dict[str, list[str]] = {}
+    for part in re.split(r"\|", text):
+        if ":" in part:  # a new backend section starts: "CPU : SSE3 = 1"
+            name, part = part.split(":", 1)
+            out.setdefault(name.strip(), [])
+            current = name.strip()
+        m = re.match(r"\s*([A-Za-z0-9_]+)\s*=\s*(\d+)", part)
+        if m and out and m.group(2) != "0":
+            out[current].append(m.group(1))
+    return out
+
+
+def build_record() -> dict | None:
+    """What scripts/setup.sh recorded about the llama-cpp-python build in this venv, or None."""
+    try:
+        return json.loads((Path(sys.prefix) / LLAMA_CPP_BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def llama_cpp_version() -> str:
+    return package_version("llama-cpp-python") or "not installed"
 
 
 def gpu_name() -> str | None:

@@ -26,7 +26,8 @@ import json
 import time
 from pathlib import Path
 
-from genrecal.manifest import load_manifest
+from genrecal.artifacts.manifest import load_manifest
+from genrecal.artifacts.onnx_feeds import vision_feeds
 from genrecal.runtimes import sysinfo
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
 from genrecal.runtimes.images import ImageRejected, open_images
@@ -132,12 +133,10 @@ class TensorRTRuntime:
         props = torch.cuda.get_device_properties(0)
         check_compatible(extra, trt.__version__, torch.cuda.get_device_name(0), f"{props.major}.{props.minor}")
         self.family = manifest.family
-        from genrecal.families.onnx_base import onnx_spec
-
-        self.spec = onnx_spec(self.family)
-        if self.spec.mrope or extra.get("mrope"):
+        if extra.get("mrope"):
             raise RuntimeError_(f"the tensorrt runtime does not compute {self.family}'s M-RoPE position ids yet")
         self.facts = _model_facts(root, extra)
+        self.vision_rule = extra.get("vision_feeds", "passthrough")  # onnx_feeds.FEEDS
         files = {**ENGINES, **extra.get("engines", {})}
         absent = [name for name in files.values() if not (root / name).is_file()]
         if absent:
@@ -185,13 +184,14 @@ class TensorRTRuntime:
 
     def _steps(self, images, prompt: str, max_new_tokens: int):
         """Yields the generated ids after each step; leaves the Generation in self._last."""
-        from genrecal.families.onnx_base import past_names
+        from genrecal.artifacts.layout import past_names
 
         torch, sync, f = self.torch, self.torch.cuda.synchronize, self.facts
         t_call = time.perf_counter()
         enc = self._inputs(images, prompt)  # numpy
         ids = torch.from_numpy(enc["input_ids"]).cuda()  # [1, L]
-        feeds = ({k: torch.from_numpy(v).cuda() for k, v in self.spec.vision_feeds(enc).items()}
+        rule, inputs = self.vision_rule, f["vision_inputs"]
+        feeds = ({k: torch.from_numpy(v).cuda() for k, v in vision_feeds(rule, enc, inputs).items()}
                  if "pixel_values" in enc else None)
         sync()
         t_pre = time.perf_counter()
@@ -256,6 +256,7 @@ def _model_facts(root: Path, extra: dict) -> dict:
         "head_dim": extra.get("head_dim", text.get("head_dim") or (text.get("hidden_size", 0) // (heads or 1))),
         "image_token_id": extra.get("image_token_id", config.get("image_token_id", config.get("image_token_index"))),
         "eos_token_id": extra.get("eos_token_id", text.get("eos_token_id", config.get("eos_token_id"))),
+        "vision_inputs": extra.get("vision_inputs", ["pixel_values"]),
     }
     missing = [k for k, v in facts.items() if v is None]
     if missing:

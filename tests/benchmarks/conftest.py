@@ -1,4 +1,5 @@
-"""Benchmark test helpers: a tiny student, and latency/accuracy results made once per session."""
+"""Benchmark test helpers: a tiny student, and latency/accuracy results made once per session
+(`bench`, genrecal-bench in this process, is in tests/conftest.py: the experiments' tests use it too)."""
 from __future__ import annotations
 
 import json
@@ -11,23 +12,6 @@ import torch
 @pytest.fixture(scope="session")
 def student(zoo_dir) -> str:
     return zoo_dir("smolvlm", "tiny")
-
-
-@pytest.fixture
-def bench(capsys):
-    """bench(*argv) -> (exit code, stdout, stderr) of `genrecal-bench` run in this process."""
-    from genrecal.cli import bench_main
-
-    def run(*argv: str):
-        before = torch.get_num_threads()
-        try:
-            code = bench_main([str(a) for a in argv])
-        finally:
-            torch.set_num_threads(before)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 @pytest.fixture(scope="session")

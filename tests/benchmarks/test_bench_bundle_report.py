@@ -20,7 +20,7 @@ import pytest
 from genrecal.benchmarks.bundle import make_bundle, requirements
 from genrecal.benchmarks.report import write_report
 from genrecal.benchmarks.results import ResultsError, write_json
-from genrecal.manifest import load_manifest
+from genrecal.artifacts.manifest import load_manifest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +43,8 @@ def test_bundle_is_self_contained(bundle):
     assert {"artifact", "genrecal", "run.sh", "requirements.txt", "bundle.json"} <= names
     manifest = load_manifest(bundle / "artifact")  # written for the bare HF dir, and verified
     assert manifest.format == "hf" and manifest.family == "smolvlm"
-    assert (bundle / "genrecal" / "runtimes" / "torch_runtime.py").is_file()
+    assert (bundle / "genrecal" / "runtimes" / "torch_runtime.py").is_file()  # an HF artifact runs on torch
+    assert not (bundle / "genrecal" / "distill").exists() and not (bundle / "genrecal" / "export").exists()
     assert not list(bundle.rglob("__pycache__"))
     reqs = (bundle / "requirements.txt").read_text().splitlines()
     assert any(r.startswith("transformers==") for r in reqs) and "psutil" in reqs
@@ -146,3 +147,38 @@ def test_phone_bundle_of_a_gguf_artifact_runs_with_llama_cpp(quantised, tmp_path
     result = json.loads((bundle / "results" / f"latency-{platform.node()}.json").read_text())
     assert result["artifact"]["runtime"] == "llamacpp" and result["profile"]["name"] == "phone-class"
     assert result["config"]["threads"] == 1  # THREADS from the environment overrides the profile's 4
+
+
+_NO_TORCH = """import runpy, sys
+for name in ("torch", "torchvision"):
+    sys.modules[name] = None  # `import torch` fails, as on a device without it
+assert sys.argv[1] == "-m"
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("fmt, profile", [("onnx", "host"), ("gguf", "phone-class")])
+def test_device_bundle_carries_runtime_code_only_and_runs_without_torch(fmt, profile, quantised, tmp_path):
+    """The bundle of an ONNX / GGUF artifact: only the modules its commands import, requirements without
+    torch, and its run script works where `import torch` fails (the bundle's own genrecal package only)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        artifact = quantised(fmt)
+    bundle = make_bundle(artifact, profile, tmp_path / "bundle", log=lambda *_: None)
+    shipped = {p.relative_to(bundle / "genrecal").parts[0] for p in (bundle / "genrecal").rglob("*.py")}
+    assert shipped <= {"__init__.py", "artifacts", "benchmarks", "runtimes", "data", "errors.py", "fsutil.py",
+                       "images.py", "config_cli.py"}, shipped
+    assert not (bundle / "genrecal" / "runtimes" / "torch_runtime.py").exists()
+    reqs = (bundle / "requirements.txt").read_text().splitlines()
+    assert not [r for r in reqs if r.startswith(("torch", "accelerate", "torchvision"))], reqs
+    wrapper = tmp_path / "python-without-torch"
+    (tmp_path / "no_torch.py").write_text(_NO_TORCH)
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'no_torch.py'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    res = _run_sh(bundle, "latency", env={"PYTHON": str(wrapper)})
+    assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-2000:]
+    result = json.loads((bundle / "results" / f"latency-{platform.node()}.json").read_text())
+    assert Path(result["genrecal"]["path"]) == bundle / "genrecal" and result["artifact"]["format"] == fmt

@@ -14,8 +14,8 @@ import pytest
 from genrecal.benchmarks import bandwidth
 from genrecal.benchmarks.accuracy import load_questions
 from genrecal.benchmarks.latency import PHASES
-from genrecal.benchmarks.profiles import PROFILES, UnknownProfileError, get_profile
-from genrecal.manifest import Manifest, write_manifest
+from genrecal.artifacts.profiles import PROFILES, UnknownProfileError, get_profile
+from genrecal.artifacts.manifest import Manifest, write_manifest
 from genrecal.runtimes.base import Timing
 
 

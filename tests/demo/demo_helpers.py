@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genrecal.manifest import Manifest, dir_sha256, write_manifest
+from genrecal.artifacts.manifest import Manifest, dir_sha256, write_manifest
 from genrecal.runtimes.base import Stream
 
 TEACHER_FAMILY, STUDENT_FAMILY = "llava", "qwen2_vl"  # the quickstart's pair: different tokenizers

@@ -17,20 +17,16 @@ import pytest
 from safetensors import safe_open
 
 from genrecal.cli import export_main
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.layout import supported_families as gguf_families
-from genrecal.families.onnx_base import names as onnx_families
-from genrecal.manifest import load_manifest
+from genrecal.families import get_family, with_format
+from genrecal.artifacts.manifest import load_manifest
 
 # (family, target) pairs in the default run: one per target, the qwen2_vl cpu case among them
 DEFAULT = {("qwen2_vl", "cpu"), ("smolvlm", "phone"), ("internvl", "jetson")}  # internvl: list patch size
-CASES = [(f, t) for t in ("cpu", "phone", "jetson") for f in onnx_families()
+CASES = [(f, t) for t in ("cpu", "phone", "jetson") for f in with_format("onnx")
          if t != "phone" or f in gguf_families()]
-# GGUF through llama.cpp's converter: qwen2_5_vl needs >= 3 vision blocks, internvl >= 4 and a real
-# tokenizer (its pre-tokenizer hash): (zoo size, llama.cpp vocab GGUF or None)
-GGUF_STUDENT = {"qwen2_5_vl": ("tiny-v4", None), "internvl": ("tiny-v4", "ggml-vocab-qwen2.gguf"),
-                "llava": ("tiny", "ggml-vocab-gpt-2.gguf")}  # the converter needs a real BPE tokenizer
 FLOAT_TYPES = {"cpu": {onnx.TensorProto.FLOAT}, "jetson": {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT}}
 
 
@@ -55,15 +51,16 @@ def _float_initializers(graph_path: Path) -> set[int]:
 
 
 def test_every_family_with_an_onnx_wrapper_is_covered():
-    assert {f for f, _ in CASES} == set(onnx_families()) and {f for f, t in CASES if t == "phone"} == set(
+    assert {f for f, _ in CASES} == set(with_format("onnx")) and {f for f, t in CASES if t == "phone"} == set(
         gguf_families())
     assert DEFAULT <= set(CASES) and {t for _, t in DEFAULT} == {"cpu", "phone", "jetson"}
 
 
 def _student(family: str, target: str, bf16_zoo_dir) -> Path:
-    if target != "phone" or family not in GGUF_STUDENT:
+    route = get_family(family).gguf  # its zoo size and vocabulary for llama.cpp's converter
+    if target != "phone" or (route.zoo_size, route.zoo_vocab) == ("tiny", None):
         return Path(bf16_zoo_dir(family))
-    size, vocab = GGUF_STUDENT[family]
+    size, vocab = route.zoo_size, route.zoo_vocab
     if vocab:
         from genrecal.export.gguf.converter import llama_cpp_source
 

@@ -14,9 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from genrecal.cli import export_main
-from genrecal.export import layout, targets
+from genrecal.artifacts import layout
+from genrecal.export import targets
 from genrecal.export.tensorrt import check_engine_dir, jetpack_from_release
-from genrecal.manifest import MANIFEST_NAME, Manifest, load_manifest, write_manifest
+from genrecal.artifacts.manifest import MANIFEST_NAME, Manifest, load_manifest, write_manifest
 from genrecal.runtimes.base import RuntimeError_
 
 FAST = ["--formats", "onnx", "--precision", "fp32", "--no-check", "--threads", "1"]

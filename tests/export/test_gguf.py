@@ -20,7 +20,7 @@ pytest.importorskip("llama_cpp")
 
 from genrecal.export.gguf import GgufExportError, GgufValidationError, export_gguf  # noqa: E402
 from genrecal.export.gguf.layout import MMPROJ_FILE, MODEL_FILE  # noqa: E402
-from genrecal.manifest import ManifestError, load_manifest, write_manifest  # noqa: E402
+from genrecal.artifacts.manifest import ManifestError, load_manifest, write_manifest  # noqa: E402
 
 FAMILIES = ["qwen2_vl", "idefics3", "smolvlm"]
 SFT_STEPS = 50
@@ -216,7 +216,7 @@ def test_llama_cpp_python_chat_handler_runs_the_pair(exported):
 def test_q4_k_m_accuracy_on_200_questions(family, student_dir, tmp_path):
     from genrecal.export.gguf import parity
     from genrecal.export.gguf.export import load_source
-    from genrecal.gguf_pair.prompt import PromptFormat
+    from genrecal.artifacts.gguf_pair.prompt import PromptFormat
 
     out = tmp_path / "q4"
     manifest = export_gguf(student_dir(family), out, "q4_k_m", check=False)
@@ -288,7 +288,7 @@ def _drop_tensor(src: Path, dst: Path, name: str) -> None:
 
 
 def test_missing_mmproj_tensor_caught_before_load(exported, tmp_path):
-    from genrecal.gguf_pair.validate import validate_pair
+    from genrecal.artifacts.gguf_pair.validate import validate_pair
     from genrecal.runtimes.llamacpp import LlamaCppRuntime
 
     src, manifest = exported("qwen2_vl", "f16")
@@ -329,7 +329,7 @@ def test_chat_template_must_loop_over_content():
 
 
 def test_vision_ffn_as_wide_as_embedding_is_refused():
-    from genrecal.export.gguf.mmproj import VisionSpec
+    from genrecal.families.gguf_parts import VisionSpec
 
     spec = VisionSpec("idefics3", 64, 64, 2, 4, 1e-6, 64, 8, 256, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(GgufExportError, match="ffn_up/ffn_down as swapped"):
@@ -342,10 +342,10 @@ def test_image_rule_replays_the_hf_resize(family, zoo_dir):
     from PIL import Image
     from transformers import AutoProcessor
 
-    from genrecal.export.gguf import idefics3, qwen2_vl
+    from genrecal.families import get_family
 
     processor = AutoProcessor.from_pretrained(zoo_dir(family, "gguf"))
-    fmt = {"qwen2_vl": qwen2_vl, "idefics3": idefics3}[family].prompt_format(processor.image_processor)
+    fmt = get_family(family).gguf.prompt_format(processor.image_processor)
     rng = np.random.RandomState(0)
     for w, h in [(100, 50), (33, 140), (64, 64), (200, 90)]:
         image = Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8))
@@ -361,7 +361,7 @@ def test_image_rule_replays_the_hf_resize(family, zoo_dir):
 
 def test_rope_permutation_matches_interleaved_rotation():
     """HF rotates (x[i], x[i + d/2]); after the permutation llama.cpp's pairs (2i, 2i+1) are the same."""
-    from genrecal.export.gguf.writer import rope_permute
+    from genrecal.families.gguf_parts import rope_permute
 
     n_head, d = 2, 8
     w = np.arange(n_head * d * 3, dtype=np.float32).reshape(n_head * d, 3)

@@ -16,7 +16,7 @@ import pytest
 
 from genrecal.export.gguf import GgufExportError, export_gguf
 from genrecal.export.gguf import converter
-from genrecal.manifest import load_manifest
+from genrecal.artifacts.manifest import load_manifest
 
 
 def test_qwen2_5_vl_export_through_the_converter_matches_pytorch(llama_cpp_src, zoo_dir, tmp_path):

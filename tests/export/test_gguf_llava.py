@@ -7,7 +7,7 @@ llama-cpp-python's sdist, checked against PyTorch in llama-cpp-python.
 The student is the zoo llava on a real tokenizer (llama.cpp's ggml-vocab-gpt-2.gguf: the converter
 recognises its pre-tokenizer hash; HF and llama.cpp tokenise alike) with LLaVA-1.5's
 vision_feature_layer -2. libmtmd's LLaVA graph in llama-cpp-python 0.3.36 lays the CLS token out
-differently from HF (ggml-org/llama.cpp#25814, see genrecal/export/gguf/llava.py): the conversion is
+differently from HF (ggml-org/llama.cpp#25814, see genrecal/families/llava.py): the conversion is
 held exactly to PyTorch computing that graph, and the distance to the HF model is measured and printed.
 """
 from __future__ import annotations
@@ -39,9 +39,10 @@ def llava_1_5(llama_cpp_src, zoo_dir, tmp_path_factory):
 def test_mmproj_keeps_the_feature_layer_and_drops_post_layernorm(llava_1_5, tmp_path):
     from gguf import GGUFReader
 
-    from genrecal.export.gguf import llava
+    from genrecal.export.gguf import converter_route
+    from genrecal.families import llava
 
-    llava.write_mmproj(tmp_path / "mmproj.gguf", llava_1_5)
+    converter_route.write_mmproj(llava.GGUF.converter, tmp_path / "mmproj.gguf", llava_1_5)
     reader = GGUFReader(str(tmp_path / "mmproj.gguf"))
     field = {k: f.contents() for k, f in reader.fields.items()}
     names = {t.name for t in reader.tensors}
@@ -61,7 +62,7 @@ def test_runtime_graph_model_is_a_different_model(llava_1_5):
     import torch
 
     from genrecal.export.gguf.export import load_source
-    from genrecal.export.gguf.llava import runtime_model
+    from genrecal.families.llava import runtime_model
 
     model, _ = load_source(llava_1_5)
     pixels = torch.rand(1, 3, 32, 32)
@@ -74,11 +75,12 @@ def test_runtime_graph_model_is_a_different_model(llava_1_5):
 
 
 def test_select_strategy_full_is_refused_in_one_line(llava_1_5, tmp_path):
-    from genrecal.export.gguf import llava
+    from genrecal.export.gguf import converter_route
+    from genrecal.families import llava
 
     student = _with_config(llava_1_5, tmp_path / "full", vision_feature_select_strategy="full")
     with pytest.raises(GgufExportError, match="implements only 'default'") as err:
-        llava.write_mmproj(tmp_path / "mmproj.gguf", student)
+        converter_route.write_mmproj(llava.GGUF.converter, tmp_path / "mmproj.gguf", student)
     assert "\n" not in str(err.value)
 
 
@@ -87,7 +89,7 @@ def test_crop_rule_matches_the_clip_processor(llava_1_5):
     from PIL import Image
     from transformers import AutoProcessor
 
-    from genrecal.export.gguf.llava import prompt_format
+    from genrecal.families.llava import gguf_prompt_format as prompt_format
 
     processor = AutoProcessor.from_pretrained(llava_1_5)
     ip = processor.image_processor
@@ -103,7 +105,7 @@ def test_crop_rule_matches_the_clip_processor(llava_1_5):
 
 @pytest.mark.slow  # ~1.5 min here: two PyTorch references (HF and runtime graph) on a 50k-token vocabulary
 def test_llava_export_through_llama_cpp_tools_matches_pytorch(llava_1_5, tmp_path):
-    from genrecal.manifest import load_manifest
+    from genrecal.artifacts.manifest import load_manifest
     from genrecal.runtimes.llamacpp import LlamaCppRuntime
 
     manifest = export_gguf(llava_1_5, tmp_path / "gguf", "f16", samples=2, steps=8, accuracy_limit=2)

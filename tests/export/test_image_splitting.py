@@ -15,7 +15,8 @@ from PIL import Image
 
 from genrecal.export.onnx import OnnxBuild
 from genrecal.families.idefics3 import SPLIT_TILES
-from genrecal.runtimes.onnxruntime import OnnxRuntime, prepare_inputs
+from genrecal.runtimes.onnxruntime import OnnxRuntime
+from genrecal.runtimes.prompt import prepare_inputs
 
 FAMILIES = ["smolvlm", "idefics3"]
 SIZES = [(512, 768), (1376, 768), (800, 600), (64, 64)]  # (width, height); 64 px is upscaled and split too

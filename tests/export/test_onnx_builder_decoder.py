@@ -123,9 +123,9 @@ def test_builder_decoder_refuses_other_text_models(zoo_dir):
 def test_auto_default_takes_the_builder_for_smolvlm_only(onnx_artifact):
     """`--onnx-decoder auto` (the default): smolvlm's int4 decoder is the builder's; llava's text is llama too,
     but auto keeps genrecal's graph there and says why; fp16 keeps genrecal's for every family."""
-    from genrecal.export.onnx import AUTO_BUILDER_FAMILIES
+    from genrecal.export.onnx import auto_builder_families
 
-    assert "smolvlm" in AUTO_BUILDER_FAMILIES and "llava" not in AUTO_BUILDER_FAMILIES
+    assert "smolvlm" in auto_builder_families() and "llava" not in auto_builder_families()
     smol = onnx_artifact("smolvlm", "int4")[1].extra
     assert smol["decoder_from"].startswith("onnxruntime-genai") and smol["exporters"]["decoder"] == "onnxruntime-genai builder"
     llava = onnx_artifact("llava", "fp32")[1].extra

@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from genrecal.benchmarks import clients
-from genrecal.export import layout
+from genrecal.artifacts import layout
 
 QUESTION = "Does the image contain a brown shape?"
 STEPS = 8

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from genrecal.export.onnx.parity import NEW_TOKENS, PARITY_SAMPLES, TOLERANCES
-from genrecal.families.onnx_base import names
+from genrecal.families import with_format
 from genrecal.runtimes.onnxruntime import OnnxRuntime
 
-ONNX_FAMILIES = names()  # every family with an ONNX wrapper
+ONNX_FAMILIES = with_format("onnx")  # every family with an ONNX wrapper
 ONNX_PRECISIONS = ("fp32", "fp16", "int8", "int4")
 CASES = [(f, p) for f in ONNX_FAMILIES for p in ONNX_PRECISIONS]
 

@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from genrecal.export import layout
-from genrecal.families.onnx_base import onnx_spec
-from genrecal.families.onnx_qwen2_vl import QwenVision, mrope_decode_ids, rope_index
+from genrecal.artifacts import layout
+from genrecal.artifacts.onnx_feeds import mrope_decode_ids, rope_index
+from genrecal.families import onnx_spec
+from genrecal.families.qwen2_vl import QwenVision
 
 QWEN = ("qwen2_vl", "qwen2_5_vl")
 SIZES = [((64, 64),), ((48, 32), (64, 64), (32, 32)), ((128, 64),), ((16, 16),)]
@@ -54,11 +55,17 @@ def test_rewritten_vision_and_rope_equal_hf(family, sizes, qwen):
                                                             return_dict=True).pooler_output))
         ours = QwenVision(model).eval()(enc["pixel_values"], enc["image_grid_thw"])
     assert ours.shape == ref.shape and float((ours - ref).abs().max()) < 1e-5
-    pos, delta = rope_index(enc["input_ids"], enc["image_grid_thw"], enc["attention_mask"], model.config)
+    pos, delta = _rope_index(enc, model.config)
     ref_pos, ref_delta = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
                                                     image_grid_thw=enc["image_grid_thw"],
                                                     attention_mask=enc["attention_mask"])
-    assert torch.equal(pos, ref_pos) and torch.equal(delta, ref_delta)
+    assert np.array_equal(pos, ref_pos.numpy()) and np.array_equal(delta, ref_delta.numpy())
+
+
+def _rope_index(enc, config):
+    """The runtime's numpy M-RoPE ids for a processor output (torch tensors)."""
+    return rope_index(enc["input_ids"].numpy(), enc["image_grid_thw"].numpy(), enc["attention_mask"].numpy(),
+                      config.image_token_id, config.vision_config.spatial_merge_size)
 
 
 @pytest.mark.parametrize("family", QWEN)
@@ -70,18 +77,19 @@ def test_rope_index_left_padded_batch_and_decode_ids(family, qwen):
     ims = _images((64, 64), (32, 48), (64, 32))
     enc = processor(text=texts, images=[ims[:1], ims[1:]], return_tensors="pt", padding=True)
     assert (enc["attention_mask"] == 0).any()  # really padded
-    pos, delta = rope_index(enc["input_ids"], enc["image_grid_thw"], enc["attention_mask"], model.config)
+    pos, delta = _rope_index(enc, model.config)
     ref_pos, ref_delta = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
                                                     image_grid_thw=enc["image_grid_thw"],
                                                     attention_mask=enc["attention_mask"])
-    assert torch.equal(pos, ref_pos) and torch.equal(delta, ref_delta)
+    assert np.array_equal(pos, ref_pos.numpy()) and np.array_equal(delta, ref_delta.numpy())
     # decode: every axis at past_len + delta, as HF generate feeds [3, B, 1]
-    step = mrope_decode_ids(10, delta.numpy(), batch=2)
-    assert step.shape == (3, 2, 1) and (step[:, :, 0] == 10 + delta.numpy().reshape(1, 2)).all()
+    step = mrope_decode_ids(10, delta, batch=2)
+    assert step.shape == (3, 2, 1) and (step[:, :, 0] == 10 + delta.reshape(1, 2)).all()
     # a text-only prompt degenerates to 1-D positions with delta 0
     ids = enc["input_ids"][:1, -5:]
-    pos, delta = rope_index(ids, None, None, model.config)
-    assert torch.equal(pos, torch.arange(5).expand(3, 1, 5)) and int(delta) == 0
+    pos, delta = rope_index(ids.numpy(), None, None, model.config.image_token_id,
+                            model.config.vision_config.spatial_merge_size)
+    assert np.array_equal(pos, np.broadcast_to(np.arange(5), (3, 1, 5))) and int(delta[0, 0]) == 0
 
 
 def test_qwen_vision_graph_serves_any_image_count_and_size(onnx_artifact, qwen):

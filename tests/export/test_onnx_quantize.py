@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.onnx.nodes import attrs
 from genrecal.export.onnx.quantize import (
     FP16_BLOCKED_OPS,
@@ -24,7 +24,7 @@ from genrecal.export.onnx.quantize import (
     fp16_blocked_nodes,
     is_lm_head,
 )
-from genrecal.manifest import load_manifest
+from genrecal.artifacts.manifest import load_manifest
 
 
 def _graph(out, name):

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from genrecal import runtimes
-from genrecal.export import layout
-from genrecal.manifest import MANIFEST_NAME, ManifestError
+from genrecal.artifacts import layout
+from genrecal.artifacts.manifest import MANIFEST_NAME, ManifestError
 from genrecal.runtimes.base import Generation, RuntimeError_, Stream
 from genrecal.runtimes.onnxruntime import OnnxRuntime
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from genrecal.cli import export_main, main
-from genrecal.export import layout
+from genrecal.artifacts import layout
 
 
 @pytest.mark.slow

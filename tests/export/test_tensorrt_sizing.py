@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from genrecal.benchmarks.profiles import get_profile
+from genrecal.artifacts.profiles import get_profile
 from genrecal.export.tensorrt import device_budget, size_plan
 from genrecal.export.tensorrt_memory import (
     GIB,

@@ -25,7 +25,7 @@ def student(zoo_dir) -> str:
 @pytest.fixture(scope="session")
 def hf_artifact(student, tmp_path_factory) -> Path:
     """The student copied into an `hf` export dir with its manifest (what genrecal-export writes as OUT/hf)."""
-    from genrecal.manifest import Manifest, dir_sha256, write_manifest
+    from genrecal.artifacts.manifest import Manifest, dir_sha256, write_manifest
 
     out = tmp_path_factory.mktemp("artifacts") / "hf"
     shutil.copytree(student, out)

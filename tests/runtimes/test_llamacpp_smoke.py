@@ -7,19 +7,20 @@ import sys
 import pytest
 
 from genrecal.runtimes import llamacpp_smoke as smoke
+from genrecal.runtimes import sysinfo
 
 SYSTEM_INFO = ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | "
                "AVX512_VNNI = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 0 | REPACK = 1 | ")
 
 
 def test_system_info_is_parsed_into_the_features_set_to_one():
-    parsed = smoke.parse_system_info(SYSTEM_INFO)
+    parsed = sysinfo.parse_system_info(SYSTEM_INFO)
     assert parsed == {"CPU": ["SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2", "AVX512", "AVX512_VNNI",
                               "AMX_INT8", "LLAMAFILE", "REPACK"]}
 
 
 def _info_line(features: str) -> str:
-    info = smoke._info(features)
+    info = sysinfo.llama_cpp_info(features)
     return f"print({smoke._INFO_TAG!r} + {json.dumps(json.dumps(info))}, flush=True)"
 
 
@@ -53,7 +54,7 @@ def test_a_python_error_in_the_child_is_left_to_the_in_process_load():
 
 
 def test_smoke_decodes_a_real_export_once_per_process(exported, monkeypatch):
-    from genrecal.gguf_pair import layout
+    from genrecal.artifacts.gguf_pair import layout
 
     model = exported("gguf", "f16") / layout.MODEL_FILE
     monkeypatch.setattr(smoke, "_checked", {})
@@ -80,10 +81,10 @@ def test_a_file_llama_cpp_refuses_is_left_to_the_in_process_load(tmp_path, monke
 def test_the_installed_build_is_the_one_setup_chose():
     """scripts/setup.sh records its CMake flags; a portable build must not carry the AMX kernels."""
     pytest.importorskip("llama_cpp")
-    record = smoke.build_record()
+    record = sysinfo.build_record()
     if record is None:
         pytest.skip("llama-cpp-python was not installed by scripts/setup.sh (no build record in this venv)")
-    info = smoke.build_info()
+    info = sysinfo.llama_cpp_info()
     assert record["llama_cpp_python"] == info["llama_cpp_python"]
     if "-DGGML_NATIVE=OFF" in record["cmake_args"].split():
         assert not [f for f in info["cpu_features"] if f.startswith("AMX")], info["system_info"]

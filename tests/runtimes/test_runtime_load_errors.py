@@ -13,7 +13,7 @@ from PIL import Image
 
 from genrecal import runtimes
 from genrecal.errors import GenrecalError
-from genrecal.manifest import MANIFEST_NAME, Manifest, ManifestError, write_manifest
+from genrecal.artifacts.manifest import MANIFEST_NAME, Manifest, ManifestError, write_manifest
 from genrecal.runtimes import tensorrt as trt_runtime
 from genrecal.runtimes.base import RuntimeError_
 from genrecal.runtimes.images import ImageRejected, open_images

@@ -13,7 +13,7 @@ mmproj to llama.cpp's own converter (converter.py finds it in the installed llam
 converter_run.py is its child-process entry); internvl.py stages a copy the converter can read; llava.py
 takes its text model from the converter and its CLIP mmproj from llama.cpp's legacy LLaVA scripts
 (llava_legacy_run.py runs them under transformers 5). What the runtime reads too — file names, manifest keys,
-the prompt format, pair validation, llama.cpp log capture — lives in genrecal.gguf_pair.
+the prompt format, pair validation, llama.cpp log capture — lives in genrecal.artifacts.gguf_pair.
 Importing this package loads neither torch nor llama.cpp.
 """
 from __future__ import annotations

@@ -10,28 +10,34 @@ full-precision copy tightly (conversion bugs) and the artifact itself by agreeme
 """
 from __future__ import annotations
 
-import importlib
 import json
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from genrecal.export.gguf import layout
 from genrecal.export.gguf.layout import GgufExportError
-from genrecal.gguf_pair.llama_log import missing_bindings
-from genrecal.gguf_pair.prompt import PromptFormat
-from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256
+from genrecal.artifacts.gguf_pair.llama_log import missing_bindings
+from genrecal.artifacts.gguf_pair.prompt import PromptFormat
+from genrecal.families.gguf_parts import GgufRoute
+from genrecal.families.model_access import UnsupportedFamilyError
+from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha256
 
 TARGET = "phone"
 
 
-def family_writer(model_type: str):
-    """The writer module for a transformers model_type, or GgufExportError naming the supported ones."""
-    if model_type not in layout.FAMILY_WRITERS:
+def family_route(model_type: str) -> GgufRoute:
+    """The family's GGUF route for a transformers model_type, or GgufExportError naming the supported ones."""
+    from genrecal.families import get_family
+
+    try:
+        family = get_family(model_type, role="export")
+    except UnsupportedFamilyError:
+        family = None
+    if family is None or family.gguf is None:
         raise GgufExportError(layout.unsupported_family_message(model_type))
-    return importlib.import_module(f"genrecal.export.gguf.{layout.FAMILY_WRITERS[model_type]}")
+    return family.gguf
 
 
 def _model_type(hf_dir: Path) -> str:
@@ -54,18 +60,18 @@ def load_source(hf_dir: Path):
     return model, processor
 
 
-def write_text_gguf(path: Path, writer, model, tokenizer, template: str, precision: str) -> dict:
+def write_text_gguf(path: Path, route: GgufRoute, model, tokenizer, template: str, precision: str) -> dict:
     """model.gguf at f32/f16/q8_0: hyper-parameters, tokenizer, chat template, decoder tensors."""
     from genrecal.export.gguf.tokenizer import add_chat_template, add_tokenizer
     from genrecal.export.gguf.writer import TensorWriter
 
     n_vocab = model.get_input_embeddings().weight.shape[0]
-    out = TensorWriter(path, writer.TEXT_ARCH, precision)
+    out = TensorWriter(path, route.text_arch, precision)
     out.gguf.add_name(f"genrecal {model.config.model_type} student")
-    writer.add_text_keys(out.gguf, model, n_vocab)
+    route.tensors.add_text_keys(out.gguf, model, n_vocab)
     facts = add_tokenizer(out.gguf, tokenizer, n_vocab)
-    add_chat_template(out.gguf, template, writer.IMAGE_PLACEHOLDER)
-    for name, arr in writer.text_tensors(model):
+    add_chat_template(out.gguf, template, route.image_placeholder)
+    for name, arr in route.tensors.text_tensors(model):
         out.add(name, arr)
     out.finish()
     return {"tokenizer_pre": facts.pre, "n_vocab": n_vocab, "add_bos": facts.add_bos,
@@ -76,7 +82,7 @@ def write_text_gguf(path: Path, writer, model, tokenizer, template: str, precisi
 class _Job:
     """One export: the loaded source and the options, passed to the build step."""
 
-    writer: ModuleType
+    route: GgufRoute
     model: object
     processor: object
     template: str
@@ -87,6 +93,7 @@ class _Job:
     accuracy_limit: int
     strict_quant: bool
     source: Path  # the transformers dir (llama.cpp's converter reads it, not the loaded model)
+    client_notes: list  # how llama.cpp's own clients apply the chat template (check_clients)
 
 
 def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool = True, *,
@@ -105,14 +112,16 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
     if quant not in layout.QUANTS:
         raise GgufExportError(f"unknown GGUF precision {quant!r}; choose one of {', '.join(layout.QUANTS)}")
     model_type = _model_type(hf_dir)
-    writer = family_writer(model_type)  # refuse before loading any weights
+    route = family_route(model_type)  # refuse before loading any weights
     if missing := missing_bindings("gguf", *(["llama_cpp"] if check or quant in layout.KQUANT_TYPES else [])):
         raise GgufExportError(missing)
     model, processor = load_source(hf_dir)
     from genrecal.export.gguf.tokenizer import read_chat_template
 
-    job = _Job(writer, model, processor, read_chat_template(hf_dir, processor.tokenizer), quant, threads, samples,
-               steps, accuracy_limit, strict_quant, hf_dir)
+    template = read_chat_template(hf_dir, processor.tokenizer)
+    client_notes = check_clients(route, processor, template)  # before anything is written
+    job = _Job(route, model, processor, template, quant, threads, samples, steps, accuracy_limit, strict_quant,
+               hf_dir, client_notes)
     source_sha = dir_sha256(hf_dir)
 
     def build(tmp: Path) -> Manifest:
@@ -123,10 +132,32 @@ def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "q4_k_m", check: bool 
     return build_dir_atomically(out_dir, build)
 
 
+def check_clients(route: GgufRoute, processor, template: str) -> list[str]:
+    """What llama.cpp's own clients (llama-cpp-python's MTMDChatHandler, llama-mtmd-cli, llama-server) need of the
+    pair beyond genrecal's runtime: every token libmtmd looks up for the projector, and a chat template they can
+    apply to an image + a question. GgufExportError (one line) otherwise; returns notes for the manifest on where
+    their prompts differ from the HF processor's (docs/export.md, "GGUF in llama.cpp's own clients")."""
+    from genrecal.export.gguf.tokenizer import check_client_template, check_libmtmd_tokens
+
+    tokenizer = processor.tokenizer
+    check_libmtmd_tokens(tokenizer, route.libmtmd_lookups, str(route.projector_type))
+    notes = check_client_template(template, route.image_placeholder, bos=tokenizer.bos_token or "",
+                                  eos=tokenizer.eos_token or "")
+    layout_mode = route.prompt_format(processor.image_processor).image_layout.get("mode", "mtmd")
+    if layout_mode != "mtmd":
+        notes.append(f"genrecal's runtime places the image itself ({layout_mode!r} layout) because libmtmd's own "
+                     f"layout for the {route.projector_type} projector differs from the HF processor's (e.g. Idefics3 "
+                     "without image splitting: libmtmd adds a tile before the overview); llama.cpp's own clients use "
+                     "libmtmd's: their prompts and answers can differ")
+    return notes
+
+
 def _write_text(path: Path, job: _Job, precision: str) -> dict:
-    if getattr(job.writer, "CONVERTER", False):  # llama.cpp's own converter (converter.py)
-        return job.writer.write_text(path, job.source, precision)
-    return write_text_gguf(path, job.writer, job.model, job.processor.tokenizer, job.template, precision)
+    if job.route.converter is not None:  # llama.cpp's own converter (converter_route.py)
+        from genrecal.export.gguf import converter_route
+
+        return converter_route.write_text(job.route.converter, path, job.source, precision)
+    return write_text_gguf(path, job.route, job.model, job.processor.tokenizer, job.template, precision)
 
 
 def _write_pair(tmp: Path, scratch: Path, job: _Job) -> dict:
@@ -143,10 +174,13 @@ def _write_pair(tmp: Path, scratch: Path, job: _Job) -> dict:
     report = tensor_report(model_path, job.quant)
     report["fallbacks"] = report["fallbacks"] + text.pop("fallbacks")
     text.pop("tensor_types", None)
-    if getattr(job.writer, "CONVERTER", False):
-        return {"text": text, "quant": report, "vision": job.writer.write_mmproj(tmp / layout.MMPROJ_FILE, job.source)}
-    spec = job.writer.vision_spec(job.model, job.processor.image_processor)
-    vision = write_mmproj(tmp / layout.MMPROJ_FILE, spec, job.writer.vision_tensors(job.model))
+    if job.route.converter is not None:
+        from genrecal.export.gguf import converter_route
+
+        vision = converter_route.write_mmproj(job.route.converter, tmp / layout.MMPROJ_FILE, job.source)
+        return {"text": text, "quant": report, "vision": vision}
+    spec = job.route.tensors.vision_spec(job.model, job.processor.image_processor)
+    vision = write_mmproj(tmp / layout.MMPROJ_FILE, spec, job.route.tensors.vision_tensors(job.model))
     return {"text": text, "quant": report, "vision": vision}
 
 
@@ -162,15 +196,15 @@ def _reference_path(tmp: Path, scratch: Path, job: _Job) -> Path:
 
 def _build(tmp: Path, job: _Job, check: bool) -> tuple[dict, dict]:
     """Write, read back, validate and (check) compare; returns (manifest extra, manifest parity)."""
-    from genrecal.gguf_pair.validate import validate_pair
+    from genrecal.artifacts.gguf_pair.validate import validate_pair
 
     with tempfile.TemporaryDirectory(prefix="genrecal-gguf-") as scratch_dir:
         scratch = Path(scratch_dir)
         written = _write_pair(tmp, scratch, job)
         _check_quant(written["quant"], job.strict_quant)
         validate_pair(tmp / layout.MODEL_FILE, tmp / layout.MMPROJ_FILE)  # before llama.cpp loads them
-        extra = _extra(job.writer, job.processor, written)
-        extra["notes"] = job.writer.notes(job.model, job.processor.tokenizer)
+        extra = _extra(job.route, job.processor, written)
+        extra["notes"] = job.route.notes(job.model, job.processor.tokenizer) + job.client_notes
         if not check:
             return extra, {"checked": False}
         ref = _reference_path(tmp, scratch, job)
@@ -185,13 +219,13 @@ def _check_quant(report: dict, strict: bool) -> None:
         warnings.warn(msg, stacklevel=3)
 
 
-def _extra(writer, processor, written: dict) -> dict:
+def _extra(route: GgufRoute, processor, written: dict) -> dict:
     return {
         "model_file": layout.MODEL_FILE,
         "mmproj_file": layout.MMPROJ_FILE,
-        layout.EXTRA_TEXT_ARCH: writer.TEXT_ARCH,
-        layout.EXTRA_PROJECTOR: writer.PROJECTOR_TYPE,
-        layout.EXTRA_PROMPT: writer.prompt_format(processor.image_processor).to_dict(),
+        layout.EXTRA_TEXT_ARCH: route.text_arch,
+        layout.EXTRA_PROJECTOR: str(route.projector_type),
+        layout.EXTRA_PROMPT: route.prompt_format(processor.image_processor).to_dict(),
         layout.EXTRA_QUANT: written["quant"],
         "mmproj": {"precision": "f16", **written["vision"]},
         "tokenizer": {k: written["text"][k] for k in ("tokenizer_pre", "n_vocab", "add_bos")},
@@ -208,21 +242,20 @@ def _parity(job: _Job, tmp: Path, ref: Path, extra: dict) -> dict:
     model, processor, artifact = job.model, job.processor, tmp / layout.MODEL_FILE
     result = {"checked": True, "samples": len(data), "steps": job.steps}
     check_model = model  # what the conversion is held to
-    runtime_eps = getattr(job.writer, "RUNTIME_TEXT_RMS_EPS", None)
+    runtime_eps = job.route.runtime_text_rms_eps
     if runtime_eps is not None:  # measure the runtime's own deviation, then check the conversion exactly
         result["reference_original_eps"] = parity.compare(model, processor, spec, ref, data, job.steps)
         check_model = parity.with_text_rms_eps(model, runtime_eps)
         result["reference_eps"] = runtime_eps
-    runtime_model = getattr(job.writer, "runtime_model", None)
+    runtime_model = job.route.runtime_model
     if runtime_model is not None:  # the same, for a runtime graph that differs from the HF model (llava.py)
         result["reference_original"] = parity.compare(model, processor, spec, ref, data, job.steps)
         check_model = runtime_model(model)
-        result["reference_runtime_graph"] = job.writer.RUNTIME_GRAPH
+        result["reference_runtime_graph"] = job.route.runtime_graph
     result["reference"] = parity.compare(check_model, processor, spec, ref, data, job.steps)
     result["reference"]["precision"] = "f16" if job.quant == "f16" else "f32"
     if job.quant not in ("f32", "f16"):
         result["artifact"] = parity.compare(check_model, processor, spec, artifact, data, job.steps)
     result["accuracy"] = parity.accuracy(model, processor, spec, artifact, job.accuracy_limit)
-    parity.enforce(result, job.quant, getattr(job.writer, "LOGIT_TOL", None),
-                   getattr(job.writer, "EMBED_REL_TOL", None))
+    parity.enforce(result, job.quant, job.route.logit_tol, job.route.embed_rel_tol)
     return result

@@ -1,18 +1,19 @@
-"""What the GGUF exporter produces and for which families: precisions, family writers, errors.
+"""What the GGUF exporter produces and for which families: precisions, supported families, errors.
 
 The artifact's file names and manifest keys are shared with the runtime and live in
-genrecal.gguf_pair.layout; they are re-exported here so export code reads one `layout`.
-This module imports neither torch nor transformers.
+genrecal.artifacts.gguf_pair.layout; they are re-exported here so export code reads one `layout`.
+Importing this module loads neither torch nor transformers (supported_families() reads the family registry).
 """
 from __future__ import annotations
 
-from genrecal.gguf_pair.layout import (  # noqa: F401 - re-exported for the export code
+from genrecal.artifacts.gguf_pair.layout import (  # noqa: F401 - re-exported for the export code
     EXTRA_PROJECTOR,
     EXTRA_PROMPT,
     EXTRA_QUANT,
     EXTRA_TEXT_ARCH,
     MMPROJ_FILE,
     MODEL_FILE,
+    GgufExportError,
     GgufPairError,
     GgufValidationError,
 )
@@ -27,20 +28,15 @@ QUANTS = {
 # what llama.cpp's Q4_K_M mix may legitimately produce for a 2-D weight; anything else is a fallback
 KQUANT_TYPES = {"q4_k_m": ("Q4_K", "Q6_K")}
 
-# transformers model_type -> the GGUF family writer module (genrecal.export.gguf.<module>)
-FAMILY_WRITERS = {"qwen2_vl": "qwen2_vl", "idefics3": "idefics3", "smolvlm": "idefics3",
-                  "qwen2_5_vl": "qwen2_5_vl", "internvl": "internvl",  # these three: llama.cpp's own converter
-                  "llava": "llava"}  # (llava's mmproj: its legacy LLaVA scripts)
 # families llama.cpp itself cannot run (no mmproj projector / text arch for them)
 NOT_IN_LLAMA_CPP = ("llava_onevision", "paligemma")
 
 
-class GgufExportError(GgufPairError):
-    """A model that cannot be written as a GGUF pair, or a pair that failed its checks."""
-
-
 def supported_families() -> list[str]:
-    return sorted(FAMILY_WRITERS)
+    """Families whose record declares a GGUF route (genrecal.families.*.GGUF)."""
+    from genrecal.families import with_format
+
+    return with_format("gguf")
 
 
 def unsupported_family_message(model_type: str) -> str:

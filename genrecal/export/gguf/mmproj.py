@@ -7,7 +7,6 @@ the text model, and quantising it costs more accuracy than it saves.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -17,40 +16,10 @@ from gguf.constants import Keys
 
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.export.gguf.writer import TensorWriter
+from genrecal.families.gguf_parts import VisionSpec
 
 MMPROJ_PRECISION = "f16"
 POSITION_EMBD = "v.position_embd.weight"
-
-
-@dataclass(frozen=True)
-class VisionSpec:
-    """The clip.vision.* hyper-parameters of one vision tower + projector."""
-
-    projector_type: str  # llama.cpp projector name, e.g. "qwen2vl_merger", "idefics3"
-    embedding_length: int  # vision hidden width
-    feed_forward_length: int  # vision MLP width (must differ from embedding_length, see check())
-    block_count: int
-    head_count: int
-    layer_norm_eps: float
-    image_size: int  # nominal square side in pixels
-    patch_size: int
-    projection_dim: int  # width of the projector's output = the text model's hidden size
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
-    use_gelu: bool = False  # tanh-GELU vision MLP; False -> quick-GELU (llama.cpp's default)
-    spatial_merge_size: int | None = None  # Qwen2-VL merger
-    scale_factor: int | None = None  # Idefics3 pixel shuffle
-    preproc_image_size: int | None = None  # Idefics3 image splitting (tiles of image_size)
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-
-    def check(self) -> None:
-        if self.feed_forward_length == self.embedding_length:
-            # clip.cpp decides whether ffn up/down were stored swapped (legacy files) by comparing
-            # ffn_down's width with the embedding width; equal widths make it swap them wrongly.
-            raise GgufExportError(
-                f"vision MLP width == vision width ({self.embedding_length}): llama.cpp's clip loader "
-                "would treat ffn_up/ffn_down as swapped and compute garbage; use an MLP ratio != 1")
 
 
 def add_vision_keys(w: gguf.GGUFWriter, spec: VisionSpec) -> None:

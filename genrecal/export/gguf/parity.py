@@ -18,7 +18,7 @@ import numpy as np
 
 from genrecal.data.scoring import exact_match, normalize_answer
 from genrecal.export.gguf.layout import GgufExportError
-from genrecal.gguf_pair.prompt import PromptFormat
+from genrecal.artifacts.gguf_pair.prompt import PromptFormat
 
 # default max |logit diff| for the full-precision text model vs PyTorch (mmproj F16, F32 KV cache); a
 # family writer may set its own LOGIT_TOL; Qwen2-VL instead sets RUNTIME_TEXT_RMS_EPS (see qwen2_vl.py).

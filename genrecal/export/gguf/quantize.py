@@ -21,7 +21,7 @@ def llama_quantize(src: Path, dst: Path, quant: str, threads: int | None = None)
     """Quantise src (F32/F16 GGUF) to dst with llama.cpp; errors carry llama.cpp's own log lines."""
     import llama_cpp
 
-    from genrecal.gguf_pair.llama_log import captured_log
+    from genrecal.artifacts.gguf_pair.llama_log import captured_log
 
     if quant not in KQUANT_TYPES:
         raise GgufExportError(f"llama.cpp quantisation is used for {sorted(KQUANT_TYPES)}, not {quant!r}")

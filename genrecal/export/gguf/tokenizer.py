@@ -16,7 +16,7 @@ import gguf
 from jinja2.exceptions import TemplateError
 
 from genrecal.export.gguf.layout import GgufExportError
-from genrecal.gguf_pair.prompt import render_chat
+from genrecal.artifacts.gguf_pair.prompt import render_chat
 
 T = gguf.TokenType
 # pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name; the two differ
@@ -146,3 +146,96 @@ def check_chat_template(template: str, image_placeholder: str) -> None:
 def add_chat_template(w: gguf.GGUFWriter, template: str, image_placeholder: str) -> None:
     check_chat_template(template, image_placeholder)
     w.add_chat_template(template)
+
+
+# ---- llama.cpp's own clients (llama-cpp-python's MTMDChatHandler, llama-mtmd-cli, llama-server) ----
+MEDIA_MARKER = "<__media__>"  # libmtmd's default media marker (mtmd_default_marker())
+CLIENT_PROBE = "What colour is the shape?"
+
+
+def has_single_token(tokenizer, text: str) -> bool:
+    """Does the vocabulary hold a token whose text is exactly `text` (what libmtmd's lookup_token finds)?"""
+    vocab = tokenizer.get_vocab()
+    if text in vocab:  # added / special tokens are stored as their text
+        return True
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) == 1 and tokenizer.decode(ids, clean_up_tokenization_spaces=False) == text:
+        return True
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_map = bytes_to_unicode()  # byte-level BPE spells each byte as one printable character
+    return "".join(byte_map[b] for b in text.encode("utf-8")) in vocab
+
+
+def check_libmtmd_tokens(tokenizer, lookups: tuple[str, ...], projector: str) -> None:
+    """Refuse (one line) a vocabulary without a token libmtmd looks up by text for this projector."""
+    missing = [t for t in lookups if not has_single_token(tokenizer, t)]
+    if missing:
+        raise GgufExportError(
+            f"the tokenizer has no single token for {', '.join(repr(t) for t in missing)}, which llama.cpp's "
+            f"libmtmd looks up for the {projector} projector: llama-mtmd-cli would abort (GGML_ASSERT(idx >= 0)) "
+            "and llama-cpp-python's MTMDChatHandler fail to decode (llama.cpp #27190); real vocabularies have it, "
+            "so build the student from one that does (genrecal's zoo adds it, TokenizerSpec.whole_tokens)")
+
+
+def client_renders(template: str, placeholder: str, question: str = CLIENT_PROBE, bos: str = "",
+                   eos: str = "") -> dict[str, str]:
+    """One user turn (an image, then `question`) as each llama.cpp client renders it, the image as libmtmd's
+    marker: genrecal and the HF processor pass an {"type": "image"} part (the template writes `placeholder`);
+    MTMDChatHandler turns an image_url part into a text part holding the marker; llama-server and
+    llama-mtmd-cli (--jinja) pass the string marker + question (a typed-only template gets it as one text part)."""
+    def render(content):
+        return render_chat(template, [{"role": "user", "content": content}], bos_token=bos, eos_token=eos)
+
+    out = {"hf": render([{"type": "image"}, {"type": "text", "text": question}]).replace(placeholder, MEDIA_MARKER),
+           "mtmd_chat_handler": render([{"type": "text", "text": MEDIA_MARKER}, {"type": "text", "text": question}])}
+    try:
+        out["server_cli"] = render(MEDIA_MARKER + question)
+    except (TemplateError, TypeError, KeyError):
+        out["server_cli"] = render([{"type": "text", "text": MEDIA_MARKER + question}])
+    return out
+
+
+def check_client_template(template: str, placeholder: str, bos: str = "", eos: str = "") -> list[str]:
+    """Can llama.cpp's clients apply this chat template to one image + a question? Raises GgufExportError (one
+    line) where a client would lose the image or the question; returns notes on what differs (recorded in the
+    manifest): a client whose prompt text differs from the HF processor's, llama.cpp's built-in templates."""
+    try:
+        renders = client_renders(template, placeholder, bos=bos, eos=eos)
+    except TemplateError as exc:
+        raise GgufExportError(f"llama.cpp's clients cannot apply the chat template to an image and a question "
+                              f"(they pass the image as a text part or string holding {MEDIA_MARKER!r}): {exc}") from None
+    for client, text in renders.items():
+        if text.count(MEDIA_MARKER) != 1 or CLIENT_PROBE not in text:
+            raise GgufExportError(f"chat template loses the image or the question when {_CLIENTS[client]} applies "
+                                  f"it (the image as {MEDIA_MARKER!r}): it rendered {text!r}")
+    notes = [f"{_CLIENTS[c]} renders the prompt as {renders[c]!r} where the HF processor (and genrecal's runtime) "
+             f"has {renders['hf']!r}: its answers can differ" for c in ("mtmd_chat_handler", "server_cli")
+             if renders[c] != renders["hf"]]
+    builtin = builtin_template(template)
+    if builtin is None:
+        notes.append("llama.cpp's built-in chat templates do not recognise this one: llama-mtmd-cli needs --jinja "
+                     "(llama-server uses its jinja engine by default)")
+    elif builtin != renders["server_cli"]:
+        notes.append(f"without --jinja llama-mtmd-cli formats with a built-in template: {builtin!r}")
+    return notes
+
+
+_CLIENTS = {"hf": "genrecal's runtime", "mtmd_chat_handler": "llama-cpp-python's MTMDChatHandler",
+            "server_cli": "llama-server / llama-mtmd-cli --jinja"}
+
+
+def builtin_template(template: str, question: str = CLIENT_PROBE) -> str | None:
+    """The user turn as llama.cpp's built-in (non-jinja) template engine formats it (llama_chat_apply_template,
+    what llama-mtmd-cli uses without --jinja), or None where llama.cpp does not recognise the template (or
+    llama-cpp-python is not installed)."""
+    try:
+        import ctypes
+
+        import llama_cpp
+    except ImportError:
+        return None
+    msg = (llama_cpp.llama_chat_message * 1)(llama_cpp.llama_chat_message(b"user", (MEDIA_MARKER + question).encode()))
+    buf = ctypes.create_string_buffer(4096)
+    n = llama_cpp.llama_chat_apply_template(template.encode(), msg, 1, True, buf, len(buf))
+    return None if n < 0 or n > len(buf) else buf.raw[:n].decode("utf-8", errors="replace")

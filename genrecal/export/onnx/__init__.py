@@ -12,15 +12,19 @@ import shutil
 from pathlib import Path
 
 from genrecal.export.onnx.files import OnnxExportError
-from genrecal.manifest import Manifest, build_dir_atomically, dir_sha256, write_manifest
+from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha256, write_manifest
 
 DECODERS = ("auto", "torchscript", "builder")  # --onnx-decoder
-"""auto (default): the builder's decoder for AUTO_BUILDER_FAMILIES where it can write it (fp32 / int4 / int8w,
+"""auto (default): the builder's decoder for the families whose record says so (ClientFacts.onnx_decoder_auto:
+those whose builder-route exports transformers.js is tested on) where it can write it (fp32 / int4 / int8w,
 with onnxruntime-genai installed), else genrecal's; the manifest's `decoder_from` says which and why."""
-AUTO_BUILDER_FAMILIES = ("smolvlm", "idefics3")
-"""The families `auto` gives the builder's decoder: those whose builder-route exports transformers.js is tested
-on. llava's text model is llama too; `--onnx-decoder builder` takes it (genrecal's runtime checks parity), but
-transformers.js has not run it, so `auto` keeps genrecal's graph there."""
+
+
+def auto_builder_families() -> list[str]:
+    """The families `--onnx-decoder auto` gives the builder's decoder."""
+    from genrecal.families import get_family, with_format
+
+    return [n for n in with_format("onnx") if get_family(n, role="teacher").clients.onnx_decoder_auto == "builder"]
 
 
 class OnnxBuild:
@@ -73,7 +77,7 @@ class OnnxBuild:
         if self.decoder != "torchscript":
             builder = self._builder_decoder(dst, precision)
             if "decoder_quantization" in builder:  # the manifest describes the decoder that shipped
-                from genrecal.export import layout
+                from genrecal.artifacts import layout
 
                 ops["quantization_config"]["graphs"][layout.DECODER_GRAPH] = builder.pop("decoder_quantization")
             if not builder["decoder_from"].startswith("genrecal"):
@@ -87,7 +91,7 @@ class OnnxBuild:
     def _builder_decoder(self, dst: Path, precision: str) -> dict:
         """Replace dst's decoder with onnxruntime-genai's builder's where it can write it (`builder`: an
         OnnxExportError where it cannot, except fp16 / int8, which keep genrecal's; `auto`: genrecal's)."""
-        from genrecal.export import layout
+        from genrecal.artifacts import layout
         from genrecal.export.onnx.builder_decoder import unsupported, write_builder_decoder
 
         model, processor = self.student()
@@ -101,13 +105,19 @@ class OnnxBuild:
     def _auto_refuses(model) -> str | None:
         from genrecal.export.onnx.builder_decoder import unavailable
 
-        family = model.config.model_type
-        if family not in AUTO_BUILDER_FAMILIES:
-            return (f"--onnx-decoder auto keeps genrecal's decoder for {family} (the builder's is the default for "
-                    f"{', '.join(AUTO_BUILDER_FAMILIES)}; ask for it with --onnx-decoder builder)")
+        from genrecal.families import get_family
+
+        family = get_family(model.config.model_type, role="export")
+        if family.clients.onnx_decoder_auto != "builder":
+            why = f" ({family.clients.onnx_decoder_auto_why})" if family.clients.onnx_decoder_auto_why else ""
+            return (f"--onnx-decoder auto keeps genrecal's decoder for {family.name}{why}; the builder's is the "
+                    f"default for {', '.join(auto_builder_families())}; ask for it with --onnx-decoder builder")
         return unavailable()
 
     def manifest(self, precision: str, target: str, extra: dict) -> Manifest:
+        from genrecal.artifacts.onnx_facts import OnnxFacts
+
+        extra = OnnxFacts.from_extra(extra).to_extra()  # the schema the runtimes read, checked at the source
         return Manifest(format="onnx", target=target, family=self.student()[0].config.model_type,
                         precision=precision, source_sha256=self.source_sha256(), extra=extra)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import onnx
 
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.onnx.files import sidecar
 from genrecal.export.onnx.genai import GENAI_PROCESSOR_CONFIG, genai_processor_config
 

@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from genrecal.errors import GenrecalError
-from genrecal.export import layout
+from genrecal.artifacts import layout
 
 PROTO_LIMIT = 1_800_000_000  # bytes of weights; protobuf refuses > 2 GiB, the graph itself needs room
 

@@ -19,15 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.onnx.files import export_graph
 
 GENAI_EMBED_GRAPH = "embed_tokens_genai.onnx"
-# family -> the genai pipeline (`model.type`) that runs its export. genai 0.18 has no qwen2_vl type
-# ("Unsupported model_type in config.json: qwen2_vl"), but its qwen2_5_vl pipeline fits the
-# qwen2_vl export as is: the same image processor, vision-graph inputs (pixel_values,
+# Which genai pipeline (`model.type`) runs a family's export is the family's fact (ClientFacts.genai_type).
+# genai 0.18 has no qwen2_vl type ("Unsupported model_type in config.json: qwen2_vl"), but its qwen2_5_vl
+# pipeline fits the qwen2_vl export as is: the same image processor, vision-graph inputs (pixel_values,
 # image_grid_thw -> image_features) and M-RoPE ids; Qwen2.5's window attention lives in the graph.
-GENAI_PIPELINES = {"qwen2_5_vl": "qwen2_5_vl", "qwen2_vl": "qwen2_5_vl"}
 GENAI_PROCESSOR_CONFIG = "genai_processor_config.json"
 
 
@@ -66,14 +65,14 @@ def bos_token_id(config, facts: dict) -> int:
             return int(value)
 
 
-def genai_config(config, facts: dict) -> dict:
+def genai_config(config, facts: dict, genai_type: str) -> dict:
     """The genai_config.json dict for a Qwen2.5-VL-style artifact."""
     text = config.get_text_config()
     session = {"log_id": "onnxruntime-genai", "provider_options": []}
     vision = config.vision_config
     return {
         "model": {
-            "type": GENAI_PIPELINES[config.model_type],
+            "type": genai_type,
             "bos_token_id": bos_token_id(config, facts),
             "eos_token_id": facts["eos_token_ids"],
             "pad_token_id": facts["pad_token_id"],
@@ -140,8 +139,8 @@ def genai_processor_config(image: dict) -> dict:
     ]}}
 
 
-def write_genai(model: nn.Module, facts: dict, out_dir: Path) -> None:
+def write_genai(model: nn.Module, facts: dict, out_dir: Path, genai_type: str) -> None:
     """The genai embedding graph + genai_config.json (the processor config is written with the
     other side files, clients.arrange_for_clients)."""
     export_genai_embedding(model, facts["image_token_id"], out_dir / GENAI_EMBED_GRAPH)
-    (out_dir / layout.GENAI_CONFIG).write_text(json.dumps(genai_config(model.config, facts), indent=2) + "\n")
+    (out_dir / layout.GENAI_CONFIG).write_text(json.dumps(genai_config(model.config, facts, genai_type), indent=2) + "\n")

@@ -17,14 +17,15 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from genrecal.export import layout
+from genrecal.artifacts import layout
 from genrecal.export.onnx.files import export_graph
 from genrecal.export.onnx.genai import write_genai
 from genrecal.export.onnx.wrappers import Decoder, EmbedTokens, kv_shape
 from genrecal.families import get_family
 from genrecal.families.base import image_token_id
-from genrecal.families.onnx_base import OnnxSpec, names, onnx_spec
-from genrecal.runtimes.onnxruntime import prepare_inputs
+from genrecal.families import get_family, onnx_spec, with_format
+from genrecal.families.onnx_parts import OnnxSpec
+from genrecal.runtimes.prompt import prepare_inputs
 
 # files copied next to the graphs so an artifact dir is self-contained (processor + configs)
 SIDE_FILES = ("config.json", "generation_config.json")
@@ -44,7 +45,7 @@ def trace_vision_inputs(spec: OnnxSpec, processor) -> tuple[torch.Tensor, ...]:
     """Processor output for two images of different sizes, through the runtime's own feed function."""
     rng = np.random.RandomState(0)
     images = [Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((64, 64), (48, 64))]
-    feeds = spec.vision_feeds(prepare_inputs(processor, images, "What shape is it?"))
+    feeds = spec.feeds(prepare_inputs(processor, images, "What shape is it?"))
     return tuple(torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in spec.vision_inputs)
 
 
@@ -90,10 +91,11 @@ def model_facts(model, processor, spec: OnnxSpec) -> dict:
     return {
         "graphs": dict(layout.GRAPHS),
         "vision_inputs": list(spec.vision_inputs),
+        "vision_feeds": spec.vision_feeds,
         "exporters": {"vision": spec.exporter, "embed": "torchscript", "decoder": "torchscript"},
         "num_layers": cfg.num_hidden_layers, "num_kv_heads": kv_heads, "head_dim": head_dim,
         "hidden_size": cfg.hidden_size, "vocab_size": cfg.vocab_size,
-        "image_token_id": image_token_id(processor, get_family(spec.family, role="export")),
+        "image_token_id": image_token_id(processor, get_family(model.config.model_type, role="export")),
         "eos_token_ids": sorted(set(eos if isinstance(eos, list) else [eos])),
         "pad_token_id": processor.tokenizer.pad_token_id,
         "mrope": spec.mrope,
@@ -104,7 +106,7 @@ def model_facts(model, processor, spec: OnnxSpec) -> dict:
 
 
 def genai_families() -> list[str]:
-    return [name for name in names() if onnx_spec(name).genai]
+    return [name for name in with_format("onnx") if get_family(name, role="teacher").clients.genai_type]
 
 
 def export_fp32_graphs(model, processor, hf_dir: Path, out_dir: Path) -> dict:
@@ -120,10 +122,11 @@ def export_fp32_graphs(model, processor, hf_dir: Path, out_dir: Path) -> dict:
         if (Path(hf_dir) / name).is_file():
             shutil.copyfile(Path(hf_dir) / name, out_dir / name)
     facts = model_facts(model, processor, spec)
-    if spec.genai:
-        write_genai(model, facts, out_dir)
+    family = get_family(model.config.model_type, role="export")
+    if family.clients.genai_type:
+        write_genai(model, facts, out_dir, family.clients.genai_type)
         facts["genai"] = layout.GENAI_CONFIG
     else:
-        facts["genai"] = (f"not written: onnxruntime-genai has no {spec.family} pipeline "
+        facts["genai"] = (f"not written: onnxruntime-genai has no {family.name} pipeline "
                           f"(genai_config.json is written for: {', '.join(genai_families())})")
     return facts

@@ -21,7 +21,8 @@ import torch
 from genrecal.data import load_easy_vqa_questions
 from genrecal.data.scoring import exact_match
 from genrecal.export.text_agreement import TextAgreementError, TextReference, agreement, torch_text_reference
-from genrecal.runtimes.onnxruntime import OnnxRuntime, prepare_inputs
+from genrecal.runtimes.onnxruntime import OnnxRuntime
+from genrecal.runtimes.prompt import prepare_inputs
 
 PARITY_SAMPLES = 3
 NEW_TOKENS = 16

@@ -1,0 +1,40 @@
+"""What a family tells ONNX export: its vision graph and how to feed it.
+
+Every family exports the same three graphs (onnx-community layout): ``vision_encoder.onnx``
+(processor pixels -> image features already through the projector), ``embed_tokens.onnx`` and
+``decoder_model_merged.onnx``. Only the vision graph differs per family, so an ``OnnxSpec`` holds
+the vision wrapper, the graph's input names and dynamic axes, the exporter that gives a correct
+graph for it, and the name of the feed rule (genrecal.artifacts.onnx_feeds) that turns the processor's
+output into the graph's inputs: the runtime applies the same rule by name, without torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+from genrecal.artifacts.onnx_feeds import vision_feeds
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    """One family's vision graph and the facts the runtime needs."""
+
+    # graph input names, in the order the wrapper's forward takes them
+    vision_inputs: tuple[str, ...]
+    # input name -> {axis: symbolic name}; the output `image_features` is [tokens, D] always
+    vision_axes: dict[str, dict[int, str]]
+    # wrap(model) -> nn.Module: forward(*vision_inputs) -> image_features [tokens, text_hidden]
+    wrap_vision: Callable[[nn.Module], nn.Module]
+    # rule turning the processor's output (numpy) into the graph's inputs: a name in
+    # genrecal.artifacts.onnx_feeds.FEEDS, recorded in the manifest so the runtime needs no family code
+    vision_feeds: str = "passthrough"
+    exporter: str = "torchscript"  # "torchscript" | "dynamo": whichever gives a correct vision graph
+    mrope: bool = False  # decoder position_ids are [3, B, L] from `rope_index`, not [B, L]
+    notes: str = ""
+
+    def feeds(self, enc: dict) -> dict[str, np.ndarray]:
+        """processor output (numpy) -> {vision input name: array}, as the runtime computes them."""
+        return vision_feeds(self.vision_feeds, enc, self.vision_inputs)
