@@ -65,10 +65,11 @@ def genai_generate(model_dir, image, question: str, max_new_tokens: int) -> dict
     import onnxruntime_genai as og
     from transformers import AutoProcessor
 
+    from genrecal.runtimes.prompt import user_turn
+
     processor = AutoProcessor.from_pretrained(str(model_dir))
-    content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": question}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
+    # the template's text, as any client that tokenizes by itself is given it (genai's own tokenizer)
+    text = user_turn(processor, int(image is not None), question)
     try:
         model = og.Model(str(model_dir))
         mm = model.create_multimodal_processor()

@@ -49,7 +49,7 @@ logged() {{  # run "$@" with its output in the file $LOG and on the screen; keep
   rc=0; "$@" > "$LOG" 2>&1 || rc=$?; cat "$LOG"; [ "$rc" -eq 0 ] || {{ echo "step failed (exit $rc): $*" >&2; exit "$rc"; }}
 }}
 if step check; then
-  "$PY" -m genrecal.export.edgellm.device plan artifact --profile {profile} >/dev/null
+  "$PY" -m genrecal.export.edgellm.device_cli plan artifact --profile {profile} >/dev/null
   for t in {tools}; do
     [ -x "${{EDGELLM_BUILD:?set EDGELLM_BUILD to the Edge-LLM {version} build dir}}/$t" ] || {{ echo "missing $EDGELLM_BUILD/$t" >&2; exit 2; }}
   done
@@ -67,10 +67,10 @@ fi
 cd ..
 if step parity; then
   LOG=results/parity.txt
-  logged "$PY" -m genrecal.export.edgellm.device compare artifact
+  logged "$PY" -m genrecal.export.edgellm.device_cli compare artifact
 fi
 if step record; then
-  "$PY" -m genrecal.export.edgellm.device record artifact --profile {profile} --label '{label}' \\
+  "$PY" -m genrecal.export.edgellm.device_cli record artifact --profile {profile} --label '{label}' \\
     --json "results/latency-$HOST.json"
 fi
 """

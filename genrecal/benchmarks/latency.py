@@ -128,6 +128,9 @@ def run_latency(cfg: LatencyConfig, log=print) -> dict:
             log(f"  run {i + 1}/{cfg.runs}: ttft {gen.timing.ttft_ms:.0f} ms, "
                 f"decode {gen.timing.decode_tok_s:.1f} tok/s")
     tokens = sum(t["tokens_out"] for t in timings)
+    at_context = next((t["extra"] for t in timings if t["extra"].get("stop") == "context"), None)
+    if at_context:  # every runtime stops there alike (runtimes.base.new_token_budget)
+        warnings.append(f"{at_context['stop_note']}: decode was timed over fewer tokens than --max-new-tokens")
     if min(t["tokens_out"] for t in timings) < 2:
         warnings.append("decode speed not measured: the model stopped after fewer than 2 new tokens; use a "
                         "--prompt that makes it answer at length")

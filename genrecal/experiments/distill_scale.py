@@ -47,7 +47,7 @@ QUESTIONS = (
     ("Is this photo taken indoors or outdoors? Explain briefly.",
      "Indoors: the background is a plain studio backdrop with soft, even lighting."),
 )
-# (row name, genrecal-distill flags); "teacher forward" is timed by _teacher_child
+# (row name, genrecal-distill flags); "teacher forward" is timed by teacher_child
 RUNS = (
     ("sft", ["--method", "sft"]),
     ("uld", ["--method", "uld"]),
@@ -163,8 +163,8 @@ def distill_row(name: str, method: list[str], common: dict, out: Path, batch: in
     return Row(name, batch, samples, statistics.median(timed), len(timed), rss, wall)
 
 
-TEACHER_CHILD = ("import sys\nfrom genrecal.experiments.distill_scale import _teacher_child\n"
-                 "_teacher_child(sys.argv[1])")
+TEACHER_CHILD = ("import sys\nfrom genrecal.experiments.distill_scale import teacher_child\n"
+                 "teacher_child(sys.argv[1])")
 
 
 def flags(common: dict) -> list[str]:
@@ -181,7 +181,7 @@ def teacher_row(common: dict, batch: int, samples: int, steps: int, log: Path) -
     return Row("teacher forward", batch, samples, statistics.median(timed), len(timed), rss, wall)
 
 
-def _teacher_child(spec_json: str) -> None:
+def teacher_child(spec_json: str) -> None:
     """Child side of teacher_row: prints the seconds of each teacher forward and peak_rss_kb."""
     import torch
 

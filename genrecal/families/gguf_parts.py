@@ -79,8 +79,9 @@ class GgufRoute:
     """model -> PyTorch computing llama.cpp's graph where no tensor layout can match the HF model."""
     runtime_graph: str | None = None
     """What runtime_model reproduces (recorded in the parity record)."""
-    logit_tol: float | None = None
-    """Conversion logit tolerance where the default does not hold (why in `notes`)."""
+    logit_tol: dict | None = None
+    """Conversion logit tolerance per precision ("f32", "f16") where the default does not hold (why in `notes`):
+    max |logit diff| / max(1, max |logit|), as genrecal.export.gguf.parity.LOGIT_TOL."""
     embed_rel_tol: float | None = None
     """Image-embedding tolerance relative to max |embedding| where the default does not hold."""
     libmtmd_lookups: tuple[str, ...] = ()

@@ -94,8 +94,9 @@ SIZES = {
                    vd=768, vffn=3072, vlayers=12, vheads=12, image=512, patch=16, scale=4),
 }
 SPLIT_TILES = 4  # real SmolVLM/Idefics3 processors: longest_edge = 4 x max_image_size
-# the same shapes with image splitting on, as real checkpoints ship (17 x 16 / 17 x 64 image tokens)
-SIZES.update({f"{name}-split": {**SIZES[name], "split": SPLIT_TILES} for name in ("tiny", "small")})
+# the same shapes with image splitting on, as real checkpoints ship (17 x 16 / 17 x 16 / 17 x 64 image tokens;
+# "gguf-split": the GGUF client matrix, where llama.cpp's own clients tile like HF)
+SIZES.update({f"{name}-split": {**SIZES[name], "split": SPLIT_TILES} for name in ("tiny", "gguf", "small")})
 SCALE_FACTOR = 2  # pixel-shuffle factor unless a size sets "scale"
 
 

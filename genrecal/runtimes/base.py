@@ -6,9 +6,12 @@ final `Generation` in `.result` once exhausted. Metric names follow llama.cpp / 
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
 from PIL import Image
@@ -53,6 +56,19 @@ def new_token_budget(tokens_in: int, max_new_tokens: int, context: int | None, w
             f"{where}: the prompt takes {tokens_in} tokens (image tokens included) and the model's context holds "
             f"{context}, which leaves no room for an answer: shorten the question or send fewer/smaller images")
     return min(max_new_tokens, context - tokens_in)
+
+
+def config_context_length(root: str | os.PathLike) -> int | None:
+    """The text model's max_position_embeddings from the config.json an artifact dir ships (None: not there)."""
+    try:
+        config = json.loads((Path(root) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for section in (config.get("text_config") or {}, config.get("llm_config") or {}, config):
+        value = section.get("max_position_embeddings") if isinstance(section, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def stop_record(stop: str, tokens_in: int, new_tokens: int, max_new_tokens: int, context: int | None) -> dict:

@@ -22,11 +22,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from genrecal import user_text
 from genrecal.artifacts.gguf_pair.llama_log import captured_log, missing_bindings
 from genrecal.artifacts.manifest import load_manifest
 from genrecal.runtimes import llamacpp_smoke, sysinfo
-from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.base import (
+    STOP_CONTEXT, STOP_EOS, STOP_MAX_NEW, TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing,
+    new_token_budget, stop_record,
+)
 from genrecal.runtimes.images import open_images
+from genrecal.runtimes.prompt import prompt_segments
 
 DEFAULT_CTX = 4096  # capped at the model's training context
 TIMING_HOW = (TIMING_DEFINITION + "; here preprocess = chat template + image resize + mtmd_tokenize (libmtmd's "
@@ -72,6 +77,7 @@ class LlamaCppSession:
         if not self.facts.chat_template:
             raise RuntimeError_(f"{model_path} has no tokenizer.chat_template; re-export it")
         self.prompt, self.verbose = prompt, verbose
+        self.where = str(Path(model_path).parent)  # the artifact dir, for messages
         self.threads = int(threads or os.cpu_count() or 1)
         # a native crash (e.g. a -march=native build's AMX path) in a child process becomes one clear line
         t0 = time.perf_counter()
@@ -112,6 +118,24 @@ class LlamaCppSession:
         self._lc = llama_cpp  # the low-level bindings, imported lazily with the session
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(self._vocab))
+        self.control, self._control_ids = self._control_tokens()
+        self._newline_ids = self._tokenize("\n")
+
+    def _control_tokens(self) -> tuple[tuple[str, ...], set[int]]:
+        """The control tokens by transformers' rule (user_text.control_tokens) over the GGUF's token types:
+        CONTROL tokens (HF's special added tokens) and the USER_DEFINED ones the chat template writes."""
+        lc, vocab = self._lc, self._vocab
+        kinds = lc.LLAMA_TOKEN_ATTR_CONTROL | lc.LLAMA_TOKEN_ATTR_USER_DEFINED
+        added = {}
+        for i in range(lc.llama_vocab_n_tokens(vocab)):
+            attr = lc.llama_vocab_get_attr(vocab, i)
+            if attr & kinds:
+                text = lc.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
+                added[text] = (i, bool(attr & lc.LLAMA_TOKEN_ATTR_CONTROL))
+        control = user_text.control_tokens(((t, special) for t, (_, special) in added.items()),
+                                           self.facts.chat_template)
+        return control, {added[t][0] for t in control}
 
     # -- prompt --
     def render(self, question: str, n_images: int) -> str:
@@ -153,26 +177,48 @@ class LlamaCppSession:
             raise RuntimeError_(f"libmtmd could not tokenize the prompt (code {rc}): {log.errors() or 'no log'}")
         return chunks
 
-    def _tokenize(self, text: str, add_bos: bool = False) -> list[int]:
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True) if text else []
+    def _tokenize(self, text: str, special: bool = True) -> list[int]:
+        """llama.cpp's tokenizer, no BOS; special=False: control tokens in `text` stay text."""
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=special) if text else []
 
-    def _segments(self, text: str, images: list[Image.Image], owned: list) -> list[tuple[str, object]]:
-        """[("text", ids) | ("chunk", libmtmd chunk)] in prompt order; chunk lists to free go to `owned`."""
+    def prompt_ids(self, question: str, n_images: int) -> list[list[int]]:
+        """The prompt's text ids around its images (n_images + 1 lists, BOS/EOS as the vocabulary adds
+        them): the chat template around the question, user text kept as text like the HF tokenizer
+        (genrecal.runtimes.prompt.prompt_segments + user_text.encode_pieces). libmtmd never sees user
+        text, so its media marker in a question is ordinary text."""
+        tokens = {"bos_token": self._piece(self.llama.token_bos()), "eos_token": self._piece(self.llama.token_eos())}
+        segments = prompt_segments(self.facts.chat_template, n_images, question, self.control,
+                                   self.prompt.placeholder, **tokens)
+        try:
+            texts = [user_text.encode_pieces(seg, self._tokenize, lambda t: self._tokenize(t, special=False),
+                                             self._newline_ids, self._control_ids) for seg in segments]
+        except user_text.UserTextError as exc:
+            raise RuntimeError_(str(exc)) from None
+        if self.add_bos:
+            texts[0] = [self.llama.token_bos()] + texts[0]
+        if self.add_eos:
+            texts[-1] = texts[-1] + [self.llama.token_eos()]
+        return texts
+
+    def _segments(self, question: str, images: list[Image.Image], owned: list) -> list[tuple[str, object]]:
+        """[("text", ids) | ("chunk", libmtmd chunk)] in prompt order; chunk lists to free go to `owned`.
+        Text is tokenized by `prompt_ids`; libmtmd tokenizes only each image (its marker alone) and, in
+        the "mtmd" layout, adds its own image begin/end tokens as it would in context."""
         import llama_cpp.mtmd_cpp as mtmd
 
         layout = self.prompt.image_layout
-        if layout["mode"] == "mtmd":
-            owned.append(self._mtmd_chunks(text, images, add_special=True))
-            return [("chunk", mtmd.mtmd_input_chunks_get(owned[-1], i))
-                    for i in range(mtmd.mtmd_input_chunks_size(owned[-1]))]
-        parts = text.split(self.marker)
-        segments = [("text", self._tokenize(parts[0], self.add_bos))]
-        for image, part in zip(images, parts[1:]):
+        texts = self.prompt_ids(question, len(images))
+        segments: list[tuple[str, object]] = [("text", texts[0])]
+        for image, ids in zip(images, texts[1:]):
             owned.append(self._mtmd_chunks(self.marker, [image], add_special=False))
             chunks = [mtmd.mtmd_input_chunks_get(owned[-1], i) for i in range(mtmd.mtmd_input_chunks_size(owned[-1]))]
-            first = next(c for c in chunks if mtmd.mtmd_input_chunk_get_type(c) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT)
-            segments += [("text", self._tokenize(layout["before"])), ("chunk", first),
-                         ("text", self._tokenize(layout["after"] + part))]
+            if layout["mode"] == "mtmd":
+                segments += [("chunk", c) for c in chunks]
+            else:
+                first = next(c for c in chunks if mtmd.mtmd_input_chunk_get_type(c) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT)
+                segments += [("text", self._tokenize(layout["before"])), ("chunk", first),
+                             ("text", self._tokenize(layout["after"]))]
+            segments.append(("text", ids))
         return segments
 
     def prefill(self, question: str, images: list[Image.Image], keep_image_embeds: bool = False) -> Prefill:
@@ -184,7 +230,9 @@ class LlamaCppSession:
         t0 = time.perf_counter()
         owned: list = []
         try:
-            segments = self._segments(self.render(question, len(images)), images, owned)
+            segments = self._segments(question, images, owned)
+            # a prompt that fills n_ctx is one line before llama.cpp decodes anything (not "llama_decode returned 1")
+            new_token_budget(self._cells(segments), 1, self.n_ctx, self.where)
             out = Prefill(np.empty(0), [], [], (time.perf_counter() - t0) * 1e3)
             for kind, item in segments:
                 if kind == "text":
@@ -198,6 +246,14 @@ class LlamaCppSession:
             raise RuntimeError_("the prompt must end with text (the assistant turn), not an image")
         out.logits = self.logits()
         return out
+
+    @staticmethod
+    def _cells(segments) -> int:
+        """KV cells the prompt takes: its text tokens + each chunk's tokens (an image's embedding rows)."""
+        import llama_cpp.mtmd_cpp as mtmd
+
+        return sum(len(item) if kind == "text" else int(mtmd.mtmd_input_chunk_get_n_tokens(item))
+                   for kind, item in segments)
 
     def _eval_text(self, ids: list[int], out: Prefill) -> None:
         if not ids:
@@ -344,13 +400,15 @@ class LlamaCppRuntime:
         opened = open_images(images)
         s.reset_perf()
         pre = s.prefill(prompt, opened)
+        # prompt + new tokens stay inside n_ctx (past it llama_decode returns 1): base.new_token_budget
+        budget = new_token_budget(pre.tokens_in, max_new_tokens, s.n_ctx, self.path)
         ids: list[int] = []
         token = int(np.argmax(pre.logits))
-        shown, stop = "", "max_new_tokens"
-        while len(ids) < max_new_tokens:
+        shown, stop = "", STOP_MAX_NEW if budget == max_new_tokens else STOP_CONTEXT
+        while len(ids) < budget:
             clock.token()  # the end-of-generation token's step counts too (base.TIMING_DEFINITION)
             if s.is_eog(token):
-                stop = "eos"
+                stop = STOP_EOS
                 break
             ids.append(token)
             with clock.paused():  # detokenising and the consumer's time are not decoding
@@ -358,14 +416,15 @@ class LlamaCppRuntime:
                 if len(now) > len(shown):
                     yield now[len(shown):]
                     shown = now
-            if len(ids) == max_new_tokens:
+            if len(ids) == budget:
                 break
             token = int(np.argmax(s.step(token)))
         e2e_ms = (time.perf_counter() - clock.start) * 1e3
-        timing = self._timing(pre, clock, e2e_ms, len(ids), stop)
+        timing = self._timing(pre, clock, e2e_ms, len(ids), stop, max_new_tokens)
         return Generation(text=s.detokenize(ids).decode("utf-8", errors="replace"), token_ids=ids, timing=timing)
 
-    def _timing(self, pre: Prefill, clock: DecodeClock, e2e_ms: float, n_out: int, stop: str) -> Timing:
+    def _timing(self, pre: Prefill, clock: DecodeClock, e2e_ms: float, n_out: int, stop: str,
+                max_new_tokens: int) -> Timing:
         perf = self.session.perf()
         # wall clock, as for every runtime (base.TIMING_DEFINITION); llama.cpp's own counter is in extra
         per_tok = clock.decode_ms_per_token
@@ -384,7 +443,7 @@ class LlamaCppRuntime:
             peak_rss_mb=sysinfo.peak_rss_mb(),
             extra={
                 "threads": self.threads,
-                "stop": stop,
+                **stop_record(stop, pre.tokens_in, n_out, max_new_tokens, self.session.n_ctx),
                 "image_tokens": sum(int(x) for kind, x in pre.layout if kind == "image"),
                 "llama_perf": perf,
                 "llama_perf_ms_per_token": perf["t_eval_ms"] / perf["n_eval"] if perf["n_eval"] else 0.0,

@@ -20,7 +20,10 @@ import numpy as np
 from genrecal.artifacts.manifest import Manifest, load_manifest
 from genrecal.artifacts.onnx_facts import OnnxFacts
 from genrecal.artifacts.onnx_feeds import rope_index, vision_feeds
-from genrecal.runtimes.base import TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing
+from genrecal.runtimes.base import (
+    STOP_CONTEXT, STOP_EOS, STOP_MAX_NEW, TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing,
+    config_context_length, new_token_budget, stop_record,
+)
 from genrecal.runtimes.prompt import load_processor, prepare_inputs
 from genrecal.runtimes.ort_kv_cache import ArrayKvCache, SharedKvCache
 from genrecal.runtimes.sysinfo import peak_rss_mb
@@ -75,6 +78,8 @@ class OnnxRuntime:
             raise RuntimeError_(f"{path}: its decoder cannot share one KV buffer between past and present (only "
                                 "the model builder's GroupQueryAttention decoder can: --onnx-decoder builder)")
         self.share_kv_buffer = supported if share_kv_buffer is None else share_kv_buffer
+        # positions the decoder covers (the builder's GroupQueryAttention fails past its cos/sin cache)
+        self.context_length = config_context_length(self.path)
         self.load_ms = _ms(t0)
 
     def _session(self, graph: Path, threads: int | None, providers, role: str = ""):
@@ -148,17 +153,22 @@ class OnnxRuntime:
               clock: dict | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
         """Yield (token, last-position logits [V], prefill logits [L, V] on the first step only).
 
-        Greedy unless `forced` gives the tokens to feed (teacher forcing); stops after an EOS.
-        `clock` (optional) receives vision_ms / prefill_ms timestamps.
+        Greedy unless `forced` gives the tokens to feed (teacher forcing); stops after an EOS, or at the
+        model's context (prompt + new tokens <= context_length, base.new_token_budget; ContextFullError
+        before anything runs when the prompt alone fills it). `clock` (optional) receives vision_ms /
+        prefill_ms timestamps and the stop reason (base.STOP_*).
         """
         clock = {} if clock is None else clock
+        ids = enc["input_ids"].astype(np.int64)
+        limit = max_new_tokens if forced is None else min(max_new_tokens, len(forced))
+        budget = new_token_budget(ids.shape[1], limit, self.context_length, self.path)
+        clock["stop"] = STOP_MAX_NEW if budget == limit else STOP_CONTEXT  # until an EOS says otherwise
+        limit = budget
         t0 = time.perf_counter()
         feats = self.encode_images(enc)
         clock["vision_ms"] = _ms(t0)
         t0 = time.perf_counter()
-        ids = enc["input_ids"].astype(np.int64)
         pos, delta = self.position_ids(enc)
-        limit = max_new_tokens if forced is None else min(max_new_tokens, len(forced))
         cache = self._kv_cache(max_length=ids.shape[1] + limit)
         logits = self._decoder_step(cache, self.embed(ids, feats), pos)
         clock["prefill_ms"] = _ms(t0)
@@ -168,7 +178,10 @@ class OnnxRuntime:
             token = int(last.argmax()) if forced is None else int(forced[i])
             yield token, last, prefill
             prefill = None
-            if (forced is None and token in self.eos) or i + 1 == limit:
+            if forced is None and token in self.eos:
+                clock["stop"] = STOP_EOS
+                return
+            if i + 1 == limit:
                 return
             step_pos = (np.full((3, 1, 1), cache.length, np.int64) + delta.reshape(1, 1, 1) if self.facts.mrope
                         else np.full((1, 1), cache.length, np.int64))
@@ -228,5 +241,7 @@ class OnnxRuntime:
         timing.e2e_ms = (end - start) * 1000.0
         timing.peak_rss_mb = peak_rss_mb()
         timing.extra = {"threads": self.threads, "precision": self.precision, "family": self.family,
-                        "verify_ms": self.verify_ms, "how": TIMING_DEFINITION}
+                        "verify_ms": self.verify_ms, "how": TIMING_DEFINITION,
+                        **stop_record(clock.get("stop", STOP_MAX_NEW), timing.tokens_in, len(tokens), max_new_tokens,
+                                      self.context_length)}
         return Generation(text=text, token_ids=tokens, timing=timing)

@@ -29,8 +29,11 @@ from pathlib import Path
 from genrecal.artifacts.manifest import load_manifest
 from genrecal.artifacts.onnx_feeds import vision_feeds
 from genrecal.runtimes import sysinfo
-from genrecal.runtimes.base import Generation, RuntimeError_, Stream, Timing
-from genrecal.runtimes.images import ImageRejected, open_images
+from genrecal.runtimes.base import (
+    STOP_CONTEXT, STOP_EOS, STOP_MAX_NEW, ContextFullError, Generation, RuntimeError_, Stream, Timing,
+    config_context_length, new_token_budget, stop_record,
+)
+from genrecal.runtimes.prompt import prepare_inputs
 
 ENGINES = {"vision": "vision_encoder.engine", "embed": "embed_tokens.engine",
            "decoder": "decoder_model_merged.engine"}
@@ -136,6 +139,11 @@ class TensorRTRuntime:
         if extra.get("mrope"):
             raise RuntimeError_(f"the tensorrt runtime does not compute {self.family}'s M-RoPE position ids yet")
         self.facts = _model_facts(root, extra)
+        # the engines' profiles cap the prompt and the context (plan.json limits), the model's positions too
+        limits = extra.get("plan") or {}
+        self.max_prompt = limits.get("max_prompt")
+        caps = [c for c in (limits.get("max_context"), config_context_length(root)) if c]
+        self.context_length = min(caps) if caps else None
         self.vision_rule = extra.get("vision_feeds", "passthrough")  # onnx_feeds.FEEDS
         files = {**ENGINES, **extra.get("engines", {})}
         absent = [name for name in files.values() if not (root / name).is_file()]
@@ -173,14 +181,7 @@ class TensorRTRuntime:
         return self._last
 
     def _inputs(self, images, prompt: str) -> dict:
-        imgs = open_images(images)
-        content = [{"type": "image"} for _ in imgs] + [{"type": "text", "text": prompt}]
-        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                                  tokenize=False)
-        try:
-            return dict(self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="np"))
-        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
-            raise ImageRejected(f"the {type(self.processor).__name__} rejected the input: {exc}") from None
+        return prepare_inputs(self.processor, images, prompt)  # the one prompt builder (runtimes/prompt.py)
 
     def _steps(self, images, prompt: str, max_new_tokens: int):
         """Yields the generated ids after each step; leaves the Generation in self._last."""
@@ -189,6 +190,12 @@ class TensorRTRuntime:
         torch, sync, f = self.torch, self.torch.cuda.synchronize, self.facts
         t_call = time.perf_counter()
         enc = self._inputs(images, prompt)  # numpy
+        n_in = int(enc["input_ids"].shape[1])
+        if self.max_prompt and n_in > self.max_prompt:
+            raise ContextFullError(f"{self.path}: the prompt takes {n_in} tokens (image tokens included) and these "
+                                   f"engines were built for prompts up to {self.max_prompt}: shorten the question or "
+                                   "send fewer/smaller images (or rebuild the plan for a larger device profile)")
+        budget = new_token_budget(n_in, max_new_tokens, self.context_length, self.path)  # same rule as every runtime
         ids = torch.from_numpy(enc["input_ids"]).cuda()  # [1, L]
         rule, inputs = self.vision_rule, f["vision_inputs"]
         feeds = ({k: torch.from_numpy(v).cuda() for k, v in vision_feeds(rule, enc, inputs).items()}
@@ -204,9 +211,9 @@ class TensorRTRuntime:
         t_vis = time.perf_counter()
         kv = f["num_kv_heads"], f["head_dim"]
         past = {name: torch.zeros((1, *kv[:1], 0, kv[1]), device="cuda") for name in past_names(f["num_layers"])}
-        n_in, out_ids, stamps = ids.shape[1], [], []
+        out_ids, stamps = [], []
         length, step_embeds, profile = 0, embeds, self.prefill_profile
-        while len(out_ids) < max_new_tokens:
+        while len(out_ids) < budget:
             n = step_embeds.shape[1]
             feeds = {"inputs_embeds": step_embeds, **past,
                      "attention_mask": torch.ones((1, length + n), dtype=torch.int64, device="cuda"),
@@ -221,10 +228,13 @@ class TensorRTRuntime:
                 break
             yield out_ids[:]
             step_embeds = self.embed.run({"input_ids": torch.tensor([[token]], device="cuda")})[self.embed.outputs[0]]
-        self._last = self._result(out_ids, n_in, (t_call, t_pre, t_vis), stamps)
+        stop = STOP_EOS if out_ids and out_ids[-1] in f["eos_token_id"] else (
+            STOP_CONTEXT if budget < max_new_tokens else STOP_MAX_NEW)
+        self._last = self._result(out_ids, n_in, (t_call, t_pre, t_vis), stamps,
+                                  stop_record(stop, n_in, len(out_ids), max_new_tokens, self.context_length))
         yield [t for t in out_ids if t not in f["eos_token_id"]]
 
-    def _result(self, out_ids: list[int], n_in: int, marks: tuple, stamps: list[float]) -> Generation:
+    def _result(self, out_ids: list[int], n_in: int, marks: tuple, stamps: list[float], stop: dict) -> Generation:
         t_call, t_pre, t_vis = marks
         t_end = time.perf_counter()
         first = stamps[0] if stamps else t_end
@@ -237,7 +247,7 @@ class TensorRTRuntime:
             ttft_ms=(first - t_call) * 1000, decode_ms_per_token=per_tok,
             decode_tok_s=1000 / per_tok if per_tok > 0 else 0.0, e2e_ms=(t_end - t_call) * 1000,
             tokens_in=n_in, tokens_out=len(out_ids), peak_rss_mb=sysinfo.peak_rss_mb(),
-            extra={"gpu_peak_mb": self.torch.cuda.max_memory_allocated() / 2**20},
+            extra={"gpu_peak_mb": self.torch.cuda.max_memory_allocated() / 2**20, **stop},
         )
         return Generation(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), ids, timing)
 

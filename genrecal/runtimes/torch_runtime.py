@@ -21,12 +21,17 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+from safetensors import SafetensorError
+from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
+from genrecal.integrity import check_safetensors_dir
 from genrecal.runtimes import sysinfo
-from genrecal.runtimes.base import TIMING_DEFINITION, Generation, RuntimeError_, Stream, Timing
-from genrecal.runtimes.images import ImageRejected, open_images
+from genrecal.runtimes.base import (
+    STOP_CONTEXT, STOP_EOS, STOP_MAX_NEW, TIMING_DEFINITION, Generation, RuntimeError_, Stream, Timing,
+    new_token_budget, stop_record,
+)
+from genrecal.runtimes.prompt import prepare_inputs
 from genrecal.runtimes.torch_device import Placement, checkpoint_dtype, resolve_placement
 
 
@@ -108,17 +113,8 @@ class TorchRuntime:
         """Chat template + processor: the model inputs for one user turn (images first, then text)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise RuntimeError_("the prompt is empty")
-        imgs = open_images(images)
-        content = [{"type": "image"} for _ in imgs] + [{"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": content}]
-        try:
-            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except ValueError as exc:
-            raise RuntimeError_(f"{self.path}: the processor has no usable chat template ({exc})") from None
-        try:
-            inputs = self.processor(text=[text], images=[imgs] if imgs else None, return_tensors="pt")
-        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
-            raise ImageRejected(f"the {type(self.processor).__name__} rejected the input: {exc}") from None
+        # genrecal.runtimes.prompt: the one prompt builder (user text stays text, as in ONNX and llama.cpp)
+        inputs = BatchFeature(prepare_inputs(self.processor, images, prompt, return_tensors="pt"))
         # float inputs (pixel values) in the model's dtype, every tensor on its device
         return inputs.to(self.placement.device, dtype=self.placement.torch_dtype)
 
@@ -131,26 +127,35 @@ class TorchRuntime:
         if self.placement.device == "cuda":
             torch.cuda.synchronize()
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the text model's positions cover (its config's max_position_embeddings); None: unbounded."""
+        value = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return value if isinstance(value, int) else None
+
     def generate(self, images, prompt: str, max_new_tokens: int = 32, stream: bool = False) -> Generation | Stream:
         t_call = time.perf_counter()
         inputs = self.prepare(images, prompt)
+        # prompt + new tokens stay inside the context (base.new_token_budget: the rule of every runtime)
+        limits = (new_token_budget(int(inputs["input_ids"].shape[1]), max_new_tokens, self.context_length,
+                                   self.path), max_new_tokens)
         t_pre = time.perf_counter()
         if stream:
-            return Stream(self._stream(inputs, t_call, t_pre, max_new_tokens))
+            return Stream(self._stream(inputs, t_call, t_pre, limits))
         clock = _TokenClock()
         self._vision_spans = []
         self._reset_gpu_peak()
-        self._run(inputs, clock, max_new_tokens, self.threads)
-        return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
+        self._run(inputs, clock, limits[0], self.threads)
+        return self._result(inputs, clock, t_call, t_pre, time.perf_counter(), limits)
 
-    def _stream(self, inputs: dict, t_call: float, t_pre: float, max_new_tokens: int):
+    def _stream(self, inputs: dict, t_call: float, t_pre: float, limits: tuple[int, int]):
         sink: queue.Queue = queue.Queue()
         clock = _TokenClock(sink)
         failure: list[BaseException] = []
 
         def work():
             try:
-                self._run(inputs, clock, max_new_tokens, self.threads)
+                self._run(inputs, clock, limits[0], self.threads)
             except BaseException as exc:  # re-raised in the consumer's thread
                 failure.append(exc)
                 sink.put(None)
@@ -173,7 +178,7 @@ class TorchRuntime:
         text = self.tokenizer.decode(self._strip_eos(ids), skip_special_tokens=True)
         if text.startswith(shown) and len(text) > len(shown):
             yield text[len(shown):]  # what was held back waiting for a whole character
-        return self._result(inputs, clock, t_call, t_pre, time.perf_counter())
+        return self._result(inputs, clock, t_call, t_pre, time.perf_counter(), limits)
 
     def _run(self, inputs: dict, clock: _TokenClock, max_new_tokens: int, threads: int) -> None:
         torch.set_num_threads(threads)  # process-wide, and per OS thread for the streaming worker
@@ -194,10 +199,16 @@ class TorchRuntime:
         stops = set(self._eos_ids())
         return ids[:-1] if ids and ids[-1] in stops else ids
 
-    def _result(self, inputs: dict, clock: _TokenClock, t_call: float, t_pre: float, t_end: float) -> Generation:
+    def _result(self, inputs: dict, clock: _TokenClock, t_call: float, t_pre: float, t_end: float,
+                limits: tuple[int, int]) -> Generation:
         ids = self._strip_eos(clock.tokens)
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        return Generation(text=text, token_ids=ids, timing=self._timing(inputs, clock, t_call, t_pre, t_end))
+        timing = self._timing(inputs, clock, t_call, t_pre, t_end)
+        budget, asked = limits
+        stop = STOP_EOS if len(ids) < len(clock.tokens) else STOP_CONTEXT if budget < asked and len(
+            clock.tokens) >= budget else STOP_MAX_NEW
+        timing.extra.update(stop_record(stop, timing.tokens_in, len(clock.tokens), asked, self.context_length))
+        return Generation(text=text, token_ids=ids, timing=timing)
 
     def _timing(self, inputs: dict, clock: _TokenClock, t_call: float, t_pre: float, t_end: float) -> Timing:
         n_out = len(clock.tokens)
@@ -243,9 +254,10 @@ def _load_model(path: str, place: Placement):
     """The model in `place.dtype`, straight onto `place.device` (accelerate's device_map on CUDA, so an
     8B bf16 model never sits in host memory as a whole)."""
     where = {"device_map": place.device} if place.device == "cuda" else {}
+    check_safetensors_dir(path)  # a truncated/garbage file: CorruptFileError naming it, not SafetensorError
     try:
         return AutoModelForImageTextToText.from_pretrained(path, dtype=place.torch_dtype, **where).eval()
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise RuntimeError_(f"cannot load {path} as an image-text-to-text model: {exc}") from None
     except torch.cuda.OutOfMemoryError:
         raise RuntimeError_(f"{path} does not fit in GPU memory as {place.dtype}: try --dtype bf16 or fp16, "

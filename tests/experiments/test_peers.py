@@ -87,6 +87,22 @@ def test_peers_gguf_pair_cli(zoo_dir, tmp_path):
     assert "gguf-q8_0: genrecal-q8_0.gguf / converter-q8_0.gguf" in (tmp_path / "peers.md").read_text()
 
 
+
+def test_gguf_writers_cli_compares_the_two_files(tmp_path):
+    """`genrecal-bench gguf-writers` on the tiny smolvlm: the same tensors at F16, so the same logits."""
+    _converter_or_skip()
+    from genrecal.benchmarks.cli import main
+
+    out = tmp_path / "gguf_writers.json"
+    assert main(["gguf-writers", "--work", str(tmp_path / "w"), "--size", "tiny", "--threads", "1", "--decode", "4",
+                 "--repeats", "1", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    files = record["files"]
+    assert files["tensors_only_genrecal"] == files["tensors_only_converter"] == []
+    assert files["tensor_max_abs_diff"] == 0.0
+    assert record["logits"]["max_abs_diff_between"] == 0.0 and record["logits"]["top1_between"] == 1.0
+    assert set(record["logits"]["vs_pytorch"]) == set(record["decode_tok_s"]) == {"genrecal", "converter"}
+
 def test_peers_refuses_bad_input_in_one_line(tmp_path):
     from genrecal.experiments.peers import PeersConfig, prepare
     from genrecal.errors import GenrecalError

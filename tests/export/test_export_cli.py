@@ -190,11 +190,12 @@ def test_targets_resolve_declaratively():
     dirs = lambda arts: [a.dirname for a in arts]  # noqa: E731
     assert dirs(targets.resolve("cpu")) == ["onnx-fp32", "onnx-int8w", "onnx-int4"]
     assert dirs(targets.resolve("phone")) == ["gguf-q4_k_m", "gguf-q8_0", "onnx-int8w"]
-    assert dirs(targets.resolve("jetson")) == ["onnx-fp16", "tensorrt-plan"]
+    # jetson: Edge-LLM or genrecal's own path, chosen per family by export/edgellm/routing.py
+    assert dirs(targets.resolve("jetson")) == ["edgellm-fp16", "onnx-fp16", "tensorrt-plan"]
     everything = dirs(targets.resolve("all"))
-    assert len(everything) == len(set(everything)) == 7
+    assert len(everything) == len(set(everything)) == 8
     assert dirs(targets.resolve("all", ("onnx",), ("fp32", "int8"))) == ["onnx-fp32", "onnx-int8"]
-    assert dirs(targets.resolve("jetson", None, ("fp16",))) == ["onnx-fp16", "tensorrt-plan"]
+    assert dirs(targets.resolve("jetson", None, ("fp16",))) == ["edgellm-fp16", "onnx-fp16", "tensorrt-plan"]
 
 
 class _FakeTensorRT:

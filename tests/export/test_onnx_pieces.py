@@ -121,7 +121,7 @@ def test_genai_config_only_where_genai_knows_the_family(onnx_artifact):
     assert cfg["image_token_id"] == manifest.extra["image_token_id"]
     for name in (cfg["decoder"]["filename"], cfg["embedding"]["filename"], cfg["vision"]["filename"]):
         assert name in manifest.files
-    qwen2_dir, _ = onnx_artifact("qwen2_vl", "int8")  # genai's qwen2_5_vl pipeline runs it (genai.GENAI_PIPELINES)
+    qwen2_dir, _ = onnx_artifact("qwen2_vl", "int8")  # genai's qwen2_5_vl pipeline runs it (ClientFacts.genai_type)
     assert json.loads((qwen2_dir / layout.GENAI_CONFIG).read_text())["model"]["type"] == "qwen2_5_vl"
     other_dir, other = onnx_artifact("llava", "int8")
     assert not (other_dir / layout.GENAI_CONFIG).exists()

@@ -150,7 +150,7 @@ def _close(a, b) -> bool:
 
 
 def check_chat_template(art: Path, hf: Path) -> dict:
-    from genrecal.export.edgellm.export import chat_template
+    from genrecal.export.edgellm.student import chat_template
 
     llm = art / layout.LLM_DIR
     want = chat_template(hf)

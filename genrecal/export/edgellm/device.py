@@ -1,8 +1,7 @@
 """The device side of an Edge-LLM artifact (torch-free): build commands sized from a device profile.
 
-    python -m genrecal.export.edgellm.device plan ARTIFACT --profile jetson-orin-nano   # prints the lines
-    python -m genrecal.export.edgellm.device compare ARTIFACT                           # parity.py
-    python -m genrecal.export.edgellm.device record ARTIFACT --profile jetson-orin-nano --json results/x.json
+    plan = plan_for(manifest_model(Path("edgellm-fp16")), "jetson-orin-nano")   # limits, commands, memory
+    (on the device: python -m genrecal.export.edgellm.device_cli plan|compare|record ARTIFACT, device_cli.py)
 
 `plan_for` sizes Edge-LLM's builders the way the TensorRT plan is sized (tensorrt_memory): the largest image
 the student's processor makes (tokens per image; halved while it does not fit, never below what the parity
@@ -13,9 +12,7 @@ from Edge-LLM's source built on the device at the pinned tag; $EDGELLM_BUILD is 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from genrecal.errors import GenrecalError
@@ -137,36 +134,3 @@ def manifest_model(art: Path) -> dict:
     if manifest.format != layout.FORMAT:
         raise GenrecalError(f"{art} is a {manifest.format!r} artifact, not an Edge-LLM one ({layout.FORMAT})")
     return {**manifest.extra["model"], "image_tokens": manifest.extra["image_tokens"]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m genrecal.export.edgellm.device", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("plan", "compare", "record"))
-    p.add_argument("artifact", type=Path, help="the edgellm-* artifact dir")
-    p.add_argument("--profile", default="jetson-orin-nano", help="device profile (genrecal-bench --profile)")
-    p.add_argument("--json", type=Path, help="record: where to write the genrecal-bench latency result")
-    p.add_argument("--label", help="record: the result's label")
-    args = p.parse_args(argv)
-    try:
-        if args.what == "plan":
-            plan = plan_for(manifest_model(args.artifact), args.profile)
-            print("\n".join([*plan["commands"].values(), *(f"# warning: {w}" for w in plan["warnings"])]))
-            return 0
-        if args.what == "compare":
-            from genrecal.export.edgellm.parity import compare_files, format_parity
-
-            result = compare_files(args.artifact)
-            print(format_parity(result))
-            return 0 if result["passed"] else 1
-        from genrecal.export.edgellm.timing import write_record
-
-        path = write_record(args.artifact, args.profile, args.json, args.label)
-        print(f"latency record: {path}")
-        return 0
-    except (GenrecalError, OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,33 +25,10 @@ from pathlib import Path
 
 from genrecal.artifacts import edgellm as layout
 from genrecal.export.edgellm.env import EdgeLLMError, edgellm_python, env_facts, run_module
+from genrecal.export.edgellm.student import chat_template, check_family, family_of
 from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha256
 
 DEFAULT_PROFILE = "jetson-orin-nano"
-
-
-def family_of(hf_dir: Path) -> str:
-    return json.loads((Path(hf_dir) / "config.json").read_text())["model_type"]
-
-
-def check_family(family: str) -> None:
-    if family not in layout.VISION_FAMILIES:
-        raise EdgeLLMError(layout.fallback_line(family))
-
-
-def chat_template(hf_dir: Path) -> str | None:
-    """The student's chat template: chat_template.jinja (transformers 5), else the one in
-    processor_config.json / tokenizer_config.json / chat_template.json."""
-    hf_dir = Path(hf_dir)
-    if (hf_dir / layout.CHAT_TEMPLATE).is_file():
-        return (hf_dir / layout.CHAT_TEMPLATE).read_text()
-    for name in ("processor_config.json", "tokenizer_config.json", "chat_template.json"):
-        path = hf_dir / name
-        if path.is_file():
-            template = json.loads(path.read_text()).get("chat_template")
-            if isinstance(template, str) and template.strip():
-                return template
-    return None
 
 
 def stage_fp16(hf_dir: Path, stage: Path) -> dict:
@@ -163,10 +140,11 @@ def write_edgellm_dir(hf_dir: Path, final_dir: Path, *, precision: str = "fp16",
                  "host_checks": layout.HOST_CHECKS, "parity_reference": refs,
                  "note": f"ONNX and engines are tied to Edge-LLM {layout.VERSION}: build its C++ tools at that "
                          "tag on the device"}
-        parity = {"checked": bool(check), "passed": True, "scope": "host checks only (token parity: on the device)",
+        parity = {"checked": bool(check), "scope": "host checks only (token parity: on the device, parity.py)",
                   "host_checks": {"passed": len(results) - len(failed), "total": len(results)},
-                  "note": "host: structure, embedding and preprocessor checks; device: parity/compare after "
-                          "llm_inference (no engine runs on the host)"}
+                  "note": "no engine runs on the host: parity/ holds the references the device compares with"}
+        if check:
+            parity["passed"] = True  # every host check passed (a failed one refused the artifact above)
         return Manifest(format=layout.FORMAT, target="jetson", family=family, precision=precision,
                         source_sha256=dir_sha256(hf_dir), parity=parity, extra=extra)
 

@@ -1,6 +1,6 @@
 """Device parity (torch-free): Edge-LLM's llm_inference output against the host's PyTorch references.
 
-    python -m genrecal.export.edgellm.device compare ARTIFACT   # exit 1 and "PARITY FAILED" on a mismatch
+    python -m genrecal.export.edgellm.device_cli compare ARTIFACT   # exit 1 and "PARITY FAILED" on a mismatch
 
 llm_inference writes results/output.json: one response per request with `output_text` and, in Edge-LLM
 0.11, `output_ids` (the generated token ids). Per prompt:

@@ -4,11 +4,11 @@
 
 `--target jetson` lists edgellm-fp16, onnx-fp16 and tensorrt-plan (targets.TARGETS); with the target's own
 choice of formats (no --formats):
-  - a family in VISION_FAMILIES keeps the Edge-LLM artifact(s) only: Jetson users run Edge-LLM, and
-    genrecal's own TensorRT runtime refuses the M-RoPE families;
+  - a family in VISION_FAMILIES keeps the Edge-LLM artifact(s) only (`--target all`: everything): Jetson
+    users run Edge-LLM, and genrecal's own TensorRT runtime refuses the M-RoPE families;
   - any other family loses the Edge-LLM artifact(s), with one line saying why, and gets genrecal's own
     standard-ops ONNX fp16 + TensorRT plan (named as such): never a text-only Edge-LLM artifact.
-With --formats, or another target, explicit choices are kept, except that an edgellm artifact for a family
+With --formats, explicit choices are kept, except that an edgellm artifact for a family
 whose vision Edge-LLM cannot take is refused (TargetError) before any work, and so is a quantised edgellm
 precision where no CUDA GPU is visible (one line: Edge-LLM's quantiser needs one).
 """
@@ -35,13 +35,13 @@ def route(target: str, formats: tuple[str, ...] | None, family: str, artifacts: 
     if quantised and family in layout.VISION_FAMILIES and not cuda_visible():
         raise TargetError(NO_GPU.format(precision=quantised[0]))
     takes_vision = family in layout.VISION_FAMILIES
-    if formats is not None or target != "jetson":
+    if formats is not None:  # asked for by name: kept, or refused for a family Edge-LLM cannot take
         if not takes_vision:
             raise TargetError(f"edgellm: {layout.no_vision_reason(family)}; for {family} pick --formats "
                               "onnx,tensorrt (genrecal's own TensorRT path)")
         return artifacts
     if takes_vision:
-        return edge
+        return edge if target == "jetson" else artifacts
     log(layout.fallback_line(family))
     rest = [a for a in artifacts if a.format != layout.FORMAT]
     for own in (_artifact("onnx", "fp16"), _artifact("tensorrt", "plan")):

@@ -1,6 +1,6 @@
 """llm_inference's profile -> genrecal-bench's latency record (torch-free; runs on the device).
 
-    python -m genrecal.export.edgellm.device record ARTIFACT --profile jetson-orin-nano --json results/x.json
+    python -m genrecal.export.edgellm.device_cli record ARTIFACT --profile jetson-orin-nano --json results/x.json
 
 `llm_inference --dumpProfile --profileOutputFile results/profile.json` writes (Edge-LLM 0.11,
 examples/llm profileFormatter): "prefill" {total_runs, reused_tokens, computed_tokens,
