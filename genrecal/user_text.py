@@ -84,6 +84,11 @@ def _patterns(control: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
 
 
 # ---- marking and splitting ----
+def split_tokens(text: str, tokens: Iterable[str]) -> list[str]:
+    """`text` cut at each of `tokens` (longest first): [text, token, text, ..., text]."""
+    return re.split(f"({_patterns(tuple(tokens))[0].pattern})", text)
+
+
 def mark(text: str, control: Iterable[str]) -> str:
     """User text with each control token wrapped in the markers (markers already in it are dropped,
     so none can be forged)."""

@@ -46,12 +46,14 @@ HOST=$(hostname 2>/dev/null || echo device)
 mkdir -p results artifact/results
 step() {{ [ "$WHAT" = all ] || [ "$WHAT" = "$1" ] || {{ [ "$WHAT" = setup ] && [ "$1" = check ]; }}; }}
 logged() {{  # run "$@" with its output in the file $LOG and on the screen; keep its exit status
-  rc=0; "$@" > "$LOG" 2>&1 || rc=$?; cat "$LOG"; [ "$rc" -eq 0 ] || {{ echo "step failed (exit $rc): $*" >&2; exit "$rc"; }}
+  rc=0; "$@" > "$LOG" 2>&1 || rc=$?; cat "$LOG"
+  [ "$rc" -eq 0 ] || {{ echo "step failed (exit $rc): $*" >&2; exit "$rc"; }}
 }}
 if step check; then
   "$PY" -m genrecal.export.edgellm.device_cli plan artifact --profile {profile} >/dev/null
   for t in {tools}; do
-    [ -x "${{EDGELLM_BUILD:?set EDGELLM_BUILD to the Edge-LLM {version} build dir}}/$t" ] || {{ echo "missing $EDGELLM_BUILD/$t" >&2; exit 2; }}
+    tool="${{EDGELLM_BUILD:?set EDGELLM_BUILD to the Edge-LLM {version} build dir}}/$t"
+    [ -x "$tool" ] || {{ echo "missing $tool" >&2; exit 2; }}
   done
   echo "check: artifact checksums ok, Edge-LLM tools found"
 fi

@@ -6,6 +6,11 @@ tokenizer. The span is located exactly on token ids and checked, never guessed. 
 rendered by the model's own template; a template that drops or refuses it is a `no_system_role`
 DataError. Anything the template or processor refuses is a DataError naming file, record and
 turn, never a traceback.
+
+The messages' text (system, questions, answers) is user text (`genrecal.user_text`, the rule every
+runtime follows): control-token text in it (`<|im_end|>` inside an answer) is encoded as plain text,
+so only the chat template writes turn markers and end-of-sequence ids. The rendered strings carry
+user_text's marks until they are encoded; `Encoded.prompt_text`/`answer_text` are without them.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from genrecal import user_text
 from genrecal.data.errors import NO_ANSWER_SPAN, NO_IMAGE_TOKEN, NO_SYSTEM_ROLE, PROCESSOR_ERROR, TOO_LONG
 from genrecal.data.records import SYSTEM
 from genrecal.data.samples import DataError, Sample
@@ -69,17 +75,19 @@ def load_images(sample: Sample) -> list[Image.Image]:
 
 
 def generation_prompt(processor, sample: Sample) -> str:
-    """The rendered question, ending with the generation prompt (what the model answers from)."""
+    """The rendered question, ending with the generation prompt (what the model answers from); its
+    user text marked (`user_text.mark`)."""
     prompt = _chat(processor, sample, sample.question_messages, add_generation_prompt=True)
     system = sample.messages[0]["content"].strip() if sample.messages[0]["role"] == SYSTEM else ""
-    if system and system not in prompt:
+    if system and system not in user_text.unmark(prompt):
         raise sample_error(sample, NO_SYSTEM_ROLE, "this model's chat template has no system role (it drops "
                            "the system turn); remove the system turn or use a model whose template has one")
     return prompt
 
 
 def prompt_and_answer(processor, sample: Sample) -> tuple[str, str]:
-    """The rendered question (ending with the generation prompt) and the answer text after it."""
+    """The rendered question (ending with the generation prompt) and the answer text after it (user
+    text marked: `user_text.unmark` gives the plain text)."""
     prompt = generation_prompt(processor, sample)
     full = _chat(processor, sample, sample.messages)
     if not full.startswith(prompt):
@@ -88,9 +96,21 @@ def prompt_and_answer(processor, sample: Sample) -> tuple[str, str]:
     return prompt, full[len(prompt):].rstrip()
 
 
+def control_tokens(processor) -> tuple[str, ...]:
+    """The processor's control tokens under its chat template (`user_text.hf_control_tokens`)."""
+    tok = getattr(processor, "tokenizer", processor)
+    return user_text.hf_control_tokens(tok, getattr(processor, "chat_template", None) or tok.chat_template)
+
+
+def _marked(messages: list[dict], control: tuple[str, ...]) -> list[dict]:
+    return [{**msg, "content": [{**part, "text": user_text.mark(part["text"], control)} if part["type"] == "text"
+                                else part for part in msg["content"]]} for msg in messages]
+
+
 def _chat(processor, sample: Sample, messages: list[dict], **kwargs) -> str:
     try:
-        return processor.apply_chat_template(to_messages(messages), tokenize=False, **kwargs)
+        marked = _marked(to_messages(messages), control_tokens(processor))
+        return processor.apply_chat_template(marked, tokenize=False, **kwargs)
     except Exception as exc:  # jinja2's TemplateError (a template's raise_exception), TypeError, ...
         has_system = messages[0]["role"] == SYSTEM
         reason = NO_SYSTEM_ROLE if has_system else PROCESSOR_ERROR
@@ -116,13 +136,17 @@ def render(processor, sample: Sample, images: list[Image.Image] | None = None, m
     enc = _process(processor, sample, prompt + answer, images)
     ids = enc.pop("input_ids")[0]
     tok = getattr(processor, "tokenizer", processor)
-    answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    try:
+        answer_ids = user_text.hf_encode(tok, answer, control_tokens(processor))
+    except user_text.UserTextError as exc:
+        raise sample_error(sample, PROCESSOR_ERROR, str(exc)) from None
     start = ids.shape[0] - len(answer_ids)
     if not answer_ids or ids[start:].tolist() != answer_ids:
         start = int(_process(processor, sample, prompt, images)["input_ids"].shape[1])  # slow path
         if start >= ids.shape[0]:
             raise sample_error(sample, NO_ANSWER_SPAN, f"answer {answer!r} is not found in the rendered ids")
-    return _encoded(sample, ids, enc, start, max_length, bool(images), image_token_id, prompt, answer)
+    return _encoded(sample, ids, enc, start, max_length, bool(images), image_token_id, user_text.unmark(prompt),
+                    user_text.unmark(answer))
 
 
 def encode_prompt(processor, sample: Sample, images: list[Image.Image] | None = None, max_length: int = 2048,
@@ -133,7 +157,8 @@ def encode_prompt(processor, sample: Sample, images: list[Image.Image] | None = 
     prompt = generation_prompt(processor, sample)
     enc = _process(processor, sample, prompt, images)
     ids = enc.pop("input_ids")[0]
-    return _encoded(sample, ids, enc, int(ids.shape[0]), max_length, bool(images), image_token_id, prompt, "")
+    return _encoded(sample, ids, enc, int(ids.shape[0]), max_length, bool(images), image_token_id,
+                    user_text.unmark(prompt), "")
 
 
 def _encoded(sample: Sample, ids: torch.Tensor, enc: dict, start: int, max_length: int, has_images: bool,
@@ -151,9 +176,10 @@ def _encoded(sample: Sample, ids: torch.Tensor, enc: dict, start: int, max_lengt
 
 
 def _process(processor, sample: Sample, text: str, images: list[Image.Image]) -> dict:
-    kwargs = {"images": [images]} if images else {}
     try:
-        return dict(processor(text=[text], return_tensors="pt", **kwargs))
+        return user_text.process(processor, text, images, control_tokens(processor), return_tensors="pt")
+    except user_text.UserTextError as exc:
+        raise sample_error(sample, PROCESSOR_ERROR, str(exc)) from None
     except Exception as exc:  # processors raise ValueError, TypeError, IndexError, ... on input they refuse
         raise sample_error(sample, PROCESSOR_ERROR, f"the processor refused the sample with {len(images)} image(s) "
                            f"({type(exc).__name__}: {_first_line(exc)})") from None

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from genrecal import user_text
 from genrecal.data.errors import EMPTY_ANSWER, NO_ANSWER_SPAN, TOO_LONG, DataError, SkipReport
 from genrecal.data.records import ANSWER_IDS_FIELD, ASSISTANT, SYSTEM, USER
 from genrecal.data.render import SEQUENCE_KEYS, Encoded, encode_prompt, prompt_and_answer, render, sample_error
@@ -73,7 +74,7 @@ def keep_matching_ids(samples: list[Sample], tokenizer) -> tuple[list[Sample], i
 def end_of_turn(processor, sample: Sample) -> str | None:
     """What the chat template puts after the sample's answer text (e.g. `<|im_end|>`); None when the
     rendered answer does not contain the answer text."""
-    _, rendered = prompt_and_answer(processor, sample)
+    rendered = user_text.unmark(prompt_and_answer(processor, sample)[1])
     content = sample.answer.strip()
     at = rendered.rfind(content) if content else -1
     return None if at < 0 else rendered[at + len(content):]

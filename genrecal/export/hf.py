@@ -21,8 +21,9 @@ from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha2
 # substrings of tensor names that only GenRecal training produces (Recalibrator, its projections)
 TRAINING_MARKERS = ("recal", "proj_pre", "proj_post")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-PROCESSOR_FILES = "processor_config.json / preprocessor_config.json, tokenizer.json, tokenizer_config.json, " \
-    "chat_template.jinja"
+# the files AutoProcessor reads, each group one alternative: image processor, tokenizer, its config
+PROCESSOR_FILES = (("processor_config.json", "preprocessor_config.json"),
+                   ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model"), ("tokenizer_config.json",))
 DISK_HINT = "the artifacts already in OUT are intact: free some space and run genrecal-export again"
 
 
@@ -82,13 +83,16 @@ def load_processor(src: Path):
     from transformers import AutoProcessor
 
     src = Path(src)
+    absent = [" or ".join(group) for group in PROCESSOR_FILES if not any((src / name).is_file() for name in group)]
+    if absent:
+        raise StudentDirError(f"{src} has no processor files {'; '.join(absent)} (what processor.save_pretrained "
+                              "writes beside the model): copy them from the model it was trained from")
     try:
         processor = AutoProcessor.from_pretrained(src, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, ... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudentDirError(f"{src}: cannot load its processor ({first[:200]}); a student dir needs the processor "
-                              f"files save_pretrained writes ({PROCESSOR_FILES}): copy them from the model it was "
-                              "trained from") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise StudentDirError(f"{src}: cannot load its processor ({first[:160]}): re-save it with "
+                              "processor.save_pretrained, or copy its files from the model it was trained from") from None
     if not hasattr(processor, "image_processor"):  # torchvision missing makes this a bare tokenizer
         raise StudentDirError(f"{src}: AutoProcessor gave {type(processor).__name__}, not a multimodal "
                               "processor (is preprocessor_config.json present? is torchvision installed?)")

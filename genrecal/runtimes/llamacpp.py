@@ -124,17 +124,26 @@ class LlamaCppSession:
 
     def _control_tokens(self) -> tuple[tuple[str, ...], set[int]]:
         """The control tokens by transformers' rule (user_text.control_tokens) over the GGUF's token types:
-        CONTROL tokens (HF's special added tokens) and the USER_DEFINED ones the chat template writes."""
+        CONTROL tokens (HF's special added tokens) and the USER_DEFINED ones the chat template writes.
+
+        llama.cpp also promotes some NORMAL tokens to CONTROL when it loads a vocabulary (end-of-generation
+        look-alikes such as "</s>" in Qwen2's; its log: "control-looking token ... will be overridden").
+        HF encodes those as ordinary text, so they are not control tokens here, and text holding one is
+        split at the real control tokens by hand (`_tokenize_template_text`) so llama.cpp cannot match it."""
         lc, vocab = self._lc, self._vocab
-        kinds = lc.LLAMA_TOKEN_ATTR_CONTROL | lc.LLAMA_TOKEN_ATTR_USER_DEFINED
-        added = {}
+        normal, control_bit = lc.LLAMA_TOKEN_ATTR_NORMAL, lc.LLAMA_TOKEN_ATTR_CONTROL
+        added, self._promoted = {}, {}
         for i in range(lc.llama_vocab_n_tokens(vocab)):
             attr = lc.llama_vocab_get_attr(vocab, i)
-            if attr & kinds:
+            if attr & (control_bit | lc.LLAMA_TOKEN_ATTR_USER_DEFINED):
                 text = lc.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
-                added[text] = (i, bool(attr & lc.LLAMA_TOKEN_ATTR_CONTROL))
+                if attr & normal:
+                    self._promoted[text] = i
+                else:
+                    added[text] = (i, bool(attr & control_bit) and not attr & lc.LLAMA_TOKEN_ATTR_USER_DEFINED)
         control = user_text.control_tokens(((t, special) for t, (_, special) in added.items()),
                                            self.facts.chat_template)
+        self._special = {t: i for t, (i, special) in added.items() if special}
         return control, {added[t][0] for t in control}
 
     # -- prompt --
@@ -181,6 +190,16 @@ class LlamaCppSession:
         """llama.cpp's tokenizer, no BOS; special=False: control tokens in `text` stay text."""
         return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=special) if text else []
 
+    def _tokenize_template_text(self, text: str) -> list[int]:
+        """Text outside marks (template + user text without control tokens), as HF encodes it: control
+        tokens by id, the rest as text; by hand only where a promoted token (see `_control_tokens`) is in it."""
+        if not any(t in text for t in self._promoted):
+            return self._tokenize(text)
+        ids: list[int] = []
+        for j, part in enumerate(user_text.split_tokens(text, tuple(self._special))):
+            ids += [self._special[part]] if j % 2 else self._tokenize(part, special=False)
+        return ids
+
     def prompt_ids(self, question: str, n_images: int) -> list[list[int]]:
         """The prompt's text ids around its images (n_images + 1 lists, BOS/EOS as the vocabulary adds
         them): the chat template around the question, user text kept as text like the HF tokenizer
@@ -190,7 +209,8 @@ class LlamaCppSession:
         segments = prompt_segments(self.facts.chat_template, n_images, question, self.control,
                                    self.prompt.placeholder, **tokens)
         try:
-            texts = [user_text.encode_pieces(seg, self._tokenize, lambda t: self._tokenize(t, special=False),
+            texts = [user_text.encode_pieces(seg, self._tokenize_template_text,
+                                             lambda t: self._tokenize(t, special=False),
                                              self._newline_ids, self._control_ids) for seg in segments]
         except user_text.UserTextError as exc:
             raise RuntimeError_(str(exc)) from None

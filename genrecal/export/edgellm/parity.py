@@ -50,7 +50,8 @@ def compare_prompt(ref: dict, response: dict | None, eos: list[int], tie_margin:
     n = min(len(got), len(want))
     first = next((i for i in range(n) if got[i] != want[i]), None)
     if first is None and len(got) == len(want):
-        return {**out, "compared": "tokens", "status": "match", "tokens": len(want), "detail": f"{len(want)} tokens equal"}
+        return {**out, "compared": "tokens", "status": "match", "tokens": len(want),
+                "detail": f"{len(want)} tokens equal"}
     if first is None:  # one stopped earlier: a length difference, judged at the shorter end
         first = n
     step = ref["top_k"][first] if first < len(ref["top_k"]) else None

@@ -85,7 +85,8 @@ def processor_facts(hf: Path) -> dict:
     if family == "internvl":
         side = int(_side(config["vision_config"]["image_size"]))
         patch = int(_side(config["vision_config"]["patch_size"]))
-        per_tile = int(getattr(proc, "image_seq_length", 0) or (side // patch) ** 2 * config.get("downsample_ratio", 0.5) ** 2)
+        per_tile = int(getattr(proc, "image_seq_length", 0)
+                       or (side // patch) ** 2 * config.get("downsample_ratio", 0.5) ** 2)
         max_tiles = int(getattr(ip, "max_patches", 1) or 1) if getattr(ip, "crop_to_patches", False) else 1
         facts.update(tile_side=side, tokens_per_tile=per_tile,
                      image_tokens={"min": per_tile, "max": per_tile * (max_tiles + (1 if max_tiles > 1 else 0))})
