@@ -40,12 +40,22 @@ export_gguf(s, root / "gguf-q4_k_m", "q4_k_m", check=False)
     return {"onnxruntime": root / "onnx-int8", "llamacpp": root / "gguf-q4_k_m"}
 
 
-def measure(artifact: Path, profile: str, work: Path, python: str, env: dict, install: bool) -> dict:
+def _use_src(src: str | None) -> str:
+    """Code that makes `import genrecal` find the checkout at `src` (ahead of the editable install's finder)."""
+    if not src:
+        return ""
+    return (f"import sys; sys.path.insert(0, {src!r}); "
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; ")
+
+
+def measure(artifact: Path, profile: str, work: Path, python: str, env: dict, install: bool,
+            src: str | None = None) -> dict:
     bundle = work / f"bundle-{artifact.name}"
-    code = ("from genrecal.benchmarks.bundle import make_bundle; "
+    code = (_use_src(src) + "import genrecal; print(genrecal.__file__); "
+            "from genrecal.benchmarks.bundle import make_bundle; "
             f"make_bundle({str(artifact)!r}, {profile!r}, {str(bundle)!r}, log=lambda *_: None)")
-    subprocess.run([python, "-c", code], check=True, env=env, capture_output=True)
-    record = {"bundle_mb": du_mb(bundle), "genrecal_mb": du_mb(bundle / "genrecal"),
+    used = subprocess.run([python, "-c", code], check=True, env=env, capture_output=True, text=True)
+    record = {"genrecal_used": used.stdout.strip().splitlines()[0],"bundle_mb": du_mb(bundle), "genrecal_mb": du_mb(bundle / "genrecal"),
               "genrecal_files": len(list((bundle / "genrecal").rglob("*.py"))),
               "requirements": (bundle / "requirements.txt").read_text().split("\n")}
     if not install:
@@ -75,15 +85,13 @@ def main() -> int:
     ap.add_argument("--genrecal-src", help="dir holding the genrecal package to bundle (default: the installed one)")
     args = ap.parse_args()
     env = dict(os.environ)
-    if args.genrecal_src:
-        env["PYTHONPATH"] = args.genrecal_src
     results = {"genrecal_src": args.genrecal_src or "installed", "python": sys.version.split()[0], "bundles": {}}
     with tempfile.TemporaryDirectory(prefix="genrecal-footprint-") as tmp:
         work = Path(tmp)
-        for runtime, artifact in make_artifacts(work, sys.executable, env).items():
+        for runtime, artifact in make_artifacts(work, sys.executable, env).items():  # this genrecal's exporters
             profile = "host" if runtime == "onnxruntime" else "phone-class"
             results["bundles"][runtime] = measure(artifact, profile, work, sys.executable, env,
-                                                  runtime in args.install.split(","))
+                                                  runtime in args.install.split(","), args.genrecal_src)
             print(runtime, {k: v for k, v in results["bundles"][runtime].items() if k != "requirements"})
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0

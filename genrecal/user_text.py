@@ -195,7 +195,7 @@ def process(processor, chat: str, images: list, control: Iterable[str], return_t
         raise UserTextError(f"the {type(processor).__name__} does not report where it expands image placeholders, so "
                             "control-token text in the prompt cannot be kept as text: remove it")
     expanded, last = [], 0
-    for item in (offsets[0] if offsets else []):
+    for item in (list(offsets[0]) if offsets is not None and len(offsets) else []):  # a list, or numpy's
         start, end = item["span"]
         if shown[start:end] != item["text"]:
             raise UserTextError(f"the {type(processor).__name__} changed the text before expanding images, so "

@@ -2,15 +2,18 @@
 llama-server (OpenAI-style chat), the last two built from the pinned llama.cpp source by
 scripts/build_llama_tools.sh.
 
-    from genrecal.benchmarks.gguf_clients import llama_tools, mtmd_chat_handler, mtmd_cli, llama_server
-    tools = llama_tools()                                        # Path to bin/, or None (tools_missing() says why)
-    mtmd_chat_handler("EXPORT/gguf", image, "What shape?", 8)   # {"tokens": [...]} or {"error": one line}
-    mtmd_cli(tools, "EXPORT/gguf", image, "What shape?", 8)      # {"tokens": [...]} or {"error": one line}
-    llama_server(tools, "EXPORT/gguf", image, "What shape?", 8)  # {"tokens": [...]} or {"error": one line}
+    from genrecal.benchmarks.gguf_clients import LlamaServer, llama_tools, mtmd_chat_handler, mtmd_cli
+    tools = llama_tools()                                       # bin/ path, or None (tools_missing() says why)
+    mtmd_chat_handler("EXPORT/gguf", image, "What shape?", 8)   # {"text", "tokens", "prompt_text"} or {"error"}
+    mtmd_cli(tools, "EXPORT/gguf", image, "What shape?", 8)     # {"text"} or {"error": its abort / error line}
+    with LlamaServer(tools, "EXPORT/gguf") as server:           # 127.0.0.1, a free port, bounded requests
+        server.chat(image, "What shape?", 8)                    # /v1/chat/completions with an image_url part
+        server.complete(image, prompt_text, 8)                  # /completion on a raw prompt holding the marker
 
-Every client is given the artifact dir exactly as genrecal-export wrote it (model.gguf + mmproj.gguf), renders
-the prompt with the chat template in model.gguf and greedy-decodes; tokens come back as ids (the CLI's and the
-server's text is tokenised back with the artifact's own vocabulary, see `text_to_ids`).
+Every client is given the artifact dir exactly as genrecal-export wrote it (model.gguf + mmproj.gguf), renders the
+prompt with the chat template in model.gguf (except `complete`) and decodes greedily; `genrecal_llamacpp` is the
+reference (genrecal's own runtime). Token ids come back where the client exposes them (MTMDChatHandler through a
+logits processor that only observes, the server through logprobs / return_tokens); the CLI prints text only.
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ import hashlib
 import json
 import os
 import platform
-import shutil
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+MEDIA_MARKER = "<__media__>"  # libmtmd's default (mtmd_default_marker()); genrecal's runtime renders it
 TOOLS = ("llama-mtmd-cli", "llama-server")
 BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
 
@@ -145,8 +149,12 @@ def mtmd_chat_handler(pair, image, question: str, max_tokens: int, threads: int 
                 llm.close()
     errors = log.errors()
     usage = reply["usage"]
-    return {"text": reply["choices"][0]["message"]["content"], "tokens": picked[:usage["completion_tokens"]],
-            "prompt_tokens": usage["prompt_tokens"], **seen, **({"log_warnings": errors} if errors else {})}
+    # llama-cpp-python skips its max_tokens test while the text ends inside a UTF-8 character, so a model emitting
+    # byte tokens runs past max_tokens (recorded); the first max_tokens are compared
+    over = {"completion_tokens": usage["completion_tokens"]} if usage["completion_tokens"] > max_tokens else {}
+    return {"text": reply["choices"][0]["message"]["content"], "tokens": picked[:min(usage["completion_tokens"],
+            max_tokens)], "prompt_tokens": usage["prompt_tokens"], **over, **seen,
+            **({"log_warnings": errors} if errors else {})}
 
 
 def mtmd_cli(bin_dir, pair, image, question: str, max_tokens: int, threads: int = 1, jinja: bool = True) -> dict:
@@ -159,12 +167,19 @@ def mtmd_cli(bin_dir, pair, image, question: str, max_tokens: int, threads: int 
            "--image", str(image), "-p", question, "-n", str(max_tokens), "--temp", "0", "--seed", "0",
            "-t", str(threads), "-c", str(N_CTX), "-ngl", "0", "--no-warmup", *(["--jinja"] if jinja else [])]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"error": f"llama-mtmd-cli ran over {CLI_TIMEOUT_S} s"}
     if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {_cli_error(proc.stderr)}"}
-    return {"text": proc.stdout}
+        return {"error": f"exit {proc.returncode}: {_cli_error(proc.stderr.decode('utf-8', 'replace'))}"}
+    # raw bytes, as genrecal's runtime decodes its own (a token may end inside a UTF-8 character); the CLI prints
+    # "\n" before the answer and newlines after it, so trailing newlines are not compared (see same_text)
+    return {"text": proc.stdout.decode("utf-8", "replace").removeprefix("\n").rstrip("\n")}
+
+
+def same_text(client_text: str, genrecal_text: str) -> bool:
+    """Greedy text equality where a client gives text only (the CLI frames its answer with newlines)."""
+    return client_text.rstrip("\n") == genrecal_text.rstrip("\n")
 
 
 def _cli_error(stderr: str) -> str:
@@ -271,11 +286,13 @@ class LlamaServer:
         out = {"text": choice["message"].get("content") or "",
                "prompt_tokens": got.get("usage", {}).get("prompt_tokens")}
         content = (choice.get("logprobs") or {}).get("content")
-        if content and all("id" in c for c in content):
-            out["tokens"] = [int(c["id"]) for c in content]
+        if content is not None and all("id" in c for c in content):
+            ids = [int(c["id"]) for c in content]
+            # the server lists the end-of-generation token it stopped on; genrecal's runtime does not return it
+            out["tokens"] = ids[:-1] if choice.get("finish_reason") == "stop" and ids else ids
         rendered = self._post("/apply-template", {"messages": messages})
-        if "prompt" in rendered:
-            out["prompt_text"] = rendered["prompt"]
+        if "prompt" in rendered:  # the server draws a random media marker per process: shown as libmtmd's default
+            out["prompt_text"] = re.sub(r"<__media_[A-Za-z0-9]+__>", MEDIA_MARKER, rendered["prompt"])
         return out
 
     def complete(self, image, prompt_text: str, max_tokens: int) -> dict:
@@ -285,14 +302,17 @@ class LlamaServer:
 
         if self.error:
             return {"error": self.error}
-        prompt = {"prompt_string": prompt_text, "multimodal_data": [base64.b64encode(Path(image).read_bytes()).decode()]}
+        marker = self._get("/props").get("media_marker", MEDIA_MARKER)  # this process's random marker
+        prompt = {"prompt_string": prompt_text.replace(MEDIA_MARKER, marker),
+                  "multimodal_data": [base64.b64encode(Path(image).read_bytes()).decode()]}
         got = self._post("/completion", {"prompt": prompt, "n_predict": max_tokens, "temperature": 0, "top_k": 1,
                                          "seed": 0, "cache_prompt": False, "return_tokens": True})
         if "error" in got:
             return {"error": got["error"] if isinstance(got["error"], str) else _first_line(got["error"])}
         out = {"text": got.get("content", ""), "prompt_tokens": got.get("tokens_evaluated")}
         if isinstance(got.get("tokens"), list):
-            out["tokens"] = [int(t) for t in got["tokens"]]
+            ids = [int(t) for t in got["tokens"]]
+            out["tokens"] = ids[:-1] if got.get("stop_type") == "eos" and ids else ids  # as chat() above
         return out
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from genrecal.artifacts.integrity import CorruptFileError, check_safetensors, disk_full_guard
 from genrecal.artifacts.manifest import sha256_file
 from genrecal.fsutil import atomic_dir, write_text_atomic
-from genrecal.integrity import CorruptFileError, check_safetensors, disk_full_guard
 
 LATEST = "latest"
 STATE = "state.json"

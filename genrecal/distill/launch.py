@@ -130,7 +130,7 @@ def check_run_dir(cfg: DistillConfig, out: Path, ckpt_root: Path, data: dict | N
         held = f"checkpoint {latest.name}" if latest is not None else f"checkpoints in {ckpt_root}"
         raise ConfigError(f"{out} already holds a run ({held}); pass --resume to continue "
                           "it, or choose another --out")
-    if cfg.resume and latest is not None and saved.exists():
+    if cfg.resume and has_checkpoints(ckpt_root) and saved.exists():
         old = json.loads(saved.read_text())
         new = json.loads(json.dumps(cfg.to_dict(), default=list))
         defaults = json.loads(json.dumps({f.name: f.default for f in fields(DistillConfig)}, default=list))

@@ -10,8 +10,8 @@ from torch import nn
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from genrecal.artifacts.integrity import check_safetensors_dir
 from genrecal.errors import GenrecalError
-from genrecal.integrity import check_safetensors_dir
 from genrecal.families import Family, get_family
 from genrecal.families.base import image_token_id
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from genrecal.artifacts.integrity import disk_full_guard
 from genrecal.distill.precision import cast_weights
 from genrecal.fsutil import atomic_dir, write_text_atomic
-from genrecal.integrity import disk_full_guard
 
 LOG_NAME = "train_log.jsonl"
 RECAL_MARKERS = ("recal", "proj_pre", "proj_post")

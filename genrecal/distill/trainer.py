@@ -27,7 +27,7 @@ from genrecal.distill.checkpoint import (
     DISK_HINT, Progress, load_progress, module_weights, restore, save_checkpoint,
 )
 from genrecal.fsutil import write_text_atomic
-from genrecal.integrity import disk_full_guard
+from genrecal.artifacts.integrity import disk_full_guard
 from genrecal.distill.config import DistillConfig
 from genrecal.distill.devices import checkpointing_wanted, check_device_map, head_on, input_device, to_device
 from genrecal.distill.diagnostics import step_record

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrecal.errors import GenrecalError
-from genrecal.integrity import check_safetensors, disk_full_guard
+from genrecal.artifacts.integrity import check_safetensors, disk_full_guard
 from genrecal.families import get_family
 from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha256
 
@@ -91,8 +91,8 @@ def load_processor(src: Path):
         processor = AutoProcessor.from_pretrained(src, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, ... for bad files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
-        raise StudentDirError(f"{src}: cannot load its processor ({first[:160]}): re-save it with "
-                              "processor.save_pretrained, or copy its files from the model it was trained from") from None
+        raise StudentDirError(f"{src}: cannot load its processor ({first[:160]}): re-save it with processor."
+                              "save_pretrained, or copy its files from the model it was trained from") from None
     if not hasattr(processor, "image_processor"):  # torchvision missing makes this a bare tokenizer
         raise StudentDirError(f"{src}: AutoProcessor gave {type(processor).__name__}, not a multimodal "
                               "processor (is preprocessor_config.json present? is torchvision installed?)")

@@ -21,7 +21,7 @@ from genrecal.artifacts import layout
 from genrecal.export import targets
 from genrecal.export.hf import DISK_HINT, export_hf, inspect_student, load_processor
 from genrecal.fsutil import write_text_atomic
-from genrecal.integrity import DiskFullError, disk_full_guard
+from genrecal.artifacts.integrity import DiskFullError, disk_full_guard
 from genrecal.artifacts.manifest import MANIFEST_NAME, Manifest, tool_versions
 
 

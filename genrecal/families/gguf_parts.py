@@ -80,8 +80,8 @@ class GgufRoute:
     runtime_graph: str | None = None
     """What runtime_model reproduces (recorded in the parity record)."""
     logit_tol: dict | None = None
-    """Conversion logit tolerance per precision ("f32", "f16") where the default does not hold (why in `notes`):
-    max |logit diff| / max(1, max |logit|), as genrecal.export.gguf.parity.LOGIT_TOL."""
+    """Conversion logit tolerance per precision ("f32", "f16") where the default does not hold (why in `notes`): the
+    fixed part of the bound, genrecal.export.gguf.parity.LOGIT_TOL (it grows with the logits above that)."""
     embed_rel_tol: float | None = None
     """Image-embedding tolerance relative to max |embedding| where the default does not hold."""
     libmtmd_lookups: tuple[str, ...] = ()

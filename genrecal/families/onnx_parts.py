@@ -33,6 +33,12 @@ class OnnxSpec:
     vision_feeds: str = "passthrough"
     exporter: str = "torchscript"  # "torchscript" | "dynamo": whichever gives a correct vision graph
     mrope: bool = False  # decoder position_ids are [3, B, L] from `rope_index`, not [B, L]
+    # DeepStack (Qwen3-VL): model -> n, the number of text layers that add vision features of their own.
+    # The wrapper's image_features are then [tokens, D * (1 + n)] (the embedding rows, then layer 0's, ...),
+    # the embed graph pads every token row with n * D zeros, and the decoder takes [B, L, D * (1 + n)] and adds
+    # slice i + 1 to the output of text layer i (llama.cpp's qwen3vl layout). A text row's slices are zero,
+    # so the runtime's row scatter is unchanged and adds nothing where the model adds nothing.
+    deepstack: Callable[[nn.Module], int] | None = None
     notes: str = ""
 
     def feeds(self, enc: dict) -> dict[str, np.ndarray]:

@@ -7,7 +7,10 @@
 The dir is opened by its manifest (`load_manifest` refuses a file whose sha256 changed), the pair is
 validated with gguf-py before llama.cpp touches it (a missing vision tensor would segfault), and the
 prompt goes through libmtmd one chunk at a time (not `MTMDChatHandler`) so the vision encoder, prefill
-and each decode step are timed apart. llama.cpp's log is captured; its errors go into the exceptions.
+and each decode step are timed apart. The prompt's text is tokenized here like the HF processor does it
+(runtimes/prompt.py, genrecal.user_text: control tokens typed in a question stay text); libmtmd only
+tokenizes each image, so its media marker in a question is ordinary text. llama.cpp's log is captured;
+its errors go into the exceptions.
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ from genrecal.runtimes.images import open_images
 from genrecal.runtimes.prompt import prompt_segments
 
 DEFAULT_CTX = 4096  # capped at the model's training context
-TIMING_HOW = (TIMING_DEFINITION + "; here preprocess = chat template + image resize + mtmd_tokenize (libmtmd's "
-              "image preprocessing); vision_encode = mtmd_encode_chunk; prefill = llama_decode of text chunks + "
-              "image embeddings; llama.cpp's own counter (t_eval_ms/n_eval) is extra.llama_perf_ms_per_token; "
+TIMING_HOW = (TIMING_DEFINITION + "; here preprocess = chat template + tokenization + image resize + mtmd_tokenize "
+              "(libmtmd's image preprocessing); vision_encode = mtmd_encode_chunk; prefill = llama_decode of text "
+              "chunks + image embeddings; llama.cpp's own counter (t_eval_ms/n_eval) is extra.llama_perf_ms_per_token; "
               "peak_rss_mb = this process's high-water mark (getrusage)")
 
 

@@ -185,7 +185,9 @@ class OnnxRuntime:
                 return
             step_pos = (np.full((3, 1, 1), cache.length, np.int64) + delta.reshape(1, 1, 1) if self.facts.mrope
                         else np.full((1, 1), cache.length, np.int64))
-            embeds = self.embed(np.array([[token]], np.int64), None)
+            # a generated token is text whatever its id: a model that emits its image token (random tiny
+            # ones do) gets that token's embedding row, as in PyTorch and the TensorRT runtime
+            embeds = self.sessions["embed"].run(None, {"input_ids": np.array([[token]], np.int64)})[0]
             logits = self._decoder_step(cache, embeds, step_pos)
 
     def logits_for(self, enc: dict, max_new_tokens: int = 16, forced: list[int] | None = None) -> Trace:

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
-from genrecal.integrity import check_safetensors_dir
+from genrecal.artifacts.integrity import check_safetensors_dir
 from genrecal.runtimes import sysinfo
 from genrecal.runtimes.base import (
     STOP_CONTEXT, STOP_EOS, STOP_MAX_NEW, TIMING_DEFINITION, Generation, RuntimeError_, Stream, Timing,

@@ -141,7 +141,7 @@ def test_disk_full_as_torch_save_reports_it(zoo_dir, evqa_train, tmp_path, capsy
     """torch.save says "unexpected pos" when the disk fills; with almost nothing free that is a full disk."""
     from collections import namedtuple
 
-    from genrecal import integrity
+    from genrecal.artifacts import integrity
     from genrecal.distill import checkpoint
 
     def short_write(obj, f, *a, **k):

@@ -37,7 +37,16 @@ VISION_TENSORS = {
              "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"], _VISION_BLOCK),  # LLaVA-1.5
     "idefics3": (["v.patch_embd.weight", "v.patch_embd.bias", "v.position_embd.weight", "v.post_ln.weight",
                   "v.post_ln.bias", "mm.model.fc.weight"], _VISION_BLOCK),
+    # Qwen3-VL: fused qkv, a learned position grid (resampled per image), patch bias; DeepStack mergers below
+    "qwen3vl_merger": (["v.patch_embd.weight", "v.patch_embd.weight.1", "v.patch_embd.bias", "v.position_embd.weight",
+                        "v.post_ln.weight", "v.post_ln.bias", "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"],
+                       [f"{t}.{k}" for t in ("ln1", "ln2", "attn_qkv", "attn_out", "ffn_up", "ffn_down")
+                        for k in ("weight", "bias")]),
 }
+# DeepStack (qwen3vl_merger): each vision block flagged in clip.vision.is_deepstack_layers has its own merger, and
+# the text model (`{arch}.n_deepstack_layers`) adds that many slices of the mmproj's output to its first layers
+DEEPSTACK_FLAGS = "clip.vision.is_deepstack_layers"
+DEEPSTACK_TENSORS = [f"{t}.{k}" for t in ("norm", "fc1", "fc2") for k in ("weight", "bias")]
 VISION_KEYS = ["clip.vision.embedding_length", "clip.vision.feed_forward_length", "clip.vision.block_count",
                "clip.vision.projection_dim", "clip.vision.attention.head_count",
                "clip.vision.attention.layer_norm_epsilon", "clip.vision.image_size", "clip.vision.patch_size",
@@ -46,10 +55,12 @@ _TEXT_BLOCK = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.wei
                "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
 # text arch -> per-block tensors beyond the common set
 TEXT_EXTRA_BLOCK = {"llama": [], "qwen2vl": ["attn_q.bias", "attn_k.bias", "attn_v.bias"],
-                    "qwen2": ["attn_q.bias", "attn_k.bias", "attn_v.bias"]}
+                    "qwen2": ["attn_q.bias", "attn_k.bias", "attn_v.bias"],
+                    "qwen3vl": ["attn_q_norm.weight", "attn_k_norm.weight"]}  # Qwen3's QK-norm
 TEXT_KEYS = ["context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
              "attention.head_count_kv", "attention.layer_norm_rms_epsilon"]
-TEXT_ARCH_KEYS = {"llama": [], "qwen2": [], "qwen2vl": ["rope.dimension_sections"]}
+TEXT_ARCH_KEYS = {"llama": [], "qwen2": [], "qwen2vl": ["rope.dimension_sections"],
+                  "qwen3vl": ["rope.dimension_sections", "n_deepstack_layers"]}
 TOKENIZER_KEYS = ["tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"]
 
 
@@ -125,6 +136,8 @@ def validate_mmproj(path: Path, text_n_embd: int | None = None) -> tuple[GGUFRea
     n_layer = int(_value(reader, "clip.vision.block_count"))
     names = {t.name for t in reader.tensors}
     want = globals_ + [f"v.blk.{i}.{t}" for i in range(n_layer) for t in block]
+    flags = _value(reader, DEEPSTACK_FLAGS) or []
+    want += [f"v.deepstack.{i}.{t}" for i, flag in enumerate(flags) if flag for t in DEEPSTACK_TENSORS]
     _missing("tensors", path, [n for n in want if n not in names])
     # LLaVA's legacy writer puts CLIP's own projection_dim there; its projector's output is mm.2's rows
     proj_dim = _shape(reader, "mm.2.weight")[1] if proj == "mlp" else int(_value(reader, "clip.vision.projection_dim"))
@@ -137,7 +150,12 @@ def validate_pair(model_path: Path, mmproj_path: Path) -> PairFacts:
     """Raise GgufValidationError naming the first problem; else facts about the pair."""
     text, arch = validate_text(model_path)
     n_embd = int(_value(text, f"{arch}.embedding_length"))
-    _, proj = validate_mmproj(mmproj_path, n_embd)
+    mmproj, proj = validate_mmproj(mmproj_path, n_embd)
+    adds = int(_value(text, f"{arch}.n_deepstack_layers") or 0)
+    writes = sum(map(bool, _value(mmproj, DEEPSTACK_FLAGS) or []))
+    if adds != writes:
+        raise GgufValidationError(f"{model_path} adds {adds} DeepStack slices but {mmproj_path} writes {writes}: "
+                                  "llama.cpp would read the image features misaligned")
     return PairFacts(
         text_arch=arch, projector_type=proj, context_length=int(_value(text, f"{arch}.context_length")),
         n_embd=n_embd, n_vocab=_shape(text, "token_embd.weight")[1],

@@ -20,14 +20,17 @@ from genrecal.data.scoring import exact_match, normalize_answer
 from genrecal.export.gguf.layout import GgufExportError
 from genrecal.artifacts.gguf_pair.prompt import PromptFormat
 
-# default bound on the full-precision text model vs PyTorch (mmproj F16, F32 KV cache), relative to the logit
-# scale as for ONNX fp16: max |logit diff| / max(1, max |logit|) per sample. The F16 image embeddings' rounding
-# reaches the logits in proportion to their size (a trained qwen2_vl student: 7.6e-3 with |logit| ~13, 5.8e-4 of
-# it), so an absolute bound refuses good conversions of trained models; a conversion fault (a permuted or
-# scaled tensor) moves logits by a fraction of their scale and still fails (tests/export/test_gguf.py). Up to
-# |logit| 1 this is the absolute bound it replaced. A family route may set its own (GgufRoute.logit_tol);
-# Qwen2-VL instead sets RUNTIME_TEXT_RMS_EPS (see qwen2_vl.py).
+# bound on the full-precision text model vs PyTorch (mmproj F16, F32 KV cache), per sample:
+#   max |logit diff| <= max(LOGIT_TOL, LOGIT_REL_TOL * max |logit|)
+# The F16 image embeddings' rounding reaches the logits in proportion to their size, so a fixed bound refuses
+# good conversions of trained models (a trained qwen2_vl student: 7.6e-3 at |logit| ~13, 5.8e-4 of it), while
+# a conversion fault moves the logits by a share of their size and still fails (tests/export/test_gguf.py:
+# one RMSNorm weight scaled by 1.05 gives 3.5e-3..5.2e-3 of |logit|, a re-permuted q far more). Measured on the
+# fine-tuned gguf-size test students (|logit| ~10, F16): 7e-5 of |logit| (6.9e-4..7.6e-4). Up to |logit| 5
+# the bound is the fixed one it replaced. A family route may set its own fixed part
+# (GgufRoute.logit_tol); Qwen2-VL instead sets RUNTIME_TEXT_RMS_EPS (see qwen2_vl.py).
 LOGIT_TOL = {"f32": 5e-3, "f16": 1e-2}
+LOGIT_REL_TOL = {"f32": 1e-3, "f16": 2e-3}
 EMBED_REL_TOL = 5e-3  # max |image-embedding diff| / max |embedding| (mmproj is F16); measured <= 7e-4
 # teacher-forced top-1 agreement of the quantised artifact: a floor that catches broken conversions,
 # not a quality bar (random tiny models measured 0.69-1.0 at Q4_K_M)
@@ -183,6 +186,7 @@ def compare(model, processor, spec: PairSpec, model_path: Path, data, steps: int
         "first_token_logit_diff": max(r["first_token_logit_diff"] for r in rows),
         "logit_scale": max(r["logit_scale"] for r in rows),
         "max_rel_logit_diff": max(relative_logit_diff(r) for r in rows),
+        "per_sample_logit_diff": [[r["max_abs_logit_diff"], r["logit_scale"]] for r in rows],  # [diff, max |logit|]
         "top1_agreement": sum(top1) / len(top1),
         "greedy_identical": sum(all(r["top1"]) for r in rows),  # samples whose whole continuation matched
         "image_embed_max_diff": max(r["image_embed_max_diff"] for r in rows),
@@ -234,22 +238,31 @@ def relative_logit_diff(sample: dict) -> float:
     return sample["max_abs_logit_diff"] / max(sample["logit_scale"], 1.0)
 
 
+def logit_bound(precision: str, scale: float, logit_tol: dict | None = None) -> float:
+    """The largest |logit diff| allowed for a sample whose largest |logit| is `scale` (see LOGIT_TOL)."""
+    return max((logit_tol or LOGIT_TOL)[precision], LOGIT_REL_TOL[precision] * scale)
+
+
 def enforce(result: dict, quant: str, logit_tol: dict | None = None, embed_tol: float | None = None) -> None:
     """Raise GgufExportError when a check fails; record thresholds and `passed` in `result`.
-    logit_tol / embed_tol: a family's own tolerances (default LOGIT_TOL, relative to the logit scale /
+    logit_tol / embed_tol: a family's own tolerances (default LOGIT_TOL, the fixed part of the logit bound, and
     EMBED_REL_TOL)."""
     embed_tol = embed_tol or EMBED_REL_TOL
     ref = result["reference"]
-    tol = (logit_tol or LOGIT_TOL)[ref["precision"]]
-    rel = ref.get("max_rel_logit_diff", relative_logit_diff(ref))
-    result["thresholds"] = {"max_rel_logit_diff": tol, "image_embed_rel_diff": embed_tol,
-                            "greedy_identical": "all samples", "tokenizer_agreement": "all strings"}
+    prec = ref["precision"]
+    samples = ref.get("per_sample_logit_diff") or [[ref["max_abs_logit_diff"], ref["logit_scale"]]]
+    worst = max(samples, key=lambda ds: ds[0] - logit_bound(prec, ds[1], logit_tol))  # the largest excess
+    bound = logit_bound(prec, worst[1], logit_tol)
+    result["thresholds"] = {"max_abs_logit_diff": f"max({(logit_tol or LOGIT_TOL)[prec]}, {LOGIT_REL_TOL[prec]} x "
+                                                  "max |logit|) per sample",
+                            "image_embed_rel_diff": embed_tol, "greedy_identical": "all samples",
+                            "tokenizer_agreement": "all strings"}
     if quant in TOP1_FLOOR:
         result["thresholds"]["top1_agreement"] = TOP1_FLOOR[quant]
     problems = []
-    if rel > tol:
-        problems.append(f"{ref['precision']} logits differ from PyTorch by {ref['max_abs_logit_diff']:.3g} with "
-                        f"|logit| up to {ref['logit_scale']:.3g} ({rel:.3g} of max(1, |logit|) > {tol})")
+    if worst[0] > bound:
+        problems.append(f"{prec} logits differ from PyTorch by {worst[0]:.3g} > {bound:.3g} (max({(logit_tol or LOGIT_TOL)[prec]}, "
+                        f"{LOGIT_REL_TOL[prec]} x |logit| {worst[1]:.3g}))")
     if ref["greedy_identical"] != result["samples"]:
         problems.append(f"greedy continuation differs on {result['samples'] - ref['greedy_identical']} sample(s)")
     same, total = map(int, ref["tokenizer_agreement"].split("/"))

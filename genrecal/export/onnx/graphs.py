@@ -56,17 +56,24 @@ def export_vision(model, processor, spec: OnnxSpec, path: Path) -> None:
     export_graph(wrapper, args, path, spec.vision_inputs, ("image_features",), axes, spec.exporter)
 
 
-def export_embed(model, path: Path) -> None:
+def deepstack_layers(model, spec: OnnxSpec) -> int:
+    """How many text layers add DeepStack features (OnnxSpec.deepstack); 0 for families without."""
+    return spec.deepstack(model) if spec.deepstack else 0
+
+
+def export_embed(model, spec: OnnxSpec, path: Path) -> None:
     ids = torch.ones(2, 3, dtype=torch.long)  # [B, L]
     axes = {"input_ids": {0: "batch", 1: "seq"}, "inputs_embeds": {0: "batch", 1: "seq"}}
-    export_graph(EmbedTokens(model).eval(), (ids,), path, ("input_ids",), ("inputs_embeds",), axes, "torchscript")
+    export_graph(EmbedTokens(model, deepstack_layers(model, spec)).eval(), (ids,), path, ("input_ids",),
+                 ("inputs_embeds",), axes, "torchscript")
 
 
 def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
     cfg = model.config.get_text_config()
     n_layers, (kv_heads, head_dim) = cfg.num_hidden_layers, kv_shape(cfg)
     batch, seq, past = 2, 3, 4
-    embeds = torch.randn(batch, seq, cfg.hidden_size)  # [B, L, D]
+    decoder = Decoder(model, deepstack_layers(model, spec)).eval()
+    embeds = torch.randn(batch, seq, decoder.embeds_width)  # [B, L, D] (DeepStack: D * (1 + n))
     mask = torch.ones(batch, past + seq, dtype=torch.long)  # [B, past + L]
     pos = torch.arange(past, past + seq).expand(batch, seq)  # [B, L]
     pos_axes = {0: "batch", 1: "seq"}
@@ -77,7 +84,7 @@ def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
             "position_ids": pos_axes, "logits": {0: "batch", 1: "seq"}}
     axes.update({n: {0: "batch", 2: "past_len"} for n in layout.past_names(n_layers)})
     axes.update({n: {0: "batch", 2: "total_len"} for n in layout.present_names(n_layers)})
-    export_graph(Decoder(model).eval(), (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers),
+    export_graph(decoder, (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers),
             layout.decoder_outputs(n_layers), axes, "torchscript")
 
 
@@ -100,6 +107,7 @@ def model_facts(model, processor, spec: OnnxSpec) -> dict:
         "pad_token_id": processor.tokenizer.pad_token_id,
         "mrope": spec.mrope,
         "spatial_merge_size": getattr(vision_cfg, "spatial_merge_size", None) if spec.mrope else None,
+        **({"deepstack_layers": deepstack_layers(model, spec)} if spec.deepstack else {}),
         "opsets": {"vision": max(layout.OPSET, 18) if spec.exporter == "dynamo" else layout.OPSET,
                    "embed": layout.OPSET, "decoder": layout.OPSET},
     }
@@ -115,7 +123,7 @@ def export_fp32_graphs(model, processor, hf_dir: Path, out_dir: Path) -> dict:
     spec = onnx_spec(model.config.model_type)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_vision(model, processor, spec, out_dir / layout.VISION_GRAPH)
-    export_embed(model, out_dir / layout.EMBED_GRAPH)
+    export_embed(model, spec, out_dir / layout.EMBED_GRAPH)
     export_decoder(model, spec, out_dir / layout.DECODER_GRAPH)
     processor.save_pretrained(out_dir)
     for name in SIDE_FILES:

@@ -1,0 +1,227 @@
+"""Qwen3-VL as a genrecal family: the zoo sizes build offline and reload, the chat template's answer span and
+image tokens, the interleaved M-RoPE ids, and DeepStack strong enough on `tiny-deepstack` that a runtime
+dropping it cannot pass parity.
+
+    .venv/bin/python -m pytest tests/families/test_qwen3_vl.py -q
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen3VLForConditionalGeneration
+
+from genrecal import zoo
+from genrecal.artifacts.onnx_feeds import rope_index
+from genrecal.data.render import render
+from genrecal.data.samples import Sample
+from genrecal.families import get_family, qwen3_vl
+from genrecal.families.base import image_token_id
+
+MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What shape is in the image?"}]}]
+
+
+def _image(h: int = 64, w: int = 64, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _encode(processor, images):
+    prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    return processor(text=[prompt], images=[images], return_tensors="pt")
+
+
+def test_tiny_builds_offline_and_reloads(zoo_dir):
+    out = zoo_dir("qwen3_vl")
+    model = AutoModelForImageTextToText.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    assert type(model) is Qwen3VLForConditionalGeneration and type(processor).__name__ == "Qwen3VLProcessor"
+    cfg = model.config
+    assert cfg.vision_config.deepstack_visual_indexes == [0, 1]
+    assert cfg.text_config.rope_parameters["mrope_interleaved"] and cfg.text_config.rope_parameters["mrope_section"] == [6, 5, 5]
+    tok = processor.tokenizer
+    assert cfg.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert cfg.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>" and tok.bos_token is None
+    # the zoo gives biases and norm weights seeded values (transformers' zeros / ones would hide a dropped bias)
+    layer = model.model.language_model.layers[0].self_attn
+    assert not torch.equal(layer.q_norm.weight, layer.k_norm.weight)
+    assert model.model.visual.blocks[0].attn.qkv.bias.abs().max() > 0
+    # reloaded == built (same seed)
+    built, _ = zoo.build("qwen3_vl", "tiny", seed=0)
+    enc = _encode(processor, [_image()])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**enc).logits, built(**enc).logits)
+
+
+def test_chat_rendering_answer_span_and_image_tokens(zoo_dir, tmp_path):
+    processor = AutoProcessor.from_pretrained(zoo_dir("qwen3_vl"))
+    family = get_family("qwen3_vl")
+    path = tmp_path / "a.png"
+    _image(48, 64).save(path)
+    sample = Sample([path], [{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": "<image>\nWhat colour is the circle?"},
+                             {"role": "assistant", "content": "red"}], "data.json", 0)
+    enc = render(processor, sample, image_token_id=image_token_id(processor, family))
+    tok = processor.tokenizer
+    assert tok.decode(enc.input_ids[enc.answer_start:enc.answer_end]) == "red<|im_end|>"
+    prompt = tok.decode(enc.input_ids[:enc.answer_start])
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|>")
+    assert prompt.endswith("<|vision_end|>What colour is the circle?<|im_end|>\n<|im_start|>assistant\n")
+    # 48x64 px, patch 8, merge 2: (6 * 8) patches / 4 = 12 image tokens; mm_token_type_ids marks them
+    n_image = int((enc.input_ids == image_token_id(processor, family)).sum())
+    assert n_image == 12 == int(enc.extras["image_grid_thw"].prod()) // 4
+    assert int(enc.extras["mm_token_type_ids"].sum()) == 12
+
+
+@pytest.mark.parametrize("hw, tokens", [((64, 64), 16), ((48, 64), 12), ((200, 120), 15)])  # 200x120 is resized to 80x48: 10 * 6 patches / 4
+def test_image_token_count(hw, tokens):
+    _, processor = zoo.build("qwen3_vl", "tiny")
+    enc = _encode(processor, [_image(*hw)])
+    ids = enc["input_ids"][0]
+    assert int((ids == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()) == tokens
+    assert int(enc["image_grid_thw"].prod()) // 4 == tokens
+
+
+def test_rotary_takes_the_recalibrators_ids_as_1d_rope():
+    """The Recalibrator's fresh 1-D ids on all three interleaved axes are plain RoPE over the whole head."""
+    model, _ = zoo.build("qwen3_vl", "tiny")
+    rotary = model.model.language_model.rotary_emb
+    ids = torch.arange(7).expand(2, 7)
+    x = torch.zeros(2, 7, 64)
+    cos, sin = rotary(x, get_family("qwen3_vl").rope_position_ids(ids))
+    inv = rotary.inv_freq  # [head_dim / 2]
+    angles = ids[..., None].float() * inv
+    torch.testing.assert_close(cos, torch.cat([angles.cos(), angles.cos()], -1))
+    torch.testing.assert_close(sin, torch.cat([angles.sin(), angles.sin()], -1))
+    # image ids are really interleaved: the height axis drives frequency 1, the width axis frequency 2
+    pos = torch.zeros(3, 1, 1, dtype=torch.long)
+    pos[1], pos[2] = 5, 9
+    cos = rotary(x[:1, :1], pos)[0][0, 0]
+    torch.testing.assert_close(cos[:3], torch.stack([torch.tensor(1.0), (5 * inv[1]).cos(), (9 * inv[2]).cos()]))
+
+
+def test_runtime_mrope_ids_equal_qwen3_vl_get_rope_index():
+    """The runtimes' torch-free M-RoPE ids (Qwen2-VL's rule) are Qwen3-VL's for image prompts."""
+    model, processor = zoo.build("qwen3_vl", "tiny")
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"},
+                                      {"type": "text", "text": "Which is larger?"}]}],
+        add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[prompt], images=[[_image(64, 64), _image(48, 96, 1)]], return_tensors="pt")
+    ref, ref_delta = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
+                                                image_grid_thw=enc["image_grid_thw"])
+    pos, delta = rope_index(enc["input_ids"].numpy(), enc["image_grid_thw"].numpy(), None,
+                            model.config.image_token_id, model.config.vision_config.spatial_merge_size)
+    np.testing.assert_array_equal(pos, ref.numpy())
+    np.testing.assert_array_equal(delta, ref_delta.numpy())
+
+
+def _greedy_and_logits(model, enc, steps: int = 16):
+    return model(**enc).logits[0], model.generate(**enc, max_new_tokens=steps, do_sample=False)[0, -steps:].tolist()
+
+
+def test_deepstack_strong_enough_to_matter_on_tiny_deepstack():
+    """Dropping DeepStack must move tiny-deepstack's logits far beyond the fp32 export bar (1e-3) and change the
+    16-token greedy continuation of every parity sample, so an export that drops it fails parity. Measured on
+    the three parity samples (seed 0): prefill logits move by 0.88 (max |logit| 0.70-0.77), the last position's
+    by 0.37-0.46, greedy diverges at tokens 0, 3, 0 (`tiny`, unscaled: 0.49-0.52, diverging at 0, 3, 1)."""
+    from genrecal.data import load_easy_vqa_questions
+    from genrecal.export.onnx.parity import PARITY_SAMPLES
+    from genrecal.runtimes.prompt import prepare_inputs
+
+    model, processor = zoo.build("qwen3_vl", "tiny-deepstack")
+    body = model.model.language_model
+    firsts = []
+    with torch.no_grad():
+        for question, _, image in load_easy_vqa_questions("test", limit=PARITY_SAMPLES):
+            enc = {k: torch.from_numpy(v) for k, v in prepare_inputs(processor, [image], question).items()}
+            logits, tokens = _greedy_and_logits(model, enc)
+            body._deepstack_process = lambda hidden, mask, embeds: hidden  # the image rows get nothing added
+            try:
+                bare_logits, bare_tokens = _greedy_and_logits(model, enc)
+            finally:
+                del body._deepstack_process
+            assert (logits - bare_logits).abs().max() > 0.5 and (logits[-1] - bare_logits[-1]).abs().max() > 0.1
+            assert tokens != bare_tokens
+            firsts.append(next(i for i, (a, b) in enumerate(zip(tokens, bare_tokens)) if a != b))
+    assert min(firsts) == 0
+
+
+def test_2b_has_qwen3_vl_2b_shapes():
+    """The real-shape size, built on the meta device: Qwen3-VL-2B-Instruct's config.json values."""
+    tok = zoo.train_tokenizer(get_family("qwen3_vl").tokenizer)
+    with torch.device("meta"):
+        model, processor = qwen3_vl.build_tiny("2b", tok, 0)
+    text, vision = model.config.text_config, model.config.vision_config
+    assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.num_attention_heads,
+            text.num_key_value_heads, text.head_dim) == (2048, 6144, 28, 16, 8, 128)
+    assert text.rope_parameters["mrope_section"] == [24, 20, 20] and text.rope_parameters["rope_theta"] == 5e6
+    assert (vision.hidden_size, vision.intermediate_size, vision.depth, vision.num_heads, vision.patch_size,
+            vision.num_position_embeddings, vision.out_hidden_size) == (1024, 4096, 24, 16, 16, 2304, 2048)
+    assert vision.deepstack_visual_indexes == [5, 11, 17] and model.config.tie_word_embeddings
+    assert processor.image_processor.size == {"shortest_edge": 65536, "longest_edge": 16777216}
+    assert list(processor.image_processor.image_mean) == [0.5, 0.5, 0.5]
+    # the text body (tied embeddings counted once) per layer: q, k, v, o, QK-norm, SwiGLU, two RMSNorms
+    per_layer = 2048 * (16 + 8 + 8 + 16) * 128 + 2 * 128 + 3 * 2048 * 6144 + 2 * 2048
+    n_text = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n)
+    assert n_text == len(tok) * 2048 + 28 * per_layer + 2048
+
+
+# ---- distillation: qwen3_vl as student and as teacher, all three stages ----
+def test_recalibrator_is_built_from_qwen3_layers_with_qk_norm(zoo_dir, tmp_path):
+    from genrecal.distill.models import load_vlm
+    from genrecal.distill.recalibrator import Recalibrator
+
+    teacher, student = load_vlm(zoo_dir("smolvlm"), "teacher"), load_vlm(zoo_dir("qwen3_vl"), "student")
+    recal = Recalibrator.from_models(teacher.model, student.model, "qwen3_vl").eval()
+    assert recal.meta["layer_class"].endswith(":Qwen3VLTextDecoderLayer")
+    last = student.model.model.language_model.layers[-2:]
+    for mine, theirs in zip(recal.layers, last):  # init "student": the last layers, QK-norm included
+        torch.testing.assert_close(mine.self_attn.q_norm.weight, theirs.self_attn.q_norm.weight)
+        torch.testing.assert_close(mine.self_attn.k_norm.weight, theirs.self_attn.k_norm.weight)
+    d_s = student.model.config.get_text_config().hidden_size
+    x, mask = torch.randn(2, 9, d_s), torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        # the Recalibrator's fresh positions through its first (student) layer = the student's own layer on 0..L-1
+        ids = torch.arange(9).expand(2, 9)
+        pos = recal.rotary(x, get_family("qwen3_vl").rope_position_ids(ids))
+        causal = torch.full((9, 9), torch.finfo(x.dtype).min).triu(1)[None, None].expand(2, 1, 9, 9)
+        ref = last[0](x, attention_mask=causal, position_ids=ids, position_embeddings=pos)
+        body = student.model.model.language_model
+        own = last[0](x, attention_mask=causal, position_ids=ids, position_embeddings=body.rotary_emb(x, ids[None].expand(3, 2, 9)))
+        torch.testing.assert_close(ref, own)
+        out = recal(x, mask)
+        recal.save(tmp_path / "recal")
+        torch.testing.assert_close(Recalibrator.load(tmp_path / "recal").eval()(x, mask), out)
+
+
+@pytest.mark.parametrize("teacher, student", [("smolvlm", "qwen3_vl"), ("qwen3_vl", "qwen2_vl")])
+def test_genrecal_three_stages(zoo_dir, evqa_train, tmp_path, teacher, student):
+    import json
+
+    from genrecal.cli import main
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", zoo_dir(teacher), "--student", zoo_dir(student), "--data", evqa_train,
+            "--out", str(out), "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3", "--min-lr", "1e-4",
+            "--checkpoint-every", "2", "--no-progress"]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [ln["stage"] for ln in lines] == ["align"] + ["distill"] * 4 + ["sft"]
+    assert {"ar", "kl", "reg_ar", "reg_kl"} <= set(lines[0]) and {"ar", "kl", "sft"} <= set(lines[1])
+    assert all(np.isfinite(v) for ln in lines for k, v in ln.items() if k in ("ar", "kl", "sft", "reg_ar"))
+    assert lines[4]["ar"] < lines[0]["ar"] and lines[4]["sft"] < lines[1]["sft"]  # measured: 6.0 -> 5.5, 6.2 -> 5.5
+    meta = json.loads((out / "recalibrator" / "recalibrator_config.json").read_text())
+    assert meta["student_family"] == student
+    with safe_open(str(next((out / "student").glob("*.safetensors"))), "pt") as sf:
+        keys = set(sf.keys())
+    with safe_open(str(next(__import__("pathlib").Path(zoo_dir(student)).glob("*.safetensors"))), "pt") as sf:
+        assert keys == set(sf.keys())  # the clean student: no Recalibrator tensors
+    model = AutoModelForImageTextToText.from_pretrained(out / "student").eval()
+    processor = AutoProcessor.from_pretrained(out / "student")
+    enc = _encode(processor, [_image()])
+    with torch.no_grad():
+        assert model.generate(**enc, max_new_tokens=3, do_sample=False).shape[1] <= enc["input_ids"].shape[1] + 3
