@@ -9,8 +9,8 @@ For every GGUF family (genrecal.families.with_format("gguf")) the zoo model (see
 family has one, whose rows are multiples of 256 so Q4_K_M really is K-quants, else "tiny"; Idefics3 / SmolVLM also
 "gguf-split", image splitting on as real checkpoints ship) is fine-tuned for --sft-steps batches on easy-vqa (so
 greedy answers depend on the image and the question) and exported at f16 / q8_0 / q4_k_m exactly as
-genrecal-export does (export_gguf, parity-checked). One easy-vqa test image + its question are then greedy-decoded
-for --steps tokens by:
+genrecal-export does (export_gguf, parity-checked); families without a "gguf" size at the smallest size (and
+vocabulary) their GGUF route converts (GgufRoute.zoo_size / zoo_vocab). --samples easy-vqa test images + their questions are then greedy-decoded for --steps tokens by:
   genrecal llama.cpp          genrecal's own runtime (genrecal.runtimes.llamacpp), the reference
   MTMDChatHandler             llama-cpp-python's Llama(chat_handler=MTMDChatHandler(mmproj)).create_chat_completion
   llama-mtmd-cli --jinja      llama.cpp's CLI with the GGUF's chat template
@@ -18,8 +18,9 @@ for --steps tokens by:
   llama-server raw prompt     the same server's /completion given genrecal's prompt text (no chat template): the
                               pair computing on genrecal's prompt, apart from the template
 (the last three built from the pinned llama-cpp-python's llama.cpp source, scripts/build_llama_tools.sh; skipped,
-with the reason in the JSON, where not built). A cell: the client's first error line, or "loads" and whether its
-greedy text equals genrecal's ("= genrecal") and whether its prompt text does.
+with the reason in the JSON, where not built). A cell: "refused" (the export refused the model) / "fails" (the
+client's first error line is listed), or "loads" with on how many samples its greedy answer is genrecal's (token
+ids where the client gives them, else text) and whether its prompt text differs from genrecal's.
 """
 from __future__ import annotations
 
@@ -41,14 +42,18 @@ REFERENCE = "genrecal llama.cpp"
 CLIENTS = (REFERENCE, "MTMDChatHandler", "llama-mtmd-cli --jinja", "llama-server chat", "llama-server raw prompt")
 
 
-def variants(families: list[str]) -> list[tuple[str, str]]:
-    """(family, zoo size) pairs the matrix covers."""
+def variants(families: list[str]) -> list[tuple[str, str, str | None]]:
+    """(family, zoo size, llama.cpp vocab GGUF or None) the matrix covers: the "gguf" size (+ "gguf-split") where the
+    family has one, else the smallest its GGUF route converts (GgufRoute.zoo_size / zoo_vocab)."""
     out = []
     for family in families:
-        sizes = get_family(family, role="zoo").sizes
-        out.append((family, "gguf" if "gguf" in sizes else "tiny"))
-        if "gguf-split" in sizes:
-            out.append((family, "gguf-split"))
+        fam = get_family(family, role="zoo")
+        if "gguf" not in fam.sizes:
+            out.append((family, fam.gguf.zoo_size, fam.gguf.zoo_vocab))
+            continue
+        out.append((family, "gguf", None))
+        if "gguf-split" in fam.sizes:
+            out.append((family, "gguf-split", None))
     return out
 
 
@@ -88,36 +93,50 @@ def sft(src: Path, dst: Path, steps: int) -> Path:
     return dst
 
 
-def row(client: str, family: str, size: str, precision: str, got: dict, ref: dict) -> dict:
-    base = {"client": client, "family": family, "size": size, "precision": precision}
+def compare(got: dict, ref: dict) -> dict:
+    """One sample: the client's answer against genrecal's (token ids where the client gives them, else text)."""
     if "error" in got:
-        return {**base, "loads": False, "error": got["error"], **_prompt(got, ref)}
+        return {"error": got["error"]}
     by = "tokens" if "tokens" in got else "text"  # the CLI prints text only
     same = got["tokens"] == ref["tokens"] if by == "tokens" else gc.same_text(got["text"], ref["text"])
-    return {**base, "loads": True, "same_as_genrecal": same, "compared": by, "text": got["text"],
-            "genrecal_text": ref["text"], **({"tokens": got["tokens"], "genrecal_tokens": ref["tokens"]}
-                                             if by == "tokens" else {}), **_prompt(got, ref)}
-
-
-def _prompt(got: dict, ref: dict) -> dict:
-    out = {}
+    out = {"same": same, "compared": by, "text": got["text"], "genrecal_text": ref["text"]}
+    if by == "tokens":
+        out.update(tokens=got["tokens"], genrecal_tokens=ref["tokens"])
     if got.get("prompt_text") is not None:
         out["same_prompt_text"] = got["prompt_text"] == ref["prompt_text"]
         if not out["same_prompt_text"]:
-            out["prompt_text"] = got["prompt_text"]
-    for key in ("prompt_tokens", "completion_tokens"):
+            out["prompt_text"], out["genrecal_prompt_text"] = got["prompt_text"], ref["prompt_text"]
+    for key in ("prompt_tokens", "completion_tokens", "cli_runs"):
         if got.get(key) is not None:
             out[key] = got[key]
     return out
 
 
-def variant_rows(family: str, size: str, work: Path, image: str, question: str, steps: int, sft_steps: int,
-                 tools: Path | None, precisions=PRECISIONS) -> tuple[list[dict], dict]:
-    """Rows for one (family, size) and what its exports recorded (notes, parity)."""
+def row(client: str, family: str, size: str, precision: str, results: list[tuple[dict, dict]]) -> dict:
+    """One matrix cell: a client on one pair over every sample ((client result, genrecal result) pairs)."""
+    samples = [compare(got, ref) for got, ref in results]
+    base = {"client": client, "family": family, "size": size, "precision": precision, "n": len(samples)}
+    errors = [x["error"] for x in samples if "error" in x]
+    if errors:
+        return {**base, "loads": False, "error": errors[0], "failed_samples": len(errors), "samples": samples}
+    prompts = [x["same_prompt_text"] for x in samples if "same_prompt_text" in x]
+    return {**base, "loads": True, "same_as_genrecal": sum(x["same"] for x in samples),
+            "compared": samples[0]["compared"], "same_prompt_text": all(prompts) if prompts else None,
+            "samples": samples}
+
+
+def variant_rows(family: str, size: str, work: Path, data: list[tuple[str, str]], steps: int, sft_steps: int,
+                 tools: Path | None, precisions=PRECISIONS, vocab: str | None = None) -> tuple[list[dict], dict]:
+    """Rows for one (family, size) over `data` ((image, question) pairs) and what its exports recorded."""
     root = work / f"{family}-{size}"
     src = root / "zoo"
     if not (src / "config.json").is_file():
-        zoo.build_to_dir(family, src, size=size, seed=0)
+        vocab_gguf = None
+        if vocab:
+            from genrecal.export.gguf.converter import llama_cpp_source
+
+            vocab_gguf = llama_cpp_source() / "models" / vocab
+        zoo.build_to_dir(family, src, size=size, seed=0, vocab_gguf=vocab_gguf)
     student = sft(src, root / "student", sft_steps) if sft_steps else src
     rows, facts = [], {}
     for precision in precisions:
@@ -126,37 +145,34 @@ def variant_rows(family: str, size: str, work: Path, image: str, question: str, 
         try:
             manifest = export_gguf(student, out, precision, check=True, threads=1)
         except GgufExportError as exc:
-            rows += [{"client": c, "family": family, "size": size, "precision": precision, "loads": False,
-                      "error": f"export refused: {exc}"} for c in CLIENTS]
+            rows += [{"client": c, "family": family, "size": size, "precision": precision, "n": len(data),
+                      "loads": False, "error": f"export refused: {exc}"} for c in CLIENTS]
             continue
         parity = manifest.parity
         facts[precision] = {"notes": manifest.extra.get("notes", []), "quant_fallbacks": bool(
             manifest.extra.get("quantization", {}).get("fallbacks")),
             "parity": {k: parity.get("reference", {}).get(k) for k in ("max_rel_logit_diff", "greedy_identical")}}
-        ref = gc.genrecal_llamacpp(out, image, question, steps)
-        rows.append(row(REFERENCE, family, size, precision, ref, ref))
-        rows.append(row("MTMDChatHandler", family, size, precision,
-                        gc.mtmd_chat_handler(out, image, question, steps), ref))
-        if tools is None:
-            continue
-        cli = gc.mtmd_cli(tools, out, image, question, steps)
-        with gc.LlamaServer(tools, out) as server:
-            chat = server.chat(image, question, steps)
-            raw = server.complete(image, ref["prompt_text"], steps)
-        if "prompt_text" in chat and "error" not in cli:  # the CLI renders with the same engine (common/chat.cpp, jinja)
-            cli["prompt_text"] = chat["prompt_text"]
-        rows += [row("llama-mtmd-cli --jinja", family, size, precision, cli, ref),
-                 row("llama-server chat", family, size, precision, chat, ref),
-                 row("llama-server raw prompt", family, size, precision, raw, ref)]
+        refs = [gc.genrecal_llamacpp(out, image, question, steps) for image, question in data]
+        got = {REFERENCE: refs,
+               "MTMDChatHandler": [gc.mtmd_chat_handler(out, image, q, steps) for image, q in data]}
+        if tools is not None:
+            cli = [gc.mtmd_cli(tools, out, image, q, steps) for image, q in data]
+            with gc.LlamaServer(tools, out) as server:
+                chat = [server.chat(image, q, steps) for image, q in data]
+                raw = [server.complete(image, ref["prompt_text"], steps) for (image, _), ref in zip(data, refs)]
+            for c, ch in zip(cli, chat):  # the CLI renders with the server's engine (common/chat.cpp, jinja)
+                if "prompt_text" in ch and "error" not in c:
+                    c["prompt_text"] = ch["prompt_text"]
+            got.update({"llama-mtmd-cli --jinja": cli, "llama-server chat": chat, "llama-server raw prompt": raw})
+        rows += [row(client, family, size, precision, list(zip(results, refs))) for client, results in got.items()]
     return rows, facts
 
 
 def cell(r: dict) -> str:
     if not r["loads"]:
         return "refused" if r["error"].startswith("export refused") else "fails"
-    text = "= genrecal" if r["same_as_genrecal"] else "!= genrecal"
     prompt = {True: "", False: " (prompt differs)", None: ""}[r.get("same_prompt_text")]
-    return f"loads, {text}{prompt}"
+    return f"loads, {r['same_as_genrecal']}/{r['n']} = genrecal{prompt}"
 
 
 def pivot(rows: list[dict], precisions=PRECISIONS) -> str:
@@ -172,14 +188,16 @@ def pivot(rows: list[dict], precisions=PRECISIONS) -> str:
 
 
 def details(rows: list[dict]) -> str:
-    lines = ["| client | family (size) | precision | text | genrecal's text | prompt text where it differs |",
+    """The first sample of every non-reference cell: answers, and the prompt text where it differs."""
+    lines = ["| client | family (size) | precision | answer | genrecal's answer | prompt text where it differs |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        if r["client"] == REFERENCE:
+        if r["client"] == REFERENCE or "samples" not in r:
             continue
-        text = repr(r["text"]) if r["loads"] else f"error: `{r['error'][:120]}`"
+        x = r["samples"][0]
+        text = repr(x["text"]) if "error" not in x else f"error: `{x['error'][:120]}`"
         lines.append(f"| {r['client']} | {r['family']} ({r['size']}) | {r['precision']} | {text} | "
-                     f"{r.get('genrecal_text', '-')!r} | {repr(r['prompt_text']) if r.get('prompt_text') else ''} |")
+                     f"{x.get('genrecal_text', '-')!r} | {repr(x['prompt_text']) if x.get('prompt_text') else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +220,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=4, help="easy-vqa test questions (with their images) per cell")
     ap.add_argument("--sft-steps", type=int, default=50)
     ap.add_argument("--families", default=",".join(with_format("gguf")))
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
@@ -211,18 +230,18 @@ def main() -> None:
     from genrecal.data import load_easy_vqa_questions
 
     tools = gc.llama_tools()
-    question, _, image = load_easy_vqa_questions("test", limit=1, seed=1)[0]
+    data = [(image, question) for question, _, image in load_easy_vqa_questions("test", limit=args.samples, seed=1)]
     precisions = tuple(args.precisions.split(","))
     rows, facts = [], {}
-    for family, size in variants(args.families.split(",")):
-        got, fact = variant_rows(family, size, args.work, image, question, args.steps, args.sft_steps, tools,
-                                 precisions)
+    for family, size, vocab in variants(args.families.split(",")):
+        got, fact = variant_rows(family, size, args.work, data, args.steps, args.sft_steps, tools, precisions, vocab)
         rows += got
-        facts[f"{family} ({size})"] = fact
+        facts[f"{family} ({size})"] = {**fact, **({"vocab_gguf": vocab} if vocab else {})}
         print(pivot(rows, precisions), flush=True)
     text = pivot(rows, precisions) + "\n" + details(rows)
     print(text)
-    record = {"question": question, "image": Path(image).name, "steps": args.steps, "sft_steps": args.sft_steps,
+    record = {"samples": [{"question": q, "image": Path(i).name} for i, q in data], "steps": args.steps,
+              "sft_steps": args.sft_steps,
               "tools": str(tools) if tools else gc.tools_missing(), "versions": versions(tools),
               "exports": facts, "rows": rows}
     if args.json:

@@ -10,7 +10,7 @@ import os
 import sys
 
 from genrecal.config_cli import add_flags, from_args, given
-from genrecal.errors import user_errors
+from genrecal.errors import one_line
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
@@ -144,14 +144,7 @@ def _quiet_transformers() -> None:
 
 def _run(func, args) -> int:
     _quiet_transformers()
-    try:
-        return func(args)
-    except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return one_line(func, args)
 
 
 def main(argv: list[str] | None = None) -> int:

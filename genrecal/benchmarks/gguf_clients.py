@@ -74,6 +74,7 @@ def llama_cpp_python_version() -> str:
 # ---- the clients ----
 N_CTX = 2048  # every client's context: the zoo's split sizes put 17 x 16 image tokens in a prompt
 CLI_TIMEOUT_S = 300
+CLI_ATTEMPTS = 3
 SERVER_START_S = 120
 REQUEST_TIMEOUT_S = 300
 
@@ -166,15 +167,25 @@ def mtmd_cli(bin_dir, pair, image, question: str, max_tokens: int, threads: int 
     cmd = [str(Path(bin_dir) / "llama-mtmd-cli"), "-m", str(pair / MODEL_FILE), "--mmproj", str(pair / MMPROJ_FILE),
            "--image", str(image), "-p", question, "-n", str(max_tokens), "--temp", "0", "--seed", "0",
            "-t", str(threads), "-c", str(N_CTX), "-ngl", "0", "--no-warmup", *(["--jinja"] if jinja else [])]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return {"error": f"llama-mtmd-cli ran over {CLI_TIMEOUT_S} s"}
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {_cli_error(proc.stderr.decode('utf-8', 'replace'))}"}
+    # The CLI prints through llama.cpp's asynchronous logger, whose singleton is leaked at exit on purpose (common/
+    # log.cpp, llama.cpp #22142): on a busy machine the answer can be lost. Its last line ("\n\n") proves the rest
+    # was printed (the logger is first in, first out); without it the run is repeated.
+    for attempt in range(1, CLI_ATTEMPTS + 1):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return {"error": f"llama-mtmd-cli ran over {CLI_TIMEOUT_S} s"}
+        if proc.returncode != 0:
+            return {"error": f"exit {proc.returncode}: {_cli_error(proc.stderr.decode('utf-8', 'replace'))}"}
+        if proc.stdout.endswith(b"\n\n"):
+            break
+    else:
+        return {"error": f"llama-mtmd-cli exited 0 without printing its whole answer in {CLI_ATTEMPTS} runs "
+                         "(its log is flushed asynchronously, llama.cpp #22142)"}
     # raw bytes, as genrecal's runtime decodes its own (a token may end inside a UTF-8 character); the CLI prints
     # "\n" before the answer and newlines after it, so trailing newlines are not compared (see same_text)
-    return {"text": proc.stdout.decode("utf-8", "replace").removeprefix("\n").rstrip("\n")}
+    text = proc.stdout.decode("utf-8", "replace").removeprefix("\n").rstrip("\n")
+    return {"text": text, **({"cli_runs": attempt} if attempt > 1 else {})}
 
 
 def same_text(client_text: str, genrecal_text: str) -> bool:

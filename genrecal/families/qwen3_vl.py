@@ -16,6 +16,11 @@ three over the frequencies (t h w t h w ...; `mrope_section` says how many each 
 giving each a contiguous block. Qwen3-VL's `get_rope_index` gives the same ids as Qwen2-VL's for image
 prompts (a still image is one temporal step), so the runtimes' M-RoPE ids are shared. The Recalibrator's
 fresh 1-D ids go to all three axes ([3, B, L]), which with any section split is plain 1-D RoPE.
+
+ONNX and GGUF keep DeepStack in llama.cpp's layout: the vision output is [tokens, D * (1 + levels)] (the
+merger's rows, then each DeepStack merger's) and text layer i adds slice i + 1 (OnnxSpec.deepstack; llama.cpp's
+converter writes `qwen3vl` + `qwen3vl_merger`). The clients that drop DeepStack (onnxruntime-genai 0.18's
+builder, transformers.js 4.3.2) get no genai_config.json / builder decoder.
 """
 from __future__ import annotations
 
@@ -32,10 +37,9 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from genrecal.families import register
-from genrecal.families.base import ClientFacts, Family, TokenizerSpec
 from genrecal.artifacts.gguf_pair.layout import GgufExportError
-from genrecal.families import qwen2_vl
+from genrecal.families import qwen2_vl, register
+from genrecal.families.base import ClientFacts, Family, TokenizerSpec
 from genrecal.families.gguf_parts import ConverterRoute, GgufRoute
 from genrecal.families.onnx_parts import OnnxSpec
 from genrecal.families.qwen2_vl import CHAT_TEMPLATE, REAL_IDS, SPECIALS, QwenVision, mrope_ids, patch_layout
@@ -49,8 +53,8 @@ _SIZES = {
     # head_dim 32 -> 16 rotary frequencies; mrope_section [6, 5, 5] is Qwen3-VL's [24, 20, 20] / 4 (t h w
     # interleaved: h and w take 5 slots each in the first 15, t the rest). A 6x6 learned position grid, so
     # a 64x64 image (8x8 patches) really resamples it. DeepStack from vision blocks 0 and 1 into text layers
-    # 0 and 1; the deepstack mergers are initialised like the main merger (DeepStack as strong as the
-    # embedding rows).
+    # 0 and 1 of 3 (llama.cpp aborts on a level in the last layer, see converter_check); the deepstack
+    # mergers are initialised like the main merger, so DeepStack is already as strong as the embedding rows.
     "tiny": dict(d=64, layers=3, heads=4, kv=2, head_dim=32, vd=64, vlayers=3, vheads=4, patch=8, grid=36,
                  deepstack=[0, 1], mrope=[6, 5, 5], pixels=64 * 64),
     # tiny with DeepStack that dominates: the deepstack mergers' outputs scaled so dropping DeepStack moves
@@ -194,7 +198,6 @@ ONNX = OnnxSpec(
     notes="vision rewritten with tensor arithmetic (learned grid resampled in-graph); DeepStack features "
           "concatenated to the image features and added by the decoder; M-RoPE ids computed outside the graph",
 )
-
 
 
 # ---- GGUF (llama.cpp's converter) ----

@@ -307,8 +307,9 @@ class LlamaCppSession:
                 raise RuntimeError_(f"libmtmd failed to encode an image (code {rc}): {log.errors() or 'no log'}")
             embd = mtmd.mtmd_get_output_embd(self._mtmd)
             if keep:
-                out.image_embeds.append(np.ctypeslib.as_array(embd, shape=(n_rows * self.facts.n_embd,))
-                                        .reshape(n_rows, self.facts.n_embd).copy())
+                width = self.facts.n_embd_image  # n_embd, or with DeepStack n_embd * (1 + levels)
+                rows = np.ctypeslib.as_array(embd, shape=(n_rows * width,)).reshape(n_rows, width)
+                out.image_embeds.append(rows.copy())
             new_past = llama_cpp.llama_pos(0)
             t0 = time.perf_counter()
             rc = mtmd.mtmd_helper_decode_image_chunk(self._mtmd, self.llama._ctx.ctx, chunk, embd, self.llama.n_tokens,

@@ -150,13 +150,12 @@ def test_matrix_row_per_client(tools, tmp_path, sample):
         import gguf_client_matrix as matrix
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    image, question = sample
-    rows, facts = matrix.variant_rows("qwen2_vl", "gguf", tmp_path, image, question, STEPS, 0, tools,
-                                      precisions=("f16",))
+    rows, facts = matrix.variant_rows("qwen2_vl", "gguf", tmp_path, [sample], STEPS, 0, tools, precisions=("f16",))
     assert [r["client"] for r in rows] == list(matrix.CLIENTS)
     assert all(r["loads"] for r in rows), [r.get("error") for r in rows]
-    assert all(r["same_as_genrecal"] for r in rows), [(r["client"], r["text"], r["genrecal_text"]) for r in rows]
-    assert len(rows[0]["genrecal_tokens"]) == STEPS
+    assert all(r["same_as_genrecal"] == 1 for r in rows), [(r["client"], r["samples"]) for r in rows]
     assert [r["compared"] for r in rows] == ["tokens", "tokens", "text", "tokens", "tokens"]
+    assert all(r["same_prompt_text"] is not False for r in rows)
+    assert len(rows[0]["samples"][0]["genrecal_tokens"]) == STEPS
     assert facts["f16"]["parity"]["greedy_identical"] is not None
     assert "refused" not in matrix.pivot(rows, ("f16",))

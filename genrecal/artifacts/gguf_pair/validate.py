@@ -74,6 +74,8 @@ class PairFacts:
     n_embd: int
     n_vocab: int
     chat_template: str | None
+    n_embd_image: int = 0
+    """Width of one mmproj output row: n_embd, or n_embd * (1 + DeepStack levels) (Qwen3-VL)."""
 
 
 def _value(reader: GGUFReader, key: str):
@@ -159,7 +161,7 @@ def validate_pair(model_path: Path, mmproj_path: Path) -> PairFacts:
     return PairFacts(
         text_arch=arch, projector_type=proj, context_length=int(_value(text, f"{arch}.context_length")),
         n_embd=n_embd, n_vocab=_shape(text, "token_embd.weight")[1],
-        chat_template=_value(text, "tokenizer.chat_template"))
+        chat_template=_value(text, "tokenizer.chat_template"), n_embd_image=n_embd * (1 + adds))
 
 
 if __name__ == "__main__":

@@ -92,13 +92,15 @@ def _image_token_id(model) -> int:
 
 
 def torch_greedy(model, inputs: dict, steps: int, stop_ids: set[int] = frozenset()):
-    """Greedy decode by full forwards: (logits [n, vocab], tokens [n], image rows of inputs_embeds)."""
+    """Greedy decode by full forwards: (logits [n, vocab], tokens [n], image rows of inputs_embeds; with DeepStack
+    (Qwen3-VL) each row followed by its DeepStack features, as llama.cpp's mmproj writes them)."""
     import torch
 
     captured = {}
 
     def grab(module, args, kwargs):
         captured.setdefault("embeds", kwargs.get("inputs_embeds"))
+        captured.setdefault("deepstack", kwargs.get("deepstack_visual_embeds"))  # [n_image_rows, D] per level
 
     hook = model.get_decoder().register_forward_pre_hook(grab, with_kwargs=True)
     ids, logits, tokens = inputs["input_ids"], [], []
@@ -121,8 +123,10 @@ def torch_greedy(model, inputs: dict, steps: int, stop_ids: set[int] = frozenset
                 ids = torch.cat([ids, ids.new_tensor([[tokens[-1]]])], dim=1)
     finally:
         hook.remove()
-    rows = captured["embeds"][0][inputs["input_ids"][0] == image_id].float().numpy()
-    return np.stack(logits), tokens, rows
+    rows = captured["embeds"][0][inputs["input_ids"][0] == image_id].float()
+    if captured["deepstack"]:
+        rows = torch.cat([rows, *(level.float() for level in captured["deepstack"])], dim=-1)
+    return np.stack(logits), tokens, rows.numpy()
 
 
 def with_text_rms_eps(model, eps: float):
