@@ -238,16 +238,26 @@ def main() -> None:
         rows += got
         facts[f"{family} ({size})"] = {**fact, **({"vocab_gguf": vocab} if vocab else {})}
         print(pivot(rows, precisions), flush=True)
-    text = pivot(rows, precisions) + "\n" + details(rows)
-    print(text)
     record = {"samples": [{"question": q, "image": Path(i).name} for i, q in data], "steps": args.steps,
               "sft_steps": args.sft_steps,
               "tools": str(tools) if tools else gc.tools_missing(), "versions": versions(tools),
               "exports": facts, "rows": rows}
+    text = markdown(record, precisions)
+    print(text)
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     if args.md:
         args.md.write_text(text)
+
+
+def markdown(record: dict, precisions=PRECISIONS) -> str:
+    v = record["versions"]
+    tools = v.get("llama_tools", {})
+    head = [f"GGUF pairs in llama.cpp's own clients (benchmarks/gguf_client_matrix.py): {len(record['samples'])} "
+            f"easy-vqa test questions, {record['steps']} greedy tokens, zoo students fine-tuned {record['sft_steps']} "
+            f"steps. llama-cpp-python {v['llama-cpp-python']}; llama-mtmd-cli / llama-server "
+            f"{tools.get('version', '(not built)')} from its sdist, {tools.get('cmake_args', '')}.", ""]
+    return "\n".join(head) + "\n" + pivot(record["rows"], precisions) + "\n" + details(record["rows"])
 
 
 if __name__ == "__main__":

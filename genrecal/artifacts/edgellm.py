@@ -46,16 +46,8 @@ OUTPUT_JSON = "results/output.json"  # llm_inference --outputFile
 PROFILE_JSON = "results/profile.json"  # llm_inference --profileOutputFile
 TOOLS = ("llm_build", "visual_build", "llm_inference")  # built from Edge-LLM's C++ source on the device
 
-# genrecal family (transformers model_type) -> Edge-LLM 0.11 takes its vision tower
-VISION_FAMILIES = ("qwen2_5_vl", "internvl", "qwen3_vl", "qwen3_5")
-# families whose vision Edge-LLM 0.11 cannot take: its exporter writes llm/ only for them (text-only)
-NO_VISION = {
-    "qwen2_vl": "Edge-LLM 0.11 exports Qwen2-VL's text model only (no Qwen2-VL vision encoder)",
-    "llava": "Edge-LLM 0.11 has no LLaVA vision encoder (its exporter writes llm/ only)",
-    "smolvlm": "Edge-LLM 0.11 has no SmolVLM/Idefics3 vision encoder (its exporter writes llm/ only)",
-    "idefics3": "Edge-LLM 0.11 has no Idefics3 vision encoder (its exporter writes llm/ only)",
-    "gemma3": "Edge-LLM 0.11 takes Gemma 4, not Gemma 3's vision encoder",
-}
+# Which genrecal families Edge-LLM takes with their vision tower is each family's fact (Family.edgellm, with
+# Family.edgellm_note saying why not); export/edgellm/routing.py reads it.
 
 # Edge-LLM's quantiser recipes (tensorrt-edgellm-quantize --quantization); fp16 is the plain export
 PRECISIONS = ("fp16", "int4_awq", "fp8", "int8_sq", "nvfp4")
@@ -71,12 +63,7 @@ def dirname(precision: str) -> str:
     return f"{FORMAT}-{precision}"
 
 
-def no_vision_reason(family: str) -> str:
-    return NO_VISION.get(family, f"Edge-LLM {VERSION} does not list {family!r} among its VLM families")
-
-
-def fallback_line(family: str) -> str:
-    """The one line `--target jetson` prints for a family whose vision Edge-LLM cannot take."""
-    why = no_vision_reason(family)
+def fallback_line(family: str, why: str) -> str:
+    """The one line `--target jetson` prints for a family whose vision Edge-LLM cannot take (`why`)."""
     return (f"jetson: {why}; writing genrecal's own TensorRT path instead (standard-ops ONNX fp16 + "
             "tensorrt-plan, engines built by `genrecal-export build-engine` on the Jetson), not an Edge-LLM artifact")

@@ -80,6 +80,7 @@ class Family:
     gguf: GgufRoute | None = None  # the GGUF pair for llama.cpp (phone target)
     clients: ClientFacts = field(default_factory=ClientFacts)
     edgellm: bool = False  # TensorRT Edge-LLM's exporter takes it with its vision tower (jetson target)
+    edgellm_note: str = ""  # why not, when it does not (printed with the fallback to genrecal's TensorRT plan)
     notes: str = ""
 
     @property

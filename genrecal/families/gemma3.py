@@ -107,4 +107,5 @@ FAMILY = register(Family(
         "sliding (theta 1e4) and full-attention (theta 1e6) frequencies, so decoder layers need two "
         "rotary embeddings. Gemma3 body at model.model.language_model."
     ),
+    edgellm_note="Edge-LLM 0.11 takes Gemma 4, not Gemma 3's vision encoder",
 ))

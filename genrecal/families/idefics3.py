@@ -321,4 +321,5 @@ FAMILY = register(Family(
     onnx=ONNX,
     gguf=GGUF,
     clients=CLIENTS,
+    edgellm_note="Edge-LLM 0.11 has no Idefics3 vision encoder (its exporter writes llm/ only)",
 ))

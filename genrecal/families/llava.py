@@ -257,4 +257,5 @@ FAMILY = register(Family(
     clients=ClientFacts(onnx_decoder_auto_why=(
         "llava's text model is llama too; --onnx-decoder builder takes it (genrecal's runtime checks parity), but "
         "transformers.js was not run on it, so auto keeps genrecal's decoder")),
+    edgellm_note="Edge-LLM 0.11 has no LLaVA vision encoder (its exporter writes llm/ only)",
 ))

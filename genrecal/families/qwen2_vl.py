@@ -336,4 +336,5 @@ FAMILY = register(Family(
     gguf=GGUF,
     # onnxruntime-genai 0.18 has no qwen2_vl type: its qwen2_5_vl pipeline runs this export
     clients=ClientFacts(genai_type="qwen2_5_vl"),
+    edgellm_note="Edge-LLM 0.11 exports Qwen2-VL's text model only (no Qwen2-VL vision encoder)",
 ))

@@ -241,4 +241,5 @@ FAMILY = register(Family(
     clients=ClientFacts(onnx_decoder_auto_why="the builder's Qwen3-VL decoder drops DeepStack"),
     notes="Qwen3 body (QK-norm) with interleaved M-RoPE at model.model.language_model; DeepStack adds "
           "features of early vision blocks to the first text layers' image rows.",
+    edgellm=True,  # Edge-LLM 0.11 exports Qwen3-VL with its vision tower (tests/export/test_edgellm_slow.py)
 ))

@@ -110,4 +110,5 @@ FAMILY = register(Family(
     onnx=idefics3.ONNX,
     gguf=idefics3.GGUF,  # llama.cpp's idefics3 projector and llama text arch serve SmolVLM too
     clients=idefics3.CLIENTS,
+    edgellm_note="Edge-LLM 0.11 has no SmolVLM/Idefics3 vision encoder (its exporter writes llm/ only)",
 ))

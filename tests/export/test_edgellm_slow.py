@@ -38,10 +38,11 @@ def _export(tmp_path, family: str, size: str, lines: list):
     return export(ExportOptions(student=student, out=tmp_path / "out", target="jetson"), log=lines.append)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "internvl"])
-def test_jetson_target_writes_the_edgellm_artifact(tmp_path, edgellm_python, family):
+@pytest.mark.parametrize("family, size", [("qwen2_5_vl", "tiny-v4"), ("internvl", "tiny-v4"),
+                                          ("qwen3_vl", "tiny-deepstack")])
+def test_jetson_target_writes_the_edgellm_artifact(tmp_path, edgellm_python, family, size):
     lines: list[str] = []
-    summary = _export(tmp_path, family, "tiny-v4", lines)
+    summary = _export(tmp_path, family, size, lines)
     assert [r["dir"] for r in summary["artifacts"]] == ["edgellm-fp16"], summary
     assert summary["artifacts"][0]["status"] == "ok", summary["artifacts"][0]
     art = tmp_path / "out" / "edgellm-fp16"

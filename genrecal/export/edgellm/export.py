@@ -4,7 +4,7 @@
     manifest = write_edgellm_dir(Path("out/hf"), Path("out/edgellm-fp16"))
 
 Steps, each refused with one line when it cannot work:
-  1. the family must be one whose vision Edge-LLM 0.11 takes (layout.VISION_FAMILIES); the others get
+  1. the family must be one whose vision Edge-LLM 0.11 takes (Family.edgellm in its record); the others get
      genrecal's own TensorRT path from targets.route, never a text-only Edge-LLM artifact
   2. a staging copy of OUT/hf with every floating tensor cast to fp16 (Edge-LLM's FP16Linear refuses
      fp32: "FP16Linear expects float16 input") and the chat template as chat_template.jinja (the exporter

@@ -4,7 +4,7 @@
 
 `--target jetson` lists edgellm-fp16, onnx-fp16 and tensorrt-plan (targets.TARGETS); with the target's own
 choice of formats (no --formats):
-  - a family in VISION_FAMILIES keeps the Edge-LLM artifact(s) only (`--target all`: everything): Jetson
+  - a family whose record says Edge-LLM takes it (Family.edgellm) keeps the Edge-LLM artifact(s) only (`--target all`: everything): Jetson
     users run Edge-LLM, and genrecal's own TensorRT runtime refuses the M-RoPE families;
   - any other family loses the Edge-LLM artifact(s), with one line saying why, and gets genrecal's own
     standard-ops ONNX fp16 + TensorRT plan (named as such): never a text-only Edge-LLM artifact.
@@ -23,6 +23,26 @@ def _artifact(fmt: str, precision: str):
     return Artifact(fmt, precision)
 
 
+def takes_vision(family: str) -> bool:
+    """Edge-LLM's exporter takes this family with its vision tower (the family record says so)."""
+    from genrecal.families import get_family
+
+    record = get_family(family, role="teacher")
+    return bool(record and record.edgellm)
+
+
+def no_vision_reason(family: str) -> str:
+    from genrecal.families import get_family
+
+    record = get_family(family, role="teacher")
+    note = record.edgellm_note if record else ""
+    return note or f"Edge-LLM {layout.VERSION} does not list {family!r} among its VLM families"
+
+
+def fallback_line(family: str) -> str:
+    return layout.fallback_line(family, no_vision_reason(family))
+
+
 def route(target: str, formats: tuple[str, ...] | None, family: str, artifacts: list, log=print) -> list:
     from genrecal.export.targets import TargetError
 
@@ -32,17 +52,17 @@ def route(target: str, formats: tuple[str, ...] | None, family: str, artifacts: 
     if not edge:
         return artifacts
     quantised = [a.precision for a in edge if a.precision != "fp16"]
-    if quantised and family in layout.VISION_FAMILIES and not cuda_visible():
+    if quantised and takes_vision(family) and not cuda_visible():
         raise TargetError(NO_GPU.format(precision=quantised[0]))
-    takes_vision = family in layout.VISION_FAMILIES
+    vision = takes_vision(family)
     if formats is not None:  # asked for by name: kept, or refused for a family Edge-LLM cannot take
-        if not takes_vision:
-            raise TargetError(f"edgellm: {layout.no_vision_reason(family)}; for {family} pick --formats "
+        if not vision:
+            raise TargetError(f"edgellm: {no_vision_reason(family)}; for {family} pick --formats "
                               "onnx,tensorrt (genrecal's own TensorRT path)")
         return artifacts
-    if takes_vision:
+    if vision:
         return edge if target == "jetson" else artifacts
-    log(layout.fallback_line(family))
+    log(fallback_line(family))
     rest = [a for a in artifacts if a.format != layout.FORMAT]
     for own in (_artifact("onnx", "fp16"), _artifact("tensorrt", "plan")):
         if own not in rest:

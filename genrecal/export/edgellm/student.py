@@ -16,8 +16,10 @@ def family_of(hf_dir: Path) -> str:
 
 
 def check_family(family: str) -> None:
-    if family not in layout.VISION_FAMILIES:
-        raise EdgeLLMError(layout.fallback_line(family))
+    from genrecal.export.edgellm.routing import fallback_line, takes_vision
+
+    if not takes_vision(family):
+        raise EdgeLLMError(fallback_line(family))
 
 
 def chat_template(hf_dir: Path) -> str | None:
