@@ -15,32 +15,13 @@ precision where no CUDA GPU is visible (one line: Edge-LLM's quantiser needs one
 from __future__ import annotations
 
 from genrecal.artifacts import edgellm as layout
+from genrecal.export.edgellm.student import fallback_line, no_vision_reason, takes_vision
 
 
 def _artifact(fmt: str, precision: str):
     from genrecal.export.targets import Artifact
 
     return Artifact(fmt, precision)
-
-
-def takes_vision(family: str) -> bool:
-    """Edge-LLM's exporter takes this family with its vision tower (the family record says so)."""
-    from genrecal.families import get_family
-
-    record = get_family(family, role="teacher")
-    return bool(record and record.edgellm)
-
-
-def no_vision_reason(family: str) -> str:
-    from genrecal.families import get_family
-
-    record = get_family(family, role="teacher")
-    note = record.edgellm_note if record else ""
-    return note or f"Edge-LLM {layout.VERSION} does not list {family!r} among its VLM families"
-
-
-def fallback_line(family: str) -> str:
-    return layout.fallback_line(family, no_vision_reason(family))
 
 
 def route(target: str, formats: tuple[str, ...] | None, family: str, artifacts: list, log=print) -> list:

@@ -15,9 +15,27 @@ def family_of(hf_dir: Path) -> str:
     return json.loads((Path(hf_dir) / "config.json").read_text())["model_type"]
 
 
-def check_family(family: str) -> None:
-    from genrecal.export.edgellm.routing import fallback_line, takes_vision
+def takes_vision(family: str) -> bool:
+    """Edge-LLM's exporter takes this family with its vision tower (the family record says so)."""
+    from genrecal.families import get_family
 
+    record = get_family(family, role="teacher")
+    return bool(record and record.edgellm)
+
+
+def no_vision_reason(family: str) -> str:
+    from genrecal.families import get_family
+
+    record = get_family(family, role="teacher")
+    note = record.edgellm_note if record else ""
+    return note or f"Edge-LLM {layout.VERSION} does not list {family!r} among its VLM families"
+
+
+def fallback_line(family: str) -> str:
+    return layout.fallback_line(family, no_vision_reason(family))
+
+
+def check_family(family: str) -> None:
     if not takes_vision(family):
         raise EdgeLLMError(fallback_line(family))
 
