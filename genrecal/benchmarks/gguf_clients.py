@@ -23,13 +23,11 @@ import os
 import platform
 import re
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MEDIA_MARKER = "<__media__>"  # libmtmd's default (mtmd_default_marker()); genrecal's runtime renders it
 TOOLS = ("llama-mtmd-cli", "llama-server")
-BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
 
 
 def cmake_flags() -> str:
@@ -51,10 +49,12 @@ def tools_dir(flags: str | None = None) -> Path:
 
 def tools_missing() -> str | None:
     """Why llama-mtmd-cli / llama-server cannot run here, or None."""
+    from genrecal.errors import GenrecalError
+
     try:
         bin_dir = tools_dir() / "bin"
-    except Exception as exc:  # llama-cpp-python not installed
-        return str(exc).splitlines()[0]
+    except GenrecalError as exc:  # llama-cpp-python not installed
+        return str(exc)
     absent = [t for t in TOOLS if not (bin_dir / t).is_file()]
     if absent:
         return (f"{', '.join(absent)} not built in {bin_dir.parent} "
@@ -65,10 +65,6 @@ def tools_missing() -> str | None:
 def llama_tools() -> Path | None:
     """bin/ holding llama-mtmd-cli and llama-server for this llama-cpp-python and these flags, or None."""
     return None if tools_missing() else tools_dir() / "bin"
-
-
-def llama_cpp_python_version() -> str:
-    return metadata.version("llama-cpp-python")
 
 
 # ---- the clients ----

@@ -296,8 +296,15 @@ class LlamaCppSession:
         if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
             n = ctypes.c_size_t()
             ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
-            # libmtmd looks some marker tokens up by text; a vocab without one gives LLAMA_TOKEN_NULL (-1)
-            return self._eval_text([int(ptr[j]) for j in range(n.value) if ptr[j] >= 0], out)
+            ids = [int(ptr[j]) for j in range(n.value)]
+            if any(i < 0 for i in ids):
+                # libmtmd looks some marker tokens up by text ("\n\n", "<global-img>" for idefics3); a vocab
+                # without one gives LLAMA_TOKEN_NULL (-1), which llama.cpp's own clients abort on
+                raise RuntimeError_("libmtmd could not find a token its projector needs in this model's vocabulary "
+                                    "(LLAMA_TOKEN_NULL in the image's text chunk): llama.cpp's own clients abort on "
+                                    "this file; re-export it with a vocabulary that has the token (genrecal-export "
+                                    "checks this before writing)")
+            return self._eval_text(ids, out)
         n_rows = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
         with captured_log(self.verbose) as log:
             t0 = time.perf_counter()

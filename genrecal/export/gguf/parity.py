@@ -257,15 +257,16 @@ def enforce(result: dict, quant: str, logit_tol: dict | None = None, embed_tol: 
     samples = ref.get("per_sample_logit_diff") or [[ref["max_abs_logit_diff"], ref["logit_scale"]]]
     worst = max(samples, key=lambda ds: ds[0] - logit_bound(prec, ds[1], logit_tol))  # the largest excess
     bound = logit_bound(prec, worst[1], logit_tol)
-    result["thresholds"] = {"max_abs_logit_diff": f"max({(logit_tol or LOGIT_TOL)[prec]}, {LOGIT_REL_TOL[prec]} x "
-                                                  "max |logit|) per sample",
+    fixed = (logit_tol or LOGIT_TOL)[prec]
+    result["thresholds"] = {"max_abs_logit_diff": max(logit_bound(prec, scale, logit_tol) for _, scale in samples),
+                            "logit_bound": f"per sample max({fixed}, {LOGIT_REL_TOL[prec]} x max |logit|)",
                             "image_embed_rel_diff": embed_tol, "greedy_identical": "all samples",
                             "tokenizer_agreement": "all strings"}
     if quant in TOP1_FLOOR:
         result["thresholds"]["top1_agreement"] = TOP1_FLOOR[quant]
     problems = []
     if worst[0] > bound:
-        problems.append(f"{prec} logits differ from PyTorch by {worst[0]:.3g} > {bound:.3g} (max({(logit_tol or LOGIT_TOL)[prec]}, "
+        problems.append(f"{prec} logits differ from PyTorch by {worst[0]:.3g} > {bound:.3g} (max({fixed}, "
                         f"{LOGIT_REL_TOL[prec]} x |logit| {worst[1]:.3g}))")
     if ref["greedy_identical"] != result["samples"]:
         problems.append(f"greedy continuation differs on {result['samples'] - ref['greedy_identical']} sample(s)")
