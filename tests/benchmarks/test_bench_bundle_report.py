@@ -170,7 +170,7 @@ def test_device_bundle_carries_runtime_code_only_and_runs_without_torch(fmt, pro
     bundle = make_bundle(artifact, profile, tmp_path / "bundle", log=lambda *_: None)
     shipped = {p.relative_to(bundle / "genrecal").parts[0] for p in (bundle / "genrecal").rglob("*.py")}
     assert shipped <= {"__init__.py", "artifacts", "benchmarks", "runtimes", "data", "errors.py", "fsutil.py",
-                       "images.py", "config_cli.py"}, shipped
+                       "images.py", "config_cli.py", "user_text.py"}, shipped
     assert not (bundle / "genrecal" / "runtimes" / "torch_runtime.py").exists()
     reqs = (bundle / "requirements.txt").read_text().splitlines()
     assert not [r for r in reqs if r.startswith(("torch", "accelerate", "torchvision"))], reqs
