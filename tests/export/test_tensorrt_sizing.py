@@ -91,7 +91,7 @@ def test_smolvlm_split_plan_holds_a_whole_split_image():
 
 
 def test_export_prints_the_estimate_and_refuses_a_plan_that_cannot_fit(zoo_dir, tmp_path, monkeypatch, capsys):
-    from genrecal.benchmarks import profiles
+    from genrecal.artifacts import profiles
     from genrecal.cli import export_main
 
     args = ["--student", zoo_dir("smolvlm"), "--target", "jetson", "--formats", "tensorrt", "--no-check",
