@@ -25,6 +25,7 @@ from tokenizers import (
     processors,
     trainers,
 )
+from tokenizers import AddedToken
 from transformers import PreTrainedTokenizerFast
 
 from genrecal.families import get_family
@@ -68,8 +69,12 @@ def train_tokenizer(spec: TokenizerSpec, padding_side: str = "right",
 
 
 def wrap_tokenizer(tok: Tokenizer, spec: TokenizerSpec, padding_side: str = "right") -> PreTrainedTokenizerFast:
-    """A `tokenizers` Tokenizer as transformers' fast tokenizer with the family's special tokens."""
-    return PreTrainedTokenizerFast(
+    """A `tokenizers` Tokenizer as transformers' fast tokenizer with the family's special tokens.
+
+    Every special token of the spec is registered as a special added token (transformers keeps only the named
+    ones when `extra_special_tokens` is given, which left InternVL's `<|im_start|>` an ordinary piece: user
+    text could then produce it without genrecal's user-text rule seeing a control token)."""
+    wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=spec.bos,
         eos_token=spec.eos,
@@ -80,6 +85,11 @@ def wrap_tokenizer(tok: Tokenizer, spec: TokenizerSpec, padding_side: str = "rig
         clean_up_tokenization_spaces=False,
         **({"extra_special_tokens": dict(spec.extra_special)} if spec.extra_special else {}),
     )
+    special = {t.content for t in wrapped.added_tokens_decoder.values() if t.special}
+    missing = [t for t in spec.special_tokens if t not in special]
+    if missing:
+        wrapped.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    return wrapped
 
 
 def _byte_level_bpe(spec: TokenizerSpec, specials: list[str], lines: tuple[str, ...]) -> Tokenizer:
