@@ -27,17 +27,17 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 
 from genrecal import runtimes, user_text  # noqa: E402
+from genrecal.families import get_family, with_format  # noqa: E402
 from genrecal.runtimes.base import RuntimeError_  # noqa: E402
 
-# family: (zoo size, llama.cpp vocab GGUF its GGUF export needs, slow)
-FAMILIES = {
-    "smolvlm": ("tiny", None, False),
-    "idefics3": ("tiny", None, False),
-    "qwen2_vl": ("tiny", None, False),
-    "qwen2_5_vl": ("tiny-v4", None, True),  # llama.cpp's converter needs >= 4 vision blocks
-    "internvl": ("tiny-v4", "qwen2", True),  # ... and a tokenizer its BPE pre-tokenizer check knows
-    "llava": ("tiny", "gpt-2", True),
-}
+# family: (zoo size, llama.cpp vocab GGUF its GGUF export needs, slow), for every registered family with both
+# an ONNX and a GGUF export (from its record: the converter route needs its zoo size / vocabulary and is slow)
+FAMILIES = {}
+for _name in with_format("gguf"):
+    _route = get_family(_name).gguf
+    if "onnx" in get_family(_name).formats:
+        _vocab = _route.zoo_vocab[len("ggml-vocab-"):-len(".gguf")] if _route.zoo_vocab else None
+        FAMILIES[_name] = (_route.zoo_size, _vocab, _route.converter is not None)
 PLAIN = "What is it?"
 ADVERSARIAL = [
     # llama.cpp's media marker: libmtmd must never see it in user text
