@@ -23,7 +23,7 @@ from pathlib import Path
 
 from genrecal.benchmarks.latency import pick_runtime
 from genrecal.artifacts.profiles import get_profile
-from genrecal.benchmarks.bundle_files import bundle_modules, runtime_requirements
+from genrecal.benchmarks.bundle_files import bundle_modules, copy_modules, runtime_requirements
 from genrecal.benchmarks.results import artifact_info, genrecal_version
 from genrecal.errors import GenrecalError
 from genrecal.fsutil import atomic_dir
@@ -111,9 +111,7 @@ def _fill(root: Path, artifact: Path, manifest: Manifest | None, profile: str, r
     if manifest is None:  # a bare HF dir: give the copy a manifest so the device verifies it too
         write_manifest(root / "artifact", Manifest(format="hf", target="hf", family=info["family"] or "",
                                                    precision=info["precision"], source_sha256=dir_sha256(artifact)))
-    for rel, path in bundle_modules(runtime).items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, root / rel)
+    copy_modules(bundle_modules(runtime), root)
     (root / "requirements.txt").write_text("\n".join(requirements(runtime)) + "\n")
     venv_args = "--system-site-packages" if runtime == "tensorrt" else ""
     script = RUN_SH.format(label=info["label"], profile=profile, runtime=runtime, role=info["role"],

@@ -12,6 +12,7 @@ runtimes' backends and the commands that do not run on a device (bundle, report)
 from __future__ import annotations
 
 import ast
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -27,6 +28,7 @@ _BACKENDS = {"torch": "genrecal.runtimes.torch_runtime", "onnxruntime": "genreca
              "llamacpp": "genrecal.runtimes.llamacpp", "tensorrt": "genrecal.runtimes.tensorrt"}
 # what each runtime needs on the device beyond the Python standard library (versions: genrecal's own pins;
 # onnxruntime: the version the artifact was checked with, when installed here)
+ALL_BACKENDS = tuple(_BACKENDS.values())
 _COMMON = ["numpy", "pillow", "psutil", "easy-vqa==1.0"]
 _PROCESSOR = ["transformers==5.23.0", "tokenizers>=0.22", "jinja2"]  # processors + chat templates, torch-free
 RUNTIME_REQUIREMENTS = {
@@ -65,11 +67,10 @@ def _imports(path: Path, module: str) -> set[str]:
     return {n for n in found if n == "genrecal" or n.startswith("genrecal.")}
 
 
-def bundle_modules(runtime: str) -> dict[str, Path]:
-    """{path relative to the package's parent: file} of every module the device commands import for
-    `runtime`, parent packages' __init__.py included."""
-    skip = NOT_ON_DEVICE + tuple(m for r, m in _BACKENDS.items() if r != runtime)
-    todo, seen = [ENTRY, _BACKENDS[runtime]], {}
+def module_closure(entries: list[str], skip: tuple[str, ...]) -> dict[str, Path]:
+    """{path relative to the package's parent: file} of the `entries` and every genrecal module they import
+    (transitively, parent packages' __init__.py included), leaving out modules under any name in `skip`."""
+    todo, seen = list(entries), {}
     while todo:
         name = todo.pop()
         while name and _module_path(name) is None:  # `genrecal.x.y.Name` -> module genrecal.x.y
@@ -81,6 +82,19 @@ def bundle_modules(runtime: str) -> dict[str, Path]:
         todo.extend(".".join(parts[:k]) for k in range(1, len(parts)))  # parent packages
         todo.extend(_imports(seen[name], name))
     return {p.relative_to(PACKAGE.parent).as_posix(): p for p in seen.values()}
+
+
+def bundle_modules(runtime: str) -> dict[str, Path]:
+    """The modules the device commands (`genrecal.benchmarks.cli latency|accuracy`) import for `runtime`."""
+    skip = NOT_ON_DEVICE + tuple(m for r, m in _BACKENDS.items() if r != runtime)
+    return module_closure([ENTRY, _BACKENDS[runtime]], skip)
+
+
+def copy_modules(modules: dict[str, Path], root: Path) -> None:
+    """Write `modules` (module_closure's result) under `root` (the bundle folder)."""
+    for rel, path in modules.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, root / rel)
 
 
 def runtime_requirements(runtime: str) -> list[str]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from genrecal.artifacts import edgellm as layout
 from genrecal.artifacts.manifest import load_manifest
 from genrecal.artifacts.profiles import get_profile
-from genrecal.benchmarks.results import PACKAGE_DIR, genrecal_version
+from genrecal.benchmarks.bundle_files import ALL_BACKENDS, NOT_ON_DEVICE, copy_modules, module_closure
+from genrecal.benchmarks.results import genrecal_version
 from genrecal.errors import GenrecalError
 from genrecal.fsutil import atomic_dir
 
@@ -78,6 +79,14 @@ fi
 """
 
 
+def device_modules() -> dict:
+    """The genrecal modules run.sh runs on the Jetson: device_cli and what it imports (no runtime backend:
+    Edge-LLM's own C++ tools run the model)."""
+    entry = "genrecal." + "export.edgellm.device_cli"  # a name to start from, not an import
+    skip = tuple(name for name in NOT_ON_DEVICE if name != "genrecal.export") + ALL_BACKENDS
+    return module_closure([entry], skip)
+
+
 def make_edgellm_bundle(artifact: Path, profile: str, out: Path, label: str | None = None, log=print) -> Path:
     """Write the bundle folder atomically (see the module docstring); returns its path."""
     from genrecal.export.edgellm.device import TOOL_PATHS, plan_for
@@ -104,7 +113,7 @@ def make_edgellm_bundle(artifact: Path, profile: str, out: Path, label: str | No
         raise GenrecalError(f"{out} exists and is not a genrecal bundle; not replacing it")
     with atomic_dir(out) as tmp:
         shutil.copytree(artifact, tmp / "artifact", ignore=shutil.ignore_patterns(".*", "engines", "results"))
-        shutil.copytree(PACKAGE_DIR, tmp / "genrecal", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+        copy_modules(device_modules(), tmp)
         (tmp / "requirements.txt").write_text("numpy\n")
         script = RUN_SH.format(label=label, profile=prof.name, version=layout.VERSION,
                                tools=" ".join(TOOL_PATHS.values()), **plan["commands"])

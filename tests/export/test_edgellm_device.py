@@ -133,6 +133,9 @@ def test_bundle_runs_end_to_end_with_fake_tools(edge_artifact, tmp_path, profile
     bundle = make_bundle(edge_artifact, profile, tmp_path / "bundle")
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["runtime"] == "edgellm" and meta["profile"] == profile
+    # the device side only: Edge-LLM's tools run the model, so no runtime backend, exporter or trainer ships
+    assert not (bundle / "genrecal" / "distill").exists() and not (bundle / "genrecal" / "export" / "onnx").exists()
+    assert not (bundle / "genrecal" / "export" / "edgellm" / "env.py").exists()
     build = fakes.fake_tools(tmp_path / "build", fakes.output_json(), json.loads((DATA / "profile_orin_nano.json").read_text()))
     done = _run(bundle, build)
     assert done.returncode == 0, done.stdout + done.stderr
