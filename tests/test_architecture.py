@@ -9,15 +9,14 @@ imports resolved), plus string constants that name a module (what `importlib.imp
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
 
 import genrecal
+from genrecal.benchmarks.bundle_files import module_imports
 
 PACKAGE = Path(genrecal.__file__).resolve().parent
-MODULE_NAME = re.compile(r"genrecal(\.\w+)+")
 
 
 def _module_name(path: Path, package: Path) -> str:
@@ -25,27 +24,10 @@ def _module_name(path: Path, package: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
-    if not node.level:
-        return node.module or ""
-    base = module.split(".")[: len(module.split(".")) - node.level + int(is_package)]
-    return ".".join(base + ([node.module] if node.module else []))
-
-
 def imported_modules(path: Path, package: Path = PACKAGE) -> set[str]:
-    """Every genrecal module `path` (a file under `package`) imports or names as a string, absolute names."""
-    module, is_package = _module_name(path, package), path.name == "__init__.py"
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = _resolve(node, module, is_package)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from genrecal import export`
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
-            found.add(node.value)
-    return {name for name in found if name == "genrecal" or name.startswith("genrecal.")}
+    """Every genrecal module `path` (a file under `package`) imports or names as a string, absolute names
+    (the same reader the device bundles use to find what they ship)."""
+    return module_imports(path, _module_name(path, package))
 
 
 def _offending(package: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:

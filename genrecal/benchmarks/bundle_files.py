@@ -12,6 +12,7 @@ runtimes' backends and the commands that do not run on a device (bundle, report)
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +40,7 @@ RUNTIME_REQUIREMENTS = {
                  "VENV_ARGS=--system-site-packages (run.sh does for this profile)"],
 }
 _PINNED_HERE = ("onnxruntime",)
+_MODULE_NAME = re.compile(r"genrecal(\.\w+)+")  # a dotted genrecal name, nothing else (not prose)
 
 
 def _module_path(name: str) -> Path | None:
@@ -49,10 +51,14 @@ def _module_path(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, module: str) -> set[str]:
+def module_imports(path: Path, module: str) -> set[str]:
+    """Every genrecal name the file `path` (module `module`) imports, module level or inside functions,
+    relative imports resolved, plus string constants that are a dotted genrecal name (what
+    `importlib.import_module` takes). Names may end in an attribute (`genrecal.families.register`).
+    tests/test_architecture.py reads the import graph with this too."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -61,9 +67,9 @@ def _imports(path: Path, module: str) -> set[str]:
                 parts = module.split(".")[: len(module.split(".")) - node.level + int(is_package)]
                 base = ".".join(parts + ([node.module] if node.module else []))
             found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("genrecal."):
-            found.add(node.value)  # importlib.import_module("genrecal....")
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from genrecal import export`
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.fullmatch(node.value):
+            found.add(node.value)
     return {n for n in found if n == "genrecal" or n.startswith("genrecal.")}
 
 
@@ -80,7 +86,7 @@ def module_closure(entries: list[str], skip: tuple[str, ...]) -> dict[str, Path]
         seen[name] = _module_path(name)
         parts = name.split(".")
         todo.extend(".".join(parts[:k]) for k in range(1, len(parts)))  # parent packages
-        todo.extend(_imports(seen[name], name))
+        todo.extend(module_imports(seen[name], name))
     return {p.relative_to(PACKAGE.parent).as_posix(): p for p in seen.values()}
 
 
