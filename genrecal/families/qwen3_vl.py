@@ -236,8 +236,9 @@ FAMILY = register(Family(
     image_token="<|image_pad|>",
     onnx=ONNX,
     gguf=GGUF,
-    # onnxruntime-genai 0.18's qwen3_vl pipeline and transformers.js 4.3.2 drop DeepStack (issue 22): no
-    # genai_config.json, and --onnx-decoder auto keeps genrecal's decoder, which adds it
+    # onnxruntime-genai 0.18's builder writes a Qwen3-VL decoder without DeepStack: no genai_config.json, and
+    # --onnx-decoder auto keeps genrecal's decoder, which adds it. transformers.js runs genrecal's graphs as they
+    # are (DeepStack inside them): PyTorch's tokens in the client matrix
     clients=ClientFacts(onnx_decoder_auto_why="the builder's Qwen3-VL decoder drops DeepStack"),
     notes="Qwen3 body (QK-norm) with interleaved M-RoPE at model.model.language_model; DeepStack adds "
           "features of early vision blocks to the first text layers' image rows.",
