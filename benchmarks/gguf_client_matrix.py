@@ -58,16 +58,16 @@ def variants(families: list[str]) -> list[tuple[str, str, str | None]]:
 
 
 def sft(src: Path, dst: Path, steps: int) -> Path:
-    """Copy a zoo dir and teach it easy-vqa answers for `steps` batches of 8 (answer-only loss), one thread."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from genrecal.data import load_easy_vqa_questions
-    from genrecal.data.render import collate, render
-    from genrecal.data.samples import Sample
+    """Copy a zoo dir and teach it easy-vqa answers for `steps` batches of 8 (answer-only loss), one thread;
+    a dst that holds a finished run is reused."""
+    from genrecal.zoo import teach_easy_vqa
 
     if (dst / "genrecal_sft.json").is_file():
         return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    teach_easy_vqa(src, dst, steps)
+    (dst / "genrecal_sft.json").write_text(json.dumps({"steps": steps, "batch": 8, "lr": 2e-3}))
+    return dst
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
     torch.manual_seed(0)

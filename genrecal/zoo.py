@@ -242,3 +242,44 @@ def build_to_dir(family: str, out: str | os.PathLike, size: str = "tiny", seed: 
         processor.save_pretrained(tmp)
         (tmp / "genrecal_zoo.json").write_text(json.dumps({"family": family, "size": size, "seed": seed}))
     return out
+
+
+def teach_easy_vqa(src: str | os.PathLike, dst: str | os.PathLike, steps: int, batch: int = 8,
+                   lr: float = 2e-3) -> Path:
+    """Copy the zoo model `src` to `dst` and teach it easy-vqa answers: `steps` AdamW steps of `batch`
+    questions, loss on the answer tokens only, seed 0, one torch thread (restored after). Gives a test or
+    benchmark a student whose logits are not those of random weights."""
+    import shutil
+
+    from genrecal.data import load_easy_vqa_questions
+    from genrecal.data.render import collate, render
+    from genrecal.data.samples import Sample
+
+    dst = Path(dst)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    torch.manual_seed(0)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core box: more threads than free cores is far slower
+    try:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model, proc = AutoModelForImageTextToText.from_pretrained(dst), AutoProcessor.from_pretrained(dst)
+        data = load_easy_vqa_questions("train", limit=steps * batch, seed=0)
+        items = [render(proc, Sample([Path(p)], [{"role": "user", "content": "<image>" + q},
+                                                 {"role": "assistant", "content": a}], "easy-vqa", i))
+                 for i, (q, a, p) in enumerate(data)]
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        model.train()
+        for step in range(steps):
+            inputs = collate(items[step * batch:(step + 1) * batch], proc.tokenizer.pad_token_id)
+            start, end = inputs.pop("answer_start"), inputs.pop("answer_end")
+            labels = torch.full_like(inputs["input_ids"], -100)  # [B, L]: loss on the answer span only
+            for i in range(len(start)):
+                labels[i, start[i]:end[i]] = inputs["input_ids"][i, start[i]:end[i]]
+            model(**inputs, labels=labels).loss.backward()
+            opt.step()
+            opt.zero_grad()
+        model.eval().save_pretrained(dst)
+    finally:
+        torch.set_num_threads(old_threads)
+    return dst

@@ -33,36 +33,9 @@ F32_TOL = {"qwen2_vl": 2e-2, "idefics3": 1e-4, "smolvlm": 1e-4}  # F32 text weig
 
 def _sft(src: str, dst: Path, steps: int = SFT_STEPS) -> Path:
     """Copy a zoo dir and teach it easy-vqa answers for `steps` batches of 8 (answer-only loss)."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from genrecal.zoo import teach_easy_vqa
 
-    from genrecal.data import load_easy_vqa_questions
-    from genrecal.data.render import collate, render
-    from genrecal.data.samples import Sample
-
-    shutil.copytree(src, dst, dirs_exist_ok=True)
-    torch.manual_seed(0)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core CI box: more threads than free cores is far slower
-    model, proc = AutoModelForImageTextToText.from_pretrained(dst), AutoProcessor.from_pretrained(dst)
-    data = load_easy_vqa_questions("train", limit=steps * 8, seed=0)
-    items = [render(proc, Sample([Path(p)], [{"role": "user", "content": "<image>" + q},
-                                             {"role": "assistant", "content": a}], "easy-vqa", i))
-             for i, (q, a, p) in enumerate(data)]
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    for step in range(steps):
-        batch = collate(items[step * 8:(step + 1) * 8], proc.tokenizer.pad_token_id)
-        start, end = batch.pop("answer_start"), batch.pop("answer_end")
-        labels = torch.full_like(batch["input_ids"], -100)
-        for i in range(len(start)):
-            labels[i, start[i]:end[i]] = batch["input_ids"][i, start[i]:end[i]]
-        model(**batch, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval().save_pretrained(dst)
-    torch.set_num_threads(old_threads)
-    return dst
+    return teach_easy_vqa(src, dst, steps)
 
 
 @pytest.fixture(scope="session")
