@@ -55,7 +55,7 @@ def with_format(fmt: str) -> list[str]:
 
 def onnx_spec(model_type: str):
     """The family's OnnxSpec, or UnsupportedFamilyError naming the families that declare one."""
-    family = get_family(model_type, role="teacher") if model_type in _module_names() else None
+    family = get_family(model_type, role="teacher")  # None for a family genrecal has no module for
     if family is None or family.onnx is None:
         raise UnsupportedFamilyError(f"no ONNX export for family {model_type!r}; families with an ONNX wrapper: "
                                      f"{', '.join(with_format('onnx'))}")

@@ -21,7 +21,6 @@ from genrecal.export.gguf.layout import GgufExportError
 from genrecal.artifacts.gguf_pair.llama_log import missing_bindings
 from genrecal.artifacts.gguf_pair.prompt import PromptFormat
 from genrecal.families.gguf_parts import GgufRoute
-from genrecal.families.model_access import UnsupportedFamilyError
 from genrecal.artifacts.manifest import Manifest, build_dir_atomically, dir_sha256
 
 TARGET = "phone"
@@ -31,10 +30,7 @@ def family_route(model_type: str) -> GgufRoute:
     """The family's GGUF route for a transformers model_type, or GgufExportError naming the supported ones."""
     from genrecal.families import get_family
 
-    try:
-        family = get_family(model_type, role="export")
-    except UnsupportedFamilyError:
-        family = None
+    family = get_family(model_type, role="teacher")  # None for a family genrecal has no module for
     if family is None or family.gguf is None:
         raise GgufExportError(layout.unsupported_family_message(model_type))
     return family.gguf
