@@ -19,7 +19,7 @@ import numpy as np
 
 from genrecal.artifacts.manifest import Manifest, load_manifest
 from genrecal.artifacts.onnx_facts import OnnxFacts
-from genrecal.artifacts.onnx_feeds import rope_index, vision_feeds
+from genrecal.artifacts.onnx_feeds import mrope_decode_ids, rope_index, vision_feeds
 from genrecal.runtimes.base import (
     STOP_CONTEXT, STOP_EOS, STOP_MAX_NEW, TIMING_DEFINITION, DecodeClock, Generation, RuntimeError_, Stream, Timing,
     config_context_length, new_token_budget, stop_record,
@@ -183,7 +183,7 @@ class OnnxRuntime:
                 return
             if i + 1 == limit:
                 return
-            step_pos = (np.full((3, 1, 1), cache.length, np.int64) + delta.reshape(1, 1, 1) if self.facts.mrope
+            step_pos = (mrope_decode_ids(cache.length, delta) if self.facts.mrope
                         else np.full((1, 1), cache.length, np.int64))
             # a generated token is text whatever its id: a model that emits its image token (random tiny
             # ones do) gets that token's embedding row, as in PyTorch and the TensorRT runtime
