@@ -81,6 +81,9 @@ class Family:
     clients: ClientFacts = field(default_factory=ClientFacts)
     edgellm: bool = False  # TensorRT Edge-LLM's exporter takes it with its vision tower (jetson target)
     edgellm_note: str = ""  # why not, when it does not (printed with the fallback to genrecal's TensorRT plan)
+    # how Edge-LLM's runtime turns an image into tokens for this family: "grid" (Qwen's smart resize to a patch
+    # grid) or "tiles" (InternVL's fixed-size tiles); the host checks compare it with the processor
+    edgellm_images: str = ""
     notes: str = ""
 
     @property

@@ -195,4 +195,5 @@ FAMILY = register(Family(
     onnx=ONNX,
     gguf=GGUF,
     edgellm=True,
+    edgellm_images="tiles",
 ))

@@ -126,5 +126,6 @@ FAMILY = register(Family(
     gguf=GGUF,
     clients=ClientFacts(genai_type="qwen2_5_vl"),
     edgellm=True,
+    edgellm_images="grid",
     notes="Qwen2 body with M-RoPE at model.model.language_model; windowed-attention vision tower.",
 ))

@@ -243,4 +243,5 @@ FAMILY = register(Family(
     notes="Qwen3 body (QK-norm) with interleaved M-RoPE at model.model.language_model; DeepStack adds "
           "features of early vision blocks to the first text layers' image rows.",
     edgellm=True,  # Edge-LLM 0.11 exports Qwen3-VL with its vision tower (tests/export/test_edgellm_slow.py)
+    edgellm_images="grid",
 ))

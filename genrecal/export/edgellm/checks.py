@@ -207,14 +207,17 @@ def check_image_tokens(facts: dict) -> dict:
     the student's processor made for the parity images (or device parity compares different inputs)."""
     lo, hi = facts["image_tokens"]["min"], facts["image_tokens"]["max"]
     rows, bad = [], []
-    if facts["family"] in ("qwen2_5_vl", "qwen3_vl", "qwen3_5"):
+    from genrecal.families import get_family
+
+    rule = get_family(facts["family"], role="teacher").edgellm_images  # "grid" | "tiles"
+    if rule == "grid":
         factor = facts["processor"]["patch_size"] * facts["processor"]["merge_size"]
         for img in facts["parity_images"]:
             runtime = qwen_smart_resize(img["height"], img["width"], factor, lo, hi)
             rows.append({"image": img["name"], "runtime_hw": runtime, "processor_hw": img["resized_hw"]})
             if list(runtime) != list(img["resized_hw"]):
                 bad.append(f"{img['name']}: runtime {runtime} vs processor {img['resized_hw']}")
-    elif facts["family"] == "internvl":
+    elif rule == "tiles":
         per_tile = facts["tokens_per_tile"]
         tiles = max(1, hi // layout.INTERNVL_TOKENS_PER_TILE - 1)
         for img in facts["parity_images"]:

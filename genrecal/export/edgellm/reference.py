@@ -54,7 +54,9 @@ def _image(h: int, w: int, seed: int):
 
 def _image_sizes(family: str, facts: dict) -> list[tuple[int, int]]:
     """(h, w) of the parity images: on the resize grid, inside the processor's pixel limits."""
-    if family == "internvl":
+    from genrecal.families import get_family
+
+    if get_family(family, role="teacher").edgellm_images == "tiles":
         side = facts["tile_side"]
         return [(side, side), (side, side)]
     factor = facts["factor"]
@@ -82,7 +84,9 @@ def processor_facts(hf: Path) -> dict:
                                                         "size", "crop_size", "do_rescale", "rescale_factor")
                 if getattr(ip, k, None) is not None}
     facts = {"family": family, "processor": settings, "processor_class": type(proc).__name__}
-    if family == "internvl":
+    from genrecal.families import get_family
+
+    if get_family(family, role="teacher").edgellm_images == "tiles":  # InternVL
         side = int(_side(config["vision_config"]["image_size"]))
         patch = int(_side(config["vision_config"]["patch_size"]))
         per_tile = int(getattr(proc, "image_seq_length", 0)
@@ -120,10 +124,10 @@ def _grid_of(proc, family: str, h: int, w: int, i: int) -> dict:
 
 
 def _inputs(proc, image, question: str):
-    content = [{"type": "image"}, {"type": "text", "text": question}]
-    text = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                    tokenize=False)
-    return text, proc(text=[text], images=[[image]], return_tensors="pt")
+    """(the chat text, torch inputs) of one user turn, built as every genrecal runtime builds it."""
+    from genrecal.runtimes.prompt import prepare_inputs, user_turn
+
+    return user_turn(proc, 1, question), prepare_inputs(proc, [image], question, return_tensors="pt")
 
 
 def greedy_reference(model, proc, image, question: str, max_new_tokens: int = MAX_NEW_TOKENS,
