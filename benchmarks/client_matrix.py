@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(["qwen2_5_vl", *[f for f in with_format("onnx") if f != "qwen2_5_vl"]]))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep --json's rows of the families not run now (rerun some families, keep the rest)")
     args = ap.parse_args()
     from genrecal.data import load_easy_vqa_questions
 
@@ -119,6 +121,9 @@ def main() -> None:
         rows += family_rows(family, args.work, image, question, args.steps, qwen_dir)
         if family == "qwen2_5_vl":
             qwen_dir = args.work / family / "onnx-fp32"
+    if args.merge and args.json and args.json.is_file():
+        ran = set(args.families.split(","))
+        rows = [r for r in json.loads(args.json.read_text())["rows"] if r["family"] not in ran] + rows
     text = pivot(rows) + "\n" + markdown(rows)
     print(text)
     if args.json:

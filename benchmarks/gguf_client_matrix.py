@@ -4,6 +4,9 @@ with genrecal's tokens.
     nice -n 10 bash scripts/build_llama_tools.sh          # llama-mtmd-cli + llama-server, once (~5-10 min)
     python benchmarks/gguf_client_matrix.py --work /tmp/gm --steps 8 \
         --json benchmarks/results/gguf_clients.json --md benchmarks/results/gguf_clients.md
+    # one family's rows again, the others' kept from the JSON:
+    python benchmarks/gguf_client_matrix.py --work /tmp/gm --families qwen3_5 --update \
+        --json benchmarks/results/gguf_clients.json --md benchmarks/results/gguf_clients.md
 
 For every GGUF family (genrecal.families.with_format("gguf")) the zoo model (seed 0; the "gguf" size where the
 family has one, whose rows are multiples of 256 so Q4_K_M really is K-quants, else "tiny"; Idefics3 / SmolVLM also
@@ -66,29 +69,6 @@ def sft(src: Path, dst: Path, steps: int) -> Path:
         return dst
     shutil.rmtree(dst, ignore_errors=True)
     teach_easy_vqa(src, dst, steps)
-    (dst / "genrecal_sft.json").write_text(json.dumps({"steps": steps, "batch": 8, "lr": 2e-3}))
-    return dst
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model, proc = AutoModelForImageTextToText.from_pretrained(dst), AutoProcessor.from_pretrained(dst)
-    data = load_easy_vqa_questions("train", limit=steps * 8, seed=0)
-    items = [render(proc, Sample([Path(p)], [{"role": "user", "content": "<image>" + q},
-                                             {"role": "assistant", "content": a}], "easy-vqa", i))
-             for i, (q, a, p) in enumerate(data)]
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    for step in range(steps):
-        batch = collate(items[step * 8:(step + 1) * 8], proc.tokenizer.pad_token_id)
-        start, end = batch.pop("answer_start"), batch.pop("answer_end")
-        labels = torch.full_like(batch["input_ids"], -100)
-        for i in range(len(start)):
-            labels[i, start[i]:end[i]] = batch["input_ids"][i, start[i]:end[i]]
-        model(**batch, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval().save_pretrained(dst)
     (dst / "genrecal_sft.json").write_text(json.dumps({"steps": steps, "batch": 8, "lr": 2e-3}))
     return dst
 
@@ -226,6 +206,8 @@ def main() -> None:
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
+    ap.add_argument("--update", action="store_true",
+                    help="keep --json's rows and exports of the families not run (same samples, steps, SFT steps)")
     args = ap.parse_args()
     from genrecal.data import load_easy_vqa_questions
 
@@ -242,12 +224,28 @@ def main() -> None:
               "sft_steps": args.sft_steps,
               "tools": str(tools) if tools else gc.tools_missing(), "versions": versions(tools),
               "exports": facts, "rows": rows}
+    if args.update and args.json and args.json.is_file():
+        record = merged(json.loads(args.json.read_text()), record)
     text = markdown(record, precisions)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     if args.md:
         args.md.write_text(text)
+
+
+def merged(old: dict, new: dict) -> dict:
+    """`new` plus `old`'s rows and exports of the families `new` did not run, in the registry's family order; refuses
+    records of different runs (samples, steps, SFT steps)."""
+    for key in ("samples", "steps", "sft_steps"):
+        if old[key] != new[key]:
+            raise SystemExit(f"--update: the JSON's {key} ({old[key]}) differ from this run's ({new[key]})")
+    rerun = {r["family"] for r in new["rows"]}
+    order = {name: i for i, name in enumerate(with_format("gguf"))}
+    rows = sorted([r for r in old["rows"] if r["family"] not in rerun] + new["rows"],
+                  key=lambda r: order.get(r["family"], len(order)))  # stable: sizes and clients keep their order
+    exports = {k: v for k, v in old["exports"].items() if k.split(" (")[0] not in rerun}
+    return {**new, "exports": dict(sorted({**exports, **new["exports"]}.items())), "rows": rows}
 
 
 def markdown(record: dict, precisions=PRECISIONS) -> str:

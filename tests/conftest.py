@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny zoo models and a small easy-vqa set, built once per test session."""
+"""Shared fixtures: tiny zoo models, llama.cpp's source (its converter) and a small easy-vqa set, built or found
+once per test session."""
 from __future__ import annotations
 
 import os
@@ -27,6 +28,20 @@ def zoo_dir(tmp_path_factory):
         return built[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_src():
+    """llama.cpp's source dir from the installed llama-cpp-python's sdist (its converter and legacy
+    scripts); skips, with the reason, when it cannot be found or downloaded or sentencepiece is missing."""
+    from genrecal.export.gguf import GgufExportError, converter
+
+    pytest.importorskip("sentencepiece", reason="llama.cpp's converter imports sentencepiece")
+    pytest.importorskip("llama_cpp")
+    try:
+        return converter.llama_cpp_source()
+    except GgufExportError as exc:
+        pytest.skip(f"llama.cpp's converter is not available: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -39,15 +39,29 @@ ENGINE_NAMES = {"vision": "vision_encoder.engine", "embed": "embed_tokens.engine
 OPSET = 17
 
 
-def past_names(n_layers: int) -> list[str]:
-    """The decoder graph's KV-cache inputs, layer by layer, key then value (every family; what export writes
-    and the runtimes feed)."""
-    return [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+LINEAR_ATTENTION = "linear_attention"  # transformers' `layer_types` entry of a Gated DeltaNet layer (Qwen3.5)
 
 
-def present_names(n_layers: int) -> list[str]:
-    """The decoder graph's KV-cache outputs, in past_names' order."""
-    return [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
+def past_names(n_layers: int, layer_types: list[str] | None = None) -> list[str]:
+    """The decoder graph's cache inputs, layer by layer: an attention layer's KV pair
+    `past_key_values.{i}.key/value` [batch, kv_heads, past_len, head_dim]; with `layer_types` (hybrid
+    bodies), a linear-attention layer's `past_conv.{i}` [batch, conv_dim, kernel - 1] and
+    `past_recurrent.{i}` [batch, value_heads, key_head_dim, value_head_dim] instead (transformers.js's
+    names for Qwen3.5). What export writes and the runtimes feed."""
+    names = []
+    for i in range(n_layers):
+        if layer_types and layer_types[i] == LINEAR_ATTENTION:
+            names += [f"past_conv.{i}", f"past_recurrent.{i}"]
+        else:
+            names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    return names
+
+
+def present_names(n_layers: int, layer_types: list[str] | None = None) -> list[str]:
+    """The decoder graph's cache outputs, in past_names' order (`present.{i}.key/value`,
+    `present_conv.{i}`, `present_recurrent.{i}`)."""
+    return [name.replace("past_key_values.", "present.").replace("past_", "present_")
+            for name in past_names(n_layers, layer_types)]
 
 
 def artifact_dirname(fmt: str, precision: str) -> str:
@@ -61,9 +75,9 @@ def client_graph(name: str, precision: str) -> str:
     return f"{ONNX_SUBDIR}/{stem}{DTYPE_SUFFIX[precision]}.onnx"
 
 
-def decoder_inputs(n_layers: int) -> list[str]:
-    return ["inputs_embeds", "attention_mask", "position_ids", *past_names(n_layers)]
+def decoder_inputs(n_layers: int, layer_types: list[str] | None = None) -> list[str]:
+    return ["inputs_embeds", "attention_mask", "position_ids", *past_names(n_layers, layer_types)]
 
 
-def decoder_outputs(n_layers: int) -> list[str]:
-    return ["logits", *present_names(n_layers)]
+def decoder_outputs(n_layers: int, layer_types: list[str] | None = None) -> list[str]:
+    return ["logits", *present_names(n_layers, layer_types)]

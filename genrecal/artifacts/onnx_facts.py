@@ -35,6 +35,12 @@ class OnnxFacts:
     """Feed rule (onnx_feeds.FEEDS) from the processor's output to the vision graph's inputs."""
     spatial_merge_size: int | None = None
     """M-RoPE families: the vision merger's side (image grid cells per token side)."""
+    layer_types: list[str] | None = None
+    """Hybrid bodies (Qwen3.5): transformers' per-layer kinds; a "linear_attention" layer carries a conv and a
+    recurrent state instead of a KV pair (layout.past_names). None: every layer is attention."""
+    linear_state_shapes: dict[str, list[int]] | None = None
+    """Hybrid bodies: per-layer state shapes without the batch axis, {"conv": [conv_dim, kernel - 1],
+    "recurrent": [value_heads, key_head_dim, value_head_dim]}; both start at zeros."""
     exporters: dict[str, str] = field(default_factory=dict)
     """role -> what wrote the graph ("torchscript", "dynamo", "onnxruntime-genai builder")."""
     opsets: dict[str, int] = field(default_factory=dict)

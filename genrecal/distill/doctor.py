@@ -14,6 +14,7 @@ from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, load_vlm
 from genrecal.distill.precision import TORCH_DTYPES
 from genrecal.distill.launch import run_dtype
+from genrecal.distill.recalibrator import attention_layers
 from genrecal.distill.stages import build_stage, set_trainable
 
 BYTES = 4  # the student and the Recalibrator: fp32 master weights, grads and AdamW state
@@ -49,8 +50,8 @@ def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM |
         if stage.train_recal and teacher is not None:
             d_s = student.model.config.get_text_config().hidden_size
             d_l = teacher.model.config.get_text_config().hidden_size
-            n += 2 * d_s * d_l + cfg.recal_depth * sum(p.numel() for p in student.family.text_model(
-                student.model).layers[0].parameters())
+            block = attention_layers(student.family.text_model(student.model))[-1]  # what the Recalibrator copies
+            n += 2 * d_s * d_l + cfg.recal_depth * sum(p.numel() for p in block.parameters())
         trainable = max(trainable, n)
     s_cfg = student.model.config.get_text_config()
     act = cfg.batch_size * (seq_s * s_cfg.hidden_size * s_cfg.num_hidden_layers * 16)

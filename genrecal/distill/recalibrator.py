@@ -2,8 +2,15 @@
 
 proj_pre (d_l -> d_s) -> `depth` decoder blocks of the *student's* layer class and config, with a
 fresh 1-D RoPE over the Recalibrator's own sequence -> proj_post (d_s -> d_l) -> RMSNorm(d_l)
-initialised from the teacher's final norm. Attention runs in SDPA; a forward that must keep the
-last block's attention map (the attention-mass diagnostic) runs in eager mode.
+initialised from the teacher's final norm (its effective scale: zero-centred norms such as Gemma's and
+Qwen3.5's store w - 1).
+
+Hybrid students (Qwen3.5: Gated DeltaNet "linear_attention" layers between "full_attention" ones) give the
+Recalibrator attention blocks only: its blocks are built as full-attention layers and `init="student"` copies
+the student's last `depth` attention layers (docs/method.md: why not its last layers whatever their kind).
+
+Attention runs in SDPA; a forward that must keep the last block's attention map (the attention-mass
+diagnostic) runs in eager mode.
 """
 from __future__ import annotations
 
@@ -75,20 +82,22 @@ class Recalibrator(nn.Module):
             "depth": depth,
             "init": init,
             "text_config_class": _class_path(s_cfg),
-            "text_config": _plain_config(s_cfg),
+            "text_config": _attention_only(_plain_config(s_cfg)),
             "layer_class": _class_path(s_body.layers[0]),
             "rotary_class": _class_path(s_body.rotary_emb),
             "norm_eps": getattr(t_cfg, "rms_norm_eps", 1e-6),
         }
         recal = cls(meta)
         if init == "student":
-            for mine, theirs in zip(recal.layers, s_body.layers[-depth:]):
+            sources = attention_layers(s_body)
+            if len(sources) < depth:
+                raise ValueError(f"the student has {len(sources)} attention layers; a Recalibrator of depth {depth} "
+                                 f"copies {depth} (pass a smaller depth or init='random')")
+            for mine, theirs in zip(recal.layers, sources[-depth:]):
                 mine.load_state_dict(theirs.state_dict())
-        t_norm = getattr(text_model(teacher), "norm", None)
-        weight = getattr(t_norm, "weight", None)
-        # Gemma-style norms store (w - 1); copy only plain RMSNorm weights of the right shape.
-        if weight is not None and weight.shape == (meta["teacher_hidden"],) and "Gemma" not in type(t_norm).__name__:
-            recal.norm.weight.data.copy_(weight.detach().float())
+        scale = _norm_scale(getattr(text_model(teacher), "norm", None), meta["teacher_hidden"])
+        if scale is not None:
+            recal.norm.weight.data.copy_(scale)
         return recal
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, keep_attention: bool = False) -> torch.Tensor:
@@ -136,6 +145,36 @@ class Recalibrator(nn.Module):
         recal = cls(json.loads((src / CONFIG_NAME).read_text()))
         recal.load_state_dict(load_file(str(src / WEIGHTS_NAME)))
         return recal
+
+
+def attention_layers(body: nn.Module) -> list[nn.Module]:
+    """The decoder layers of a text body that hold softmax attention (`self_attn`), in order: all of them for
+    every family but the hybrid ones (Qwen3.5's Gated DeltaNet layers hold `linear_attn` instead)."""
+    return [layer for layer in body.layers if hasattr(layer, "self_attn")]
+
+
+def _attention_only(text_config: dict) -> dict:
+    """A hybrid config's `layer_types` made all "full_attention", so the Recalibrator's blocks are attention."""
+    if "layer_types" in text_config:
+        text_config["layer_types"] = ["full_attention"] * len(text_config["layer_types"])
+    return text_config
+
+
+def _norm_scale(norm: nn.Module | None, dim: int) -> torch.Tensor | None:
+    """The per-channel scale an RMSNorm applies, [dim] fp32, or None when `norm` is not an RMSNorm of width
+    `dim`: measured on a row of ones (RMS 1) and undone for eps, so w (plain) and 1 + w (zero-centred:
+    Gemma, Qwen3.5) both come out as the scale itself. A LayerNorm (it subtracts the mean) gives None."""
+    weight = getattr(norm, "weight", None)
+    if weight is None or tuple(weight.shape) != (dim,):
+        return None
+    if isinstance(norm, nn.LayerNorm):
+        return weight.detach().float()
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    if eps is None:
+        return None
+    with torch.no_grad():
+        out = norm(torch.ones(1, dim, dtype=weight.dtype, device=weight.device)).float()[0]
+    return out * float(1.0 + eps) ** 0.5
 
 
 def _plain_config(cfg) -> dict:

@@ -55,6 +55,9 @@ class ConverterRoute:
     """"converter": convert_hf_to_gguf.py --mmproj; "llava_legacy": llama.cpp's legacy LLaVA scripts."""
     mmproj_stage: Callable[[Path, Path], tuple[Path, Path]] | None = None
     """llava_legacy only: (hf_dir, scratch) -> (checkpoint dir for the surgery, vision config dir)."""
+    text_flags: tuple[str, ...] = ()
+    """Extra convert_hf_to_gguf.py flags for the text model only (the mmproj run refuses some of them), e.g.
+    qwen3_5's "--no-mtp": a transformers student carries no multi-token-prediction head."""
 
 
 @dataclass(frozen=True)

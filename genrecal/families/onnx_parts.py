@@ -10,7 +10,7 @@ output into the graph's inputs: the runtime applies the same rule by name, witho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from torch import nn
@@ -39,6 +39,12 @@ class OnnxSpec:
     # slice i + 1 to the output of text layer i (llama.cpp's qwen3vl layout). A text row's slices are zero,
     # so the runtime's row scatter is unchanged and adds nothing where the model adds nothing.
     deepstack: Callable[[nn.Module], int] | None = None
+    # hybrid bodies (Qwen3.5): wrap(model, deepstack) -> the decoder module (forward(inputs_embeds,
+    # attention_mask, position_ids, *past in layout.past_names(n, layer_types) order) -> (logits, *present));
+    # None: genrecal.export.onnx.wrappers.Decoder (a KV pair per layer)
+    wrap_decoder: Callable[..., nn.Module] | None = None
+    # hybrid bodies: config -> {"conv": [...], "recurrent": [...]} state shapes without batch (OnnxFacts)
+    linear_states: Callable[[Any], dict[str, list[int]]] | None = None
     notes: str = ""
 
     def feeds(self, enc: dict) -> dict[str, np.ndarray]:

@@ -146,7 +146,9 @@ class Qwen3Vision(nn.Module):
         self.visual = model.model.visual
         self.merge = int(model.config.vision_config.spatial_merge_size)
         self.side = int(self.visual.num_grid_per_side)
-        self.deepstack = {int(b): i for i, b in enumerate(model.config.vision_config.deepstack_visual_indexes)}
+        # Qwen3.5's tower (this one without DeepStack) has no deepstack_visual_indexes
+        levels = getattr(model.config.vision_config, "deepstack_visual_indexes", None) or []
+        self.deepstack = {int(b): i for i, b in enumerate(levels)}
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         n = pixel_values.shape[0]

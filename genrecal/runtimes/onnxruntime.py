@@ -140,7 +140,7 @@ class OnnxRuntime:
         shape = (self.facts.num_layers, self.facts.num_kv_heads, self.facts.head_dim)
         if self.share_kv_buffer:
             return SharedKvCache(session, *shape, max_length=max_length)
-        return ArrayKvCache(session, *shape)
+        return ArrayKvCache(session, *shape, self.facts.layer_types, self.facts.linear_state_shapes)
 
     def _decoder_step(self, cache, embeds: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """logits [1, L, V] for `embeds` [1, L, D] at positions `pos`; the cache grows by L."""

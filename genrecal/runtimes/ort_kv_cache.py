@@ -6,7 +6,8 @@
 
 - `ArrayKvCache`: past_key_values.* go in as numpy arrays and present.* come back as new, one token
   longer (every decoder graph genrecal writes works this way; onnxruntime allocates and copies the
-  whole cache on every token).
+  whole cache on every token). Hybrid bodies (Qwen3.5: `layer_types`) also pass each linear-attention
+  layer's fixed-size conv and recurrent state (past_conv.i / past_recurrent.i, zeros at the start).
 - `SharedKvCache`: one buffer per past/present pair, [1, kv_heads, capacity, head_dim], bound to
   both the input and the output through IO binding, so the decoder writes each new row in place
   (the capacity doubles when full: one copy per doubling instead of one per token).
@@ -26,20 +27,25 @@ from genrecal.artifacts.layout import past_names, present_names
 class ArrayKvCache:
     """Past in as arrays, present out as new arrays (any decoder graph)."""
 
-    def __init__(self, session, num_layers: int, kv_heads: int, head_dim: int):
+    def __init__(self, session, num_layers: int, kv_heads: int, head_dim: int,
+                 layer_types: list[str] | None = None, state_shapes: dict[str, list[int]] | None = None):
         self.session = session
-        self.past_names = past_names(num_layers)
-        self.outputs = ["logits", *present_names(num_layers)]
-        self.past = [np.zeros((1, kv_heads, 0, head_dim), np.float32) for _ in self.past_names]
+        self.past_names = past_names(num_layers, layer_types)
+        self.outputs = ["logits", *present_names(num_layers, layer_types)]
+        shapes = {f"past_{kind}": tuple(shape) for kind, shape in (state_shapes or {}).items()}
+        self.past = [np.zeros((1, *shapes.get(name.split(".")[0], (kv_heads, 0, head_dim))), np.float32)
+                     for name in self.past_names]
+        self.held = 0
 
     @property
     def length(self) -> int:
-        return int(self.past[0].shape[2])
+        return self.held
 
     def step(self, feeds: dict) -> np.ndarray:
         """Run the decoder on `feeds` (+ the cache); logits [1, L, V]. The cache grows by L."""
         out = self.session.run(self.outputs, {**feeds, **dict(zip(self.past_names, self.past))})
         self.past = out[1:]
+        self.held += feeds["inputs_embeds"].shape[1]
         return out[0]
 
 

@@ -23,20 +23,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def llama_cpp_src():
-    """llama.cpp's source dir from the installed llama-cpp-python's sdist (its converter and legacy
-    scripts); skips, with the reason, when it cannot be found or downloaded or sentencepiece is missing."""
-    from genrecal.export.gguf import GgufExportError, converter
-
-    pytest.importorskip("sentencepiece", reason="llama.cpp's converter imports sentencepiece")
-    pytest.importorskip("llama_cpp")
-    try:
-        return converter.llama_cpp_source()
-    except GgufExportError as exc:
-        pytest.skip(f"llama.cpp's converter is not available: {exc}")
-
-
-@pytest.fixture(scope="session")
 def onnx_artifact(zoo_dir, tmp_path_factory):
     """onnx_artifact(family, precision) -> (artifact dir, manifest), parity-checked."""
     from genrecal.export.onnx import OnnxBuild

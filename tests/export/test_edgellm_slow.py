@@ -39,7 +39,7 @@ def _export(tmp_path, family: str, size: str, lines: list):
 
 
 @pytest.mark.parametrize("family, size", [("qwen2_5_vl", "tiny-v4"), ("internvl", "tiny-v4"),
-                                          ("qwen3_vl", "tiny-deepstack")])
+                                          ("qwen3_vl", "tiny-deepstack"), ("qwen3_5", "tiny")])
 def test_jetson_target_writes_the_edgellm_artifact(tmp_path, edgellm_python, family, size):
     lines: list[str] = []
     summary = _export(tmp_path, family, size, lines)

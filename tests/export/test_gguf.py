@@ -312,7 +312,7 @@ def test_unsupported_family_is_refused(model_type, why, tmp_path):
     (tmp_path / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
     with pytest.raises(GgufExportError, match=why) as err:
         export_gguf(tmp_path, tmp_path / "out", "f16")
-    assert "supported families: idefics3, internvl, llava, qwen2_5_vl, qwen2_vl, qwen3_vl, smolvlm" in str(err.value)
+    assert "supported families: idefics3, internvl, llava, qwen2_5_vl, qwen2_vl, qwen3_5, qwen3_vl, smolvlm" in str(err.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -3,7 +3,7 @@
     python -m pytest tests/export/test_gguf_clients.py -q
 
 What the export checks before it writes (every token libmtmd looks up for the projector; a chat template the
-clients can apply), the zoo vocabularies that satisfy it, MTMDChatHandler on smolvlm and qwen2_vl, and one
+clients can apply), the zoo vocabularies that satisfy it, MTMDChatHandler on smolvlm, qwen2_vl and qwen3_5, and one
 family/precision through each client of the matrix (benchmarks/gguf_client_matrix.py) where
 scripts/build_llama_tools.sh has built llama-mtmd-cli and llama-server (skipped, with the reason, otherwise).
 """
@@ -104,29 +104,32 @@ def test_template_that_drops_the_image_in_clients_is_refused():
         check_client_template(lists_only, "<image>")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "smolvlm", "idefics3", "internvl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "smolvlm", "idefics3",
+                                    "internvl", "llava"])
 def test_client_template_notes(family):
-    """Qwen2-VL's template renders the same text whichever way the image arrives; the zoo's Idefics3/SmolVLM,
-    InternVL and LLaVA templates space the image differently in the clients, and the manifest says so."""
+    """Qwen2-VL's template (every Qwen family's) renders the same text whichever way the image arrives; the zoo's
+    Idefics3/SmolVLM, InternVL and LLaVA templates space the image differently in the clients, and the manifest
+    says so."""
     fam = get_family(family)
     notes = check_client_template(fam.chat_template, fam.gguf.image_placeholder)
     differs = [n for n in notes if "renders the prompt as" in n]
-    assert (differs == []) == (family in ("qwen2_vl", "qwen2_5_vl")), notes
+    assert (differs == []) == family.startswith("qwen"), notes
     builtin = [n for n in notes if "built-in" in n]
     assert bool(builtin) == (family in ("idefics3", "llava")), notes
 
 
 # ---- llama-cpp-python's MTMDChatHandler (no build needed) ----
-@pytest.mark.parametrize("family", ["qwen2_vl", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_5", "smolvlm"])
 def test_mtmd_chat_handler_runs_the_pair(family, pair, sample):
     """The issue's failure (smolvlm: llama_decode returned -1 on the missing "\\n\\n" token) is gone; qwen2_vl's
-    prompt is genrecal's, so it also decodes genrecal's greedy tokens."""
+    and qwen3_5's prompts are genrecal's, so they also decode genrecal's greedy tokens (qwen3_5: llama.cpp's hybrid
+    Gated DeltaNet body behind the handler's M-RoPE image positions)."""
     image, question = sample
     out = pair(family)
     got = gc.mtmd_chat_handler(out, image, question, STEPS)
     assert "error" not in got, got
     ref = gc.genrecal_llamacpp(out, image, question, STEPS)
-    if family == "qwen2_vl":
+    if family != "smolvlm":
         assert got["prompt_text"] == ref["prompt_text"] and got["tokens"] == ref["tokens"]
     else:  # the zoo template spaces the image differently there (recorded in the manifest's notes)
         notes = json.loads((out / "genrecal_manifest.json").read_text())["extra"]["notes"]
@@ -142,14 +145,38 @@ def tools():
     return gc.llama_tools()
 
 
+def _matrix():
+    """benchmarks/gguf_client_matrix.py as a module."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gguf_client_matrix
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return gguf_client_matrix
+
+
+def test_matrix_update_keeps_the_rows_of_families_not_rerun():
+    """--update: the rerun family's rows and exports replace the JSON's, every other family's stay, in the registry's
+    family order; a record of another run (other steps) is refused."""
+    matrix = _matrix()
+    run = {"samples": [{"question": "q", "image": "1.png"}], "steps": 8, "sft_steps": 50}
+    old = {**run, "exports": {"qwen2_vl (gguf)": "a", "smolvlm (gguf)": "b", "qwen3_5 (gguf)": "old"},
+           "rows": [{"family": f, "client": c} for f in ("qwen2_vl", "qwen3_5", "smolvlm") for c in ("x", "y")]}
+    new = {**run, "exports": {"qwen3_5 (gguf)": "new"}, "rows": [{"family": "qwen3_5", "client": c, "new": True}
+                                                                 for c in ("x", "y")]}
+    got = matrix.merged(old, new)
+    assert [(r["family"], r["client"], "new" in r) for r in got["rows"]] == [
+        ("qwen2_vl", "x", False), ("qwen2_vl", "y", False), ("qwen3_5", "x", True), ("qwen3_5", "y", True),
+        ("smolvlm", "x", False), ("smolvlm", "y", False)]
+    assert got["exports"] == {"qwen2_vl (gguf)": "a", "qwen3_5 (gguf)": "new", "smolvlm (gguf)": "b"}
+    with pytest.raises(SystemExit, match="steps"):
+        matrix.merged({**old, "steps": 16}, new)
+
+
 def test_matrix_row_per_client(tools, tmp_path, sample):
     """benchmarks/gguf_client_matrix.py on qwen2_vl f16 (the untrained zoo model: it repeats one byte token, which
     still tells prompts apart): every client loads the pair and decodes genrecal's greedy tokens (the CLI: text)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gguf_client_matrix as matrix
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    matrix = _matrix()
     rows, facts = matrix.variant_rows("qwen2_vl", "gguf", tmp_path, [sample], STEPS, 0, tools, precisions=("f16",))
     assert [r["client"] for r in rows] == list(matrix.CLIENTS)
     assert all(r["loads"] for r in rows), [r.get("error") for r in rows]

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen3VLForConditionalGeneration
 
 from genrecal import zoo
@@ -21,16 +20,9 @@ from genrecal.data.samples import Sample
 from genrecal.families import get_family, qwen3_vl
 from genrecal.families.base import image_token_id
 
-MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What shape is in the image?"}]}]
-
-
-def _image(h: int = 64, w: int = 64, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def _encode(processor, images):
-    prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    return processor(text=[prompt], images=[images], return_tensors="pt")
+from qwen_inputs import MESSAGES  # noqa: F401 - the shared chat prompt
+from qwen_inputs import encode as _encode
+from qwen_inputs import image as _image
 
 
 def test_tiny_builds_offline_and_reloads(zoo_dir):
@@ -254,7 +246,8 @@ def test_onnx_fp32_keeps_deepstack_and_dropping_it_fails_parity(zoo_dir, tmp_pat
     from genrecal.export.onnx.parity import check_artifact
     from genrecal.runtimes.onnxruntime import OnnxRuntime
 
-    build = OnnxBuild(zoo_dir("qwen3_vl", "tiny-deepstack"), tmp_path / "work", threads=1)
+    # genrecal's own decoder (--onnx-decoder auto ships the builder's: tests/export/test_onnx_builder_mrope.py)
+    build = OnnxBuild(zoo_dir("qwen3_vl", "tiny-deepstack"), tmp_path / "work", threads=1, decoder="torchscript")
     manifest = build.build(tmp_path / "onnx-fp32", "fp32", "cpu")
     parity = manifest.parity
     # measured: 3.9e-7 (max |logit| 0.77), greedy 3/3; with the DeepStack columns zeroed: 0.88, greedy 0/3

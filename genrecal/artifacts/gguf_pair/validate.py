@@ -57,10 +57,23 @@ _TEXT_BLOCK = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.wei
 TEXT_EXTRA_BLOCK = {"llama": [], "qwen2vl": ["attn_q.bias", "attn_k.bias", "attn_v.bias"],
                     "qwen2": ["attn_q.bias", "attn_k.bias", "attn_v.bias"],
                     "qwen3vl": ["attn_q_norm.weight", "attn_k_norm.weight"]}  # Qwen3's QK-norm
+# hybrid text archs: per-block tensors by layer kind, in place of _TEXT_BLOCK + TEXT_EXTRA_BLOCK. Qwen3.5 (`qwen35`):
+# every block has attn_norm, post_attention_norm and the MLP; full-attention blocks Qwen3's attention with QK-norm
+# (attn_q twice as wide: query and output gate); Gated DeltaNet blocks the fused qkv, the output gate and the ssm_*
+# tensors (llama.cpp's loader marks attn_qkv / attn_gate optional, its graph multiplies by them all the same)
+_HYBRID_COMMON = ["attn_norm.weight", "post_attention_norm.weight", "ffn_gate.weight", "ffn_up.weight",
+                  "ffn_down.weight"]
+HYBRID_BLOCK = {"qwen35": {
+    "attention": _HYBRID_COMMON + ["attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                                   "attn_q_norm.weight", "attn_k_norm.weight"],
+    "recurrent": _HYBRID_COMMON + ["attn_qkv.weight", "attn_gate.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a",
+                                   "ssm_alpha.weight", "ssm_beta.weight", "ssm_norm.weight", "ssm_out.weight"]}}
 TEXT_KEYS = ["context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
              "attention.head_count_kv", "attention.layer_norm_rms_epsilon"]
 TEXT_ARCH_KEYS = {"llama": [], "qwen2": [], "qwen2vl": ["rope.dimension_sections"],
-                  "qwen3vl": ["rope.dimension_sections", "n_deepstack_layers"]}
+                  "qwen3vl": ["rope.dimension_sections", "n_deepstack_layers"],
+                  "qwen35": ["rope.dimension_sections", "ssm.conv_kernel", "ssm.inner_size", "ssm.state_size",
+                             "ssm.time_step_rank", "ssm.group_count"]}
 TOKENIZER_KEYS = ["tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"]
 
 
@@ -101,17 +114,30 @@ def _missing(what: str, path: Path, names: list[str]) -> None:
 def validate_text(path: Path) -> tuple[GGUFReader, str]:
     reader = _open(path)
     arch = _value(reader, "general.architecture")
-    if arch not in TEXT_EXTRA_BLOCK:
+    if arch not in TEXT_ARCH_KEYS:
         raise GgufValidationError(f"{path}: text architecture {arch!r} is not one genrecal writes "
-                                  f"({', '.join(TEXT_EXTRA_BLOCK)})")
+                                  f"({', '.join(TEXT_ARCH_KEYS)})")
     keys = [f"{arch}.{k}" for k in TEXT_KEYS + TEXT_ARCH_KEYS[arch]] + TOKENIZER_KEYS
     _missing("metadata keys", path, [k for k in keys if k not in reader.fields])
     n_layer = int(_value(reader, f"{arch}.block_count"))
     names = {t.name for t in reader.tensors}
     want = ["token_embd.weight", "output_norm.weight"] + [
-        f"blk.{i}.{t}" for i in range(n_layer) for t in _TEXT_BLOCK + TEXT_EXTRA_BLOCK[arch]]
+        f"blk.{i}.{t}" for i, block in enumerate(_text_blocks(reader, arch, n_layer)) for t in block]
     _missing("tensors", path, [n for n in want if n not in names])
     return reader, arch
+
+
+def _text_blocks(reader: GGUFReader, arch: str, n_layer: int) -> list[list[str]]:
+    """The tensors llama.cpp reads in each text block. Hybrid archs: which blocks are recurrent comes from
+    `{arch}.attention.recurrent_layers`, else (as llama.cpp) every block but each full_attention_interval-th."""
+    if arch not in HYBRID_BLOCK:
+        return [_TEXT_BLOCK + TEXT_EXTRA_BLOCK[arch]] * n_layer
+    flags = _value(reader, f"{arch}.attention.recurrent_layers")
+    if flags is None:
+        interval = int(_value(reader, f"{arch}.full_attention_interval") or 4)
+        flags = [(i + 1) % interval != 0 for i in range(n_layer)]
+    kinds = HYBRID_BLOCK[arch]
+    return [kinds["recurrent" if flag else "attention"] for flag in list(flags)[:n_layer]]
 
 
 def _shape(reader: GGUFReader, name: str) -> list[int]:

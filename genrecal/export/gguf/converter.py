@@ -91,17 +91,17 @@ def llama_cpp_source(download: bool = True, timeout: int = 300) -> Path:
 
 
 def convert(hf_dir, out_file, outtype: str = "f32", *, mmproj: bool = False, pre: str | None = None,
-            src: Path | None = None, timeout: int = 600) -> Path:
+            flags: tuple[str, ...] = (), src: Path | None = None, timeout: int = 600) -> Path:
     """Run llama.cpp's converter on a transformers dir: the text model, or (mmproj=True) the vision
     tower + projector. outtype: f32 | f16 | bf16 | q8_0. pre: llama.cpp pre-tokenizer name used only
-    when the converter does not recognise the BPE tokenizer's hash. Raises GgufExportError with the
-    converter's last error line."""
+    when the converter does not recognise the BPE tokenizer's hash. flags: more converter flags (e.g.
+    "--no-mtp"). Raises GgufExportError with the converter's last error line."""
     if outtype not in OUTTYPES:
         raise GgufExportError(f"llama.cpp's converter writes {', '.join(OUTTYPES)}, not {outtype!r}")
     src = src or llama_cpp_source()
     runner = Path(__file__).with_name("converter_run.py")
     cmd = [str(runner), "--src", str(src), *(["--pre", pre] if pre else []), "--",
-           str(hf_dir), "--outfile", str(out_file), "--outtype", outtype, *(["--mmproj"] if mmproj else [])]
+           str(hf_dir), "--outfile", str(out_file), "--outtype", outtype, *(["--mmproj"] if mmproj else []), *flags]
     what = f"llama.cpp's converter ({'mmproj' if mmproj else 'text'})"
     run_script(cmd, what, hf_dir, timeout=timeout)  # the converter's own gguf-py, not the installed one
     if not Path(out_file).is_file():

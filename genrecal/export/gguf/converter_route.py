@@ -62,7 +62,7 @@ def _source(route: ConverterRoute, hf_dir: Path) -> Iterator[Path]:
 def write_text(route: ConverterRoute, path: Path, hf_dir: Path, precision: str) -> dict:
     """model.gguf at f32/f16/q8_0 by the converter; the tokenizer facts the manifest records."""
     with _source(route, hf_dir) as src:
-        converter.convert(src, path, precision, pre=_pre(route, hf_dir))
+        converter.convert(src, path, precision, pre=_pre(route, hf_dir), flags=route.text_flags)
     return text_facts(path)
 
 

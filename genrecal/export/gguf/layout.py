@@ -27,6 +27,9 @@ QUANTS = {
 }
 # what llama.cpp's Q4_K_M mix may legitimately produce for a 2-D weight; anything else is a fallback
 KQUANT_TYPES = {"q4_k_m": ("Q4_K", "Q6_K")}
+# 2-D weights llama.cpp's quantizer keeps float in every mix (llama-quant.cpp: the Gated DeltaNet / Mamba conv
+# kernels, rows of kernel width): not fallbacks
+NEVER_QUANTIZED = ("ssm_conv1d.weight",)
 
 # families llama.cpp itself cannot run (no mmproj projector / text arch for them)
 NOT_IN_LLAMA_CPP = ("llava_onevision", "paligemma")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gguf import GGUFReader
 
-from genrecal.export.gguf.layout import KQUANT_TYPES, GgufExportError
+from genrecal.export.gguf.layout import KQUANT_TYPES, NEVER_QUANTIZED, GgufExportError
 from genrecal.export.gguf.writer import FILE_TYPES
 
 
@@ -35,7 +35,8 @@ def llama_quantize(src: Path, dst: Path, quant: str, threads: int | None = None)
 
 
 def tensor_report(path: Path, quant: str) -> dict:
-    """Type counts of `path` and the 2-D weights whose type is not one `quant` should produce."""
+    """Type counts of `path` and the 2-D weights whose type is not one `quant` should produce (apart from those
+    llama.cpp never quantizes)."""
     reader = GGUFReader(str(path))
     counts: Counter[str] = Counter()
     fallbacks = []
@@ -43,7 +44,7 @@ def tensor_report(path: Path, quant: str) -> dict:
     for t in reader.tensors:
         name = t.tensor_type.name
         counts[name] += 1
-        if allowed and len(t.shape) >= 2 and name not in allowed:
+        if allowed and len(t.shape) >= 2 and name not in allowed and not t.name.endswith(NEVER_QUANTIZED):
             fallbacks.append(f"{t.name}: {name} (row {int(t.shape[0])})")
     report = {"requested": quant, "tensor_types": dict(counts), "fallbacks": fallbacks}
     if fallbacks:

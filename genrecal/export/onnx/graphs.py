@@ -68,24 +68,39 @@ def export_embed(model, spec: OnnxSpec, path: Path) -> None:
                  ("inputs_embeds",), axes, "torchscript")
 
 
+def layer_types(model) -> list[str] | None:
+    """A hybrid body's per-layer kinds (Qwen3.5), None when every layer is attention."""
+    types = getattr(model.config.get_text_config(), "layer_types", None)
+    return list(types) if types and layout.LINEAR_ATTENTION in types else None
+
+
 def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
     cfg = model.config.get_text_config()
     n_layers, (kv_heads, head_dim) = cfg.num_hidden_layers, kv_shape(cfg)
+    types = layer_types(model)
     batch, seq, past = 2, 3, 4
-    decoder = Decoder(model, deepstack_layers(model, spec)).eval()
+    wrap = spec.wrap_decoder or Decoder
+    decoder = wrap(model, deepstack_layers(model, spec)).eval()
     embeds = torch.randn(batch, seq, decoder.embeds_width)  # [B, L, D] (DeepStack: D * (1 + n))
     mask = torch.ones(batch, past + seq, dtype=torch.long)  # [B, past + L]
     pos = torch.arange(past, past + seq).expand(batch, seq)  # [B, L]
     pos_axes = {0: "batch", 1: "seq"}
     if spec.mrope:
         pos, pos_axes = pos.unsqueeze(0).expand(3, batch, seq).contiguous(), {1: "batch", 2: "seq"}  # [3, B, L]
-    cache = [torch.randn(batch, kv_heads, past, head_dim) for _ in range(2 * n_layers)]
     axes = {"inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total_len"},
             "position_ids": pos_axes, "logits": {0: "batch", 1: "seq"}}
-    axes.update({n: {0: "batch", 2: "past_len"} for n in layout.past_names(n_layers)})
-    axes.update({n: {0: "batch", 2: "total_len"} for n in layout.present_names(n_layers)})
-    export_graph(decoder, (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers),
-            layout.decoder_outputs(n_layers), axes, "torchscript")
+    cache = []
+    states = spec.linear_states(model.config) if types else {}
+    for name, out in zip(layout.past_names(n_layers, types), layout.present_names(n_layers, types)):
+        kind = name.split(".")[0].removeprefix("past_")  # key_values | conv | recurrent
+        if kind in states:  # fixed size: only the batch axis varies ("batch_size": transformers.js's symbol)
+            cache.append(torch.randn(batch, *states[kind]) * (0.1 if kind == "recurrent" else 1.0))
+            axes[name] = axes[out] = {0: "batch_size"}
+        else:
+            cache.append(torch.randn(batch, kv_heads, past, head_dim))
+            axes[name], axes[out] = {0: "batch", 2: "past_len"}, {0: "batch", 2: "total_len"}
+    export_graph(decoder, (embeds, mask, pos, *cache), path, layout.decoder_inputs(n_layers, types),
+                 layout.decoder_outputs(n_layers, types), axes, "torchscript")
 
 
 def model_facts(model, processor, spec: OnnxSpec) -> dict:
@@ -108,6 +123,8 @@ def model_facts(model, processor, spec: OnnxSpec) -> dict:
         "mrope": spec.mrope,
         "spatial_merge_size": getattr(vision_cfg, "spatial_merge_size", None) if spec.mrope else None,
         **({"deepstack_layers": deepstack_layers(model, spec)} if spec.deepstack else {}),
+        **({"layer_types": layer_types(model), "linear_state_shapes": spec.linear_states(model.config)}
+           if layer_types(model) else {}),
         "opsets": {"vision": max(layout.OPSET, 18) if spec.exporter == "dynamo" else layout.OPSET,
                    "embed": layout.OPSET, "decoder": layout.OPSET},
     }
