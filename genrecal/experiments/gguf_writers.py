@@ -75,13 +75,13 @@ def _short(field) -> str:
 
 def run_gguf_writers(cfg: WritersConfig, log=print) -> dict:
     """Both files, their differences, their logits against each other and PyTorch, their decode speed."""
-    from genrecal.experiments.peer_builds import gguf_file, smolvlm_student
+    from genrecal.experiments.peer_builds import gguf_file, zoo_student
     from genrecal.experiments.peer_drivers import LlamaDriver
     from genrecal.export.gguf.export import load_source
     from genrecal.export.text_agreement import agreement, torch_text_reference
 
     work = Path(cfg.work)
-    student = smolvlm_student(work, None, cfg.size, log)
+    student = zoo_student(work, None, cfg.size, log)
     paths = {w: gguf_file(student, work / f"{w}-{cfg.precision}.gguf", cfg.precision, w) for w in WRITERS}
     result = {"size": cfg.size, "precision": cfg.precision, "threads": cfg.threads,
               "files": compare_files(paths["genrecal"], paths["converter"])}

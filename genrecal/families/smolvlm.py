@@ -62,7 +62,7 @@ def smollm2_gguf() -> Path:
 
 def build_with_smollm2():
     """(model, processor): "small" SmolVLM whose text model and tokenizer are SmolLM2-135M-Instruct."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -71,24 +71,28 @@ def build_with_smollm2():
     tokenizer.padding_side = "right"
     tokenizer.chat_template = CHAT_TEMPLATE
     model, processor = build_idefics_style("small", tokenizer, _CLASSES)
-    lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    _graft_text_model(model, lm)
+    graft_smollm2(model.model.text_model, model.lm_head)
     return model, processor
 
 
 @torch.no_grad()
-def _graft_text_model(model, lm) -> None:
-    """Copy the LM's decoder, norm, embeddings and head into the VLM; the added image tokens start
-    at the mean embedding (the LM ties its head to the embeddings; the zoo's VLM does not)."""
-    text = model.model.text_model
+def graft_smollm2(text, head, zero_ok: tuple[str, ...] = ()) -> None:
+    """Copy SmolLM2-135M-Instruct's decoder, norm, embeddings and head into a VLM's text model `text` and LM head
+    `head`; the VLM's added tokens start at the mean embedding (SmolLM2 ties its head to the embeddings; the
+    zoo's VLMs do not). `zero_ok`: name endings of parameters SmolLM2 lacks that stay as they are (zero biases)."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2_gguf()
+    lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     state = dict(lm.model.state_dict())
     emb = state.pop("embed_tokens.weight")  # [49152, 576]
     missing, unexpected = text.load_state_dict(state, strict=False)
-    if set(missing) != {"embed_tokens.weight"} or unexpected:
+    missing = [m for m in missing if not m.endswith(zero_ok)]
+    if missing != ["embed_tokens.weight"] or unexpected:
         raise UnsupportedFamilyError(f"SmolLM2 weights do not fit the small text model: missing {missing}, "
                                      f"unexpected {unexpected}")
     n = emb.shape[0]
-    for target, source in ((text.embed_tokens.weight, emb), (model.lm_head.weight, lm.lm_head.weight)):
+    for target, source in ((text.embed_tokens.weight, emb), (head.weight, lm.lm_head.weight)):
         target[:n] = source
         target[n:] = source.mean(0)
 

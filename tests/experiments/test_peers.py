@@ -41,16 +41,20 @@ def test_decode_clock_excludes_pauses_between_tokens_only():
     assert clock.decode_ms_per_token == pytest.approx((clock.last - clock.first - first_pause) * 1e3)
 
 
-def test_builder_text_model_matches_pytorch(zoo_dir, tmp_path):
+@pytest.mark.parametrize("family", ["smolvlm", "qwen2_5_vl"])
+def test_builder_text_model_matches_pytorch(family, zoo_dir, tmp_path):
     """The student's text model through the builder (fp32) gives PyTorch's logits' argmax at every
-    teacher-forced position and PyTorch's greedy tokens; the weight count skips the embedding table."""
+    teacher-forced position and PyTorch's greedy tokens; the weight count skips the embedding table.
+    qwen2_5_vl: the text weights in a Qwen2.5-VL shell, which genai runs as its `qwen2_5_vl_text` model."""
     pytest.importorskip("onnxruntime_genai")
     from genrecal.benchmarks import bandwidth
-    from genrecal.experiments.peer_builds import genai_builder, text_causal_lm
+    from genrecal.experiments.peer_builds import genai_builder, text_source
     from genrecal.experiments.peer_drivers import open_driver
 
-    text = text_causal_lm(Path(zoo_dir("smolvlm")), tmp_path / "text")
+    text = text_source(Path(zoo_dir(family)), tmp_path / "text")
     genai = genai_builder(text, tmp_path / "genai-fp32", "fp32")
+    assert json.loads((genai / "genai_config.json").read_text())["model"]["type"] == {
+        "smolvlm": "llama", "qwen2_5_vl": "qwen2_5_vl_text"}[family]
     ids = np.arange(5, 69, dtype=np.int64)  # [64]
     torch_d, genai_d = open_driver("torch", text, 1), open_driver("genai", genai, 1)
     ref, got = torch_d.text_logits(ids), genai_d.text_logits(ids)
@@ -59,7 +63,8 @@ def test_builder_text_model_matches_pytorch(zoo_dir, tmp_path):
     t_run, g_run = torch_d.greedy(ids[:16], 8), genai_d.greedy(ids[:16], 8)
     assert g_run.tokens == t_run.tokens and len(g_run.tokens) >= 2
     assert g_run.ttft_ms > 0 and g_run.decode_ms_per_token > 0
-    params = sum(p.numel() for n, p in torch_d.model.named_parameters() if "embed_tokens" not in n)
+    params = sum(p.numel() for n, p in torch_d.model.named_parameters()
+                 if "embed_tokens" not in n and ".visual." not in n)  # the shell's one-block vision tower
     embed = torch_d.model.get_input_embeddings().weight.numel() * 4
     counted = bandwidth.onnx_run_bytes(genai / "model.onnx")["bytes"]
     assert 4 * params <= counted < 4 * params + embed  # the lookup table is not read per token
@@ -86,6 +91,24 @@ def test_peers_gguf_pair_cli(zoo_dir, tmp_path):
     assert block["bandwidth"]["threads"] == 1 and record["pairs"][0]["threads_1"]["tok_s_ratio"] > 0
     assert "gguf-q8_0: genrecal-q8_0.gguf / converter-q8_0.gguf" in (tmp_path / "peers.md").read_text()
 
+
+
+def test_peers_mrope_student_cli(zoo_dir, tmp_path):
+    """An M-RoPE student (qwen2_5_vl): genai runs the builder's text model, genrecal its artifact with the builder's
+    decoder fed M-RoPE ids; both at PyTorch's top-1 in fp32."""
+    pytest.importorskip("onnxruntime_genai")
+    from genrecal.benchmarks.cli import main
+
+    out = tmp_path / "peers.json"
+    rc = main(["peers", "--work", str(tmp_path / "w"), "--student", zoo_dir("qwen2_5_vl"), "--threads", "1",
+               "--repeats", "1", "--prompt-tokens", "16", "--decode-tokens", "4", "--agreement-tokens", "64",
+               "--pairs", "onnx-fp32-builder", "--no-torch", "--json", str(out)])
+    assert rc == 0
+    arts = json.loads(out.read_text())["artifacts"]
+    assert set(arts) == {"torch-fp32", "genai-fp32", "genrecal-onnx-fp32-builder"}
+    assert all(a["agreement"]["top1_agreement"] == 1.0 for a in arts.values())
+    manifest = json.loads((tmp_path / "w" / "genrecal-onnx-fp32-builder" / "genrecal_manifest.json").read_text())
+    assert "position_ids" in manifest["extra"]["decoder_inputs"] and manifest["family"] == "qwen2_5_vl"
 
 
 def test_gguf_writers_cli_compares_the_two_files(tmp_path):

@@ -116,16 +116,18 @@ def test_builder_decoder_refuses_other_text_models(zoo_dir):
     from genrecal.export.onnx.builder_decoder import unsupported
     from genrecal.export.onnx.graphs import load_student
 
-    model, _ = load_student(zoo_dir("qwen2_vl"))
-    assert unsupported(model, "int4").startswith("its text model is") and unsupported(model, "fp16")
+    model, _ = load_student(zoo_dir("internvl"))  # a Qwen2ForCausalLM text model: not one the route knows
+    assert unsupported(model, "int4").startswith("its text model is 'qwen2'") and unsupported(model, "fp16")
 
 
-def test_auto_default_takes_the_builder_for_smolvlm_only(onnx_artifact):
-    """`--onnx-decoder auto` (the default): smolvlm's int4 decoder is the builder's; llava's text is llama too,
-    but auto keeps genrecal's graph there and says why; fp16 keeps genrecal's for every family."""
+def test_auto_default_takes_the_builder_where_the_family_says(onnx_artifact):
+    """`--onnx-decoder auto` (the default): smolvlm's int4 decoder is the builder's (and the M-RoPE families':
+    test_onnx_builder_mrope.py); llava's text is llama too, but auto keeps genrecal's graph there and says why;
+    fp16 keeps genrecal's for every family."""
     from genrecal.export.onnx import auto_builder_families
 
-    assert "smolvlm" in auto_builder_families() and "llava" not in auto_builder_families()
+    assert {"idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"} <= set(auto_builder_families())
+    assert "llava" not in auto_builder_families()
     smol = onnx_artifact("smolvlm", "int4")[1].extra
     assert smol["decoder_from"].startswith("onnxruntime-genai") and smol["exporters"]["decoder"] == "onnxruntime-genai builder"
     llava = onnx_artifact("llava", "fp32")[1].extra

@@ -83,6 +83,8 @@ class OnnxBuild:
             if not builder["decoder_from"].startswith("genrecal"):
                 facts = {**facts, "exporters": {**facts.get("exporters", {}), "decoder": "onnxruntime-genai builder"}}
             facts = {**facts, **builder}
+        else:
+            facts = {**facts, "decoder_from": "genrecal (TorchScript): --onnx-decoder torchscript"}
         for path in src.iterdir():  # processor, tokenizer, configs (graphs and weight sidecars done above)
             if path.is_file() and path.suffix not in (".onnx", ".data"):
                 shutil.copyfile(path, dst / path.name)
