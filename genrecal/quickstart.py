@@ -165,9 +165,21 @@ def bench(out: Path, plan: Plan, artifacts: dict[str, Path]) -> dict:
     return {"report": str(report), "rows": rows}
 
 
+def question_only_prior(train_json: Path, items: list[tuple[str, str, str]]) -> dict:
+    """What a model that never looks at the image scores on `items`: per question text the most frequent answer
+    of the easy-vqa train records in `train_json` (genrecal.data.prior)."""
+    from genrecal.data.prior import text_prior
+
+    records = json.loads(train_json.read_text())
+    train = [(r["conversations"][0]["value"].replace("<image>", "").strip(), r["conversations"][1]["value"])
+             for r in records]
+    return text_prior(train, [(q, a) for q, a, _ in items])
+
+
 def evaluate_all(out: Path, plan: Plan, dirs: dict[str, Path]) -> dict:
     items = [(q, a, str(p)) for q, a, p in load_easy_vqa_questions("test", limit=plan.test_questions, seed=0)]
-    res = {"test_questions": len(items), "models": {}}
+    prior = question_only_prior(out / "data" / "train" / "data.json", items)
+    res = {"test_questions": len(items), "prior": {"accuracy": prior["accuracy"]}, "models": {}}
     for name, path in dirs.items():
         acc = accuracy(str(path), items, desc=f"eval {name}")
         res["models"][name] = {"path": str(path), "accuracy": acc["accuracy"], "examples": acc["examples"][:3]}
@@ -180,6 +192,9 @@ def print_summary(out: Path, results: dict) -> None:
     print(f"  easy-vqa test accuracy (greedy exact match, first {results['test_questions']} test questions):")
     for name, r in results["models"].items():
         print(f"    {name:22s} {100 * r['accuracy']:5.1f}%   {r['path']}")
+    if "prior" in results:  # a student at this figure has not learnt to use the image
+        print(f"    {'question-only prior':22s} {100 * results['prior']['accuracy']:5.1f}%   (most frequent train "
+              "answer per question, image unseen)")
     print(f"  training logs: {out}/runs/*/train_log.jsonl   summary: {out / 'quickstart.json'}")
     print(f"  distilled student (plain transformers dir): {out / 'student-genrecal'}")
     if "export" in results:

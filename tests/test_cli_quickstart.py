@@ -31,3 +31,19 @@ def test_quickstart_fast_runs_end_to_end(tmp_path, capsys):
     for name in ("teacher", "student-pretrained", "student-genrecal"):
         assert (tmp_path / "qs" / name / "model.safetensors").is_file()
     assert "easy-vqa test accuracy" in out and "student (GenRecal)" in out
+    assert "question-only prior" in out and 0.0 <= summary["prior"]["accuracy"] <= 1.0
+
+
+def test_quickstart_prior_is_the_most_frequent_train_answer_per_question(tmp_path):
+    from genrecal.quickstart import question_only_prior
+
+    def rec(q, a):
+        return {"image": "i.png", "conversations": [{"from": "human", "value": f"<image>\n{q}"},
+                                                    {"from": "gpt", "value": a}]}
+
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps([rec("what shape?", "circle"), rec("what shape?", "circle"), rec("what shape?", "triangle"),
+                                 rec("is it red?", "no")]))
+    items = [("what shape?", "circle", "x"), ("what shape?", "triangle", "x"), ("is it red?", "no", "x"),
+             ("what color?", "red", "x")]  # an unseen question counts as wrong
+    assert question_only_prior(train, items)["accuracy"] == 0.5

@@ -178,13 +178,14 @@ def vocabulary_text(scenes: int = 100, seed: int = 12345) -> tuple[str, ...]:
 
 
 def generate(images: int, questions_per_image: int = 3, seed: int = 0, phrasings: tuple[int, ...] = (0, 1, 2),
-             kind_weights: dict | None = None):
+             kind_weights: dict | None = None, objects: tuple[int, int] = (2, 5)):
     """Yield (image, objects, [(question, answer, truth), ...]) for `images` scenes (deterministic in seed).
 
-    phrasings: the phrasing numbers answers are drawn from (uniformly); (0,) gives the shortest only."""
+    phrasings: the phrasing numbers answers are drawn from (uniformly); (0,) gives the shortest only;
+    objects: the least and most objects per scene (drawn uniformly; the default draws as sample_scene does)."""
     rng = random.Random(seed)
     for _ in range(images):
-        objs = sample_scene(rng)
+        objs = sample_scene(rng, rng.randint(*objects))
         im = draw_scene(objs, rng)
         qas, seen = [], set()
         for _ in range(questions_per_image):
@@ -198,9 +199,10 @@ def generate(images: int, questions_per_image: int = 3, seed: int = 0, phrasings
 
 
 def write_scenes(out_dir: str | Path, images: int, questions_per_image: int = 3, seed: int = 0,
-                 phrasings: tuple[int, ...] = (0, 1, 2), kind_weights: dict | None = None) -> Path:
+                 phrasings: tuple[int, ...] = (0, 1, 2), kind_weights: dict | None = None,
+                 objects: tuple[int, int] = (2, 5)) -> Path:
     """Write `out_dir/data.json` (LLaVA format, one record per question; each record also holds
-    `truth`, the parsed answer, and `objects`, the scene) and `out_dir/images/`.
+    `truth`, the parsed answer, and `objects`, the scene) and `out_dir/images/`; objects: see generate.
 
     Built in a temporary sibling dir and renamed into place; an existing `out_dir` is replaced only
     if it holds a `data.json`. Returns `out_dir`."""
@@ -209,7 +211,8 @@ def write_scenes(out_dir: str | Path, images: int, questions_per_image: int = 3,
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         records = []
-        for i, (im, objs, qas) in enumerate(generate(images, questions_per_image, seed, phrasings, kind_weights)):
+        scenes = generate(images, questions_per_image, seed, phrasings, kind_weights, objects)
+        for i, (im, objs, qas) in enumerate(scenes):
             name = f"images/{i}.png"
             im.save(tmp / name)
             scene = [asdict(o) for o in objs]

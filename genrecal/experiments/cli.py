@@ -3,6 +3,8 @@
     genrecal-experiments quality        [--quick] [--seeds 0,1,2] [--out DIR]   (trains models; quality.py)
     genrecal-experiments quality-scenes [--quick] [--methods M,...] [--regimes R,...] [--jobs N] [--out DIR]
                                         (multi-object scenes, gold vs teacher answers, TRL GOLD beside)
+    genrecal-experiments quality-v4     [--quick] [--stage gate|all] [--set FIELD=VALUE] [--out DIR]
+                                        (a KD-vs-SFT gate first, then methods in budgets B1/B2)
     genrecal-experiments distill-scale  --work DIR [--batch-sizes 1,4]  (2B-shaped bf16 teacher)
     genrecal-experiments peers          --work DIR [--threads 1,2] [--repeats N] [--pairs P,...] [--json FILE]
                                         (genrecal's exports vs onnxruntime-genai's builder / llama.cpp's converter)
@@ -18,12 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genrecal.experiments import distill_scale, gguf_writers, peers, quality, quality_scenes
+from genrecal.experiments import distill_scale, gguf_writers, peers, quality, quality_scenes, quality_v4
 
 COMMANDS = {  # subcommand -> (module with add_arguments(parser) and run_from_args(args), one-line help)
     "quality": (quality, "GenRecal vs SFT vs ULD at an equal budget on easy-vqa"),
     "distill-scale": (distill_scale, "GenRecal vs SFT step time and memory at real shapes"),
     "quality-scenes": (quality_scenes, "distillation methods on multi-object scenes, 2 regimes"),
+    "quality-v4": (quality_v4, "positive control (KD vs SFT gate), then methods in budgets B1/B2, prior beside"),
     "peers": (peers, "genrecal's ONNX/GGUF vs the peers' own exporters, one run"),
     "gguf-writers": (gguf_writers, "genrecal's GGUF writer vs llama.cpp's converter: tensors, keys, logits"),
 }

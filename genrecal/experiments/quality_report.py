@@ -363,11 +363,10 @@ def _scenes_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scenes_plot(result: dict, path: Path) -> Path | None:
-    """Bars per method, one group per regime; teacher as a line."""
-    summary = result.get("summary")
-    if not summary:
-        return None
+def grouped_bars(summary: dict[str, dict[str, dict]], lines: dict[str, tuple[float, str, str]], path: Path,
+                 ylabel: str = "held-out scene accuracy (%)", top: float | None = None) -> Path:
+    """Bars (mean ± sd %) per method, one group per regime / budget of `summary`; `lines`: label -> (accuracy,
+    colour, line style) drawn across; `top`: the y limit (None: 1.3 x the highest bar or line)."""
     names = list(dict.fromkeys(n for m in summary.values() for n in m))
     plt, fig, ax = _figure(max(6.0, 1.4 * len(names)))
     width = 0.8 / max(1, len(summary))
@@ -375,14 +374,23 @@ def _scenes_plot(result: dict, path: Path) -> Path | None:
         xs = [j + i * width for j, n in enumerate(names) if n in methods]
         ax.bar(xs, [100 * methods[n]["accuracy_mean"] for n in names if n in methods], width,
                yerr=[100 * methods[n]["accuracy_sd"] for n in names if n in methods], capsize=3, label=regime)
-    ax.axhline(100 * result["teacher"]["scores"]["accuracy"], color="#c44e52", linestyle="--", label="teacher")
+    for label, (value, color, style) in lines.items():
+        ax.axhline(100 * value, color=color, linestyle=style, label=label)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=20, ha="right")
-    ax.set_ylabel("held-out scene accuracy (%)")
-    top = max([100 * result["teacher"]["scores"]["accuracy"]]
-              + [100 * (m["accuracy_mean"] + m["accuracy_sd"]) for ms in summary.values() for m in ms.values()])
-    ax.set_ylim(0, min(100.0, 1.3 * top + 1))
-    ax.legend(loc="upper right", ncol=len(summary) + 1)  # above the bars and the teacher line
+    ax.set_ylabel(ylabel)
+    highest = max([100 * v for v, _, _ in lines.values()]
+                  + [100 * (m["accuracy_mean"] + m["accuracy_sd"]) for ms in summary.values() for m in ms.values()])
+    ax.set_ylim(0, top if top is not None else min(100.0, 1.3 * highest + 1))
+    ax.legend(loc="upper right", ncol=len(summary) + len(lines))  # above the bars and the lines
     return _save(plt, fig, path)
+
+
+def _scenes_plot(result: dict, path: Path) -> Path | None:
+    """Bars per method, one group per regime; teacher as a line."""
+    summary = result.get("summary")
+    if not summary:
+        return None
+    return grouped_bars(summary, {"teacher": (result["teacher"]["scores"]["accuracy"], "#c44e52", "--")}, path)
 
 
 EASY_VQA = Report("quality", _easy_summarize, _easy_verdict, _easy_markdown, _easy_plot)

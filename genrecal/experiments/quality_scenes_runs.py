@@ -128,11 +128,11 @@ def _answers_here(teacher: str, gold: Path, out: Path, records: list[dict]) -> t
 
 
 # ---------------------------------------------------------------- one run, in a child process
-def run_in_child(spec: dict, result: Path) -> dict:
-    """Train + score one run (spec: see `_child`) in a fresh spawned process, so its peak RSS is its own.
-    Raises RuntimeError naming the run when the child fails."""
+def run_in_child(spec: dict, result: Path, child=None) -> dict:
+    """Train + score one run (spec: see `_child`, or `child(spec, result path)`, a module-level function) in a
+    fresh spawned process, so its peak RSS is its own. Raises RuntimeError naming the run when the child fails."""
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_child, args=(spec, str(result)))
+    proc = ctx.Process(target=child or _child, args=(spec, str(result)))
     proc.start()
     proc.join()
     if proc.exitcode != 0 or not result.exists():
@@ -200,15 +200,16 @@ def run_key(spec: dict) -> str:
     return cache_key({k: v for k, v in spec.items() if k not in ("run_dir", "threads", "key")})
 
 
-def reuse_or_run(spec: dict) -> dict:
-    """A finished run with the same key is reused (resumable full runs); otherwise train it."""
+def reuse_or_run(spec: dict, child=None) -> dict:
+    """A finished run with the same key is reused (resumable full runs); otherwise train it (in `child`, see
+    run_in_child)."""
     spec = {**spec, "key": run_key(spec)}
     done = Path(spec["run_dir"]).parent / f"{Path(spec['run_dir']).name}.result.json"
     if done.exists() and json.loads(done.read_text()).get("key") == spec["key"]:
         record = json.loads(done.read_text())
         say(f"{spec['regime']} {spec['name']} seed {spec['seed']}: {100 * record['accuracy']:.1f}% (reused)")
         return {**record, "reused": True}
-    record = run_in_child(spec, done)
+    record = run_in_child(spec, done, child)
     say(f"{spec['regime']} {spec['name']} seed {spec['seed']}: {100 * record['accuracy']:.1f}% "
         f"(train {record['train_seconds']:.0f} s, {record['seconds_per_step']} s/step, {record['peak_rss_mb']:.0f} MB)")
     return {**record, "reused": False}
