@@ -216,12 +216,14 @@ def doctor_estimate_gib(common: dict, batch: int, log: Path) -> float:
 
 
 def measure(work: Path, batch_sizes: tuple[int, ...], steps: int, samples: int, rss_samples: int,
-            teacher: Path | None = None, student: Path | None = None, say=print) -> dict:
+            teacher: Path | None = None, student: Path | None = None, say=print,
+            rows_wanted: tuple[str, ...] | None = None) -> dict:
     """Every row at every batch size, the RSS-vs-dataset-size pair and the doctor's estimates.
 
     Rows finished by an earlier invocation with the same models and settings are read back from
     WORK/rows.jsonl, not re-measured (delete it to measure afresh). teacher/student: model dirs
-    instead of the 2B-shaped pair (a quick check of the benchmark itself)."""
+    instead of the 2B-shaped pair (a quick check of the benchmark itself). rows_wanted: only these row
+    names (None: all), e.g. to leave out a row whose memory the machine cannot hold."""
     from genrecal.runtimes.sysinfo import device_info
 
     if teacher is None or student is None:
@@ -232,6 +234,11 @@ def measure(work: Path, batch_sizes: tuple[int, ...], steps: int, samples: int, 
     plan = [(name, method, batch, samples) for batch in batch_sizes
             for name, method in (("teacher forward", None), *RUNS)]
     plan.append((RUNS[3][0], RUNS[3][1], batch_sizes[0], rss_samples))
+    if rows_wanted is not None:
+        unknown = set(rows_wanted) - {"teacher forward", *(name for name, _ in RUNS)}
+        if unknown:
+            raise GenrecalError(f"unknown distill-scale rows: {', '.join(sorted(unknown))}")
+        plan = [p for p in plan if p[0] in rows_wanted]
     rows = []
     for name, method, batch, n in plan:
         key = json.dumps([common["teacher"], common["student"], name, batch, n, steps])
@@ -309,6 +316,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", type=Path, help="student dir instead of small-smollm2 (with --teacher)")
     p.add_argument("--json", type=Path, help="write the record here")
     p.add_argument("--md", type=Path, help="write the Markdown table here")
+    p.add_argument("--rows", help="comma list of row names to measure (default: all), e.g. "
+                                  "'teacher forward,sft,genrecal distill (stage 2)'")
 
 
 def run_from_args(args) -> int:
@@ -316,7 +325,8 @@ def run_from_args(args) -> int:
 
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     record = measure(args.work, batch_sizes, args.steps, args.samples, args.rss_samples, args.teacher,
-                     args.student, say=lambda line: print(line, flush=True))
+                     args.student, say=lambda line: print(line, flush=True),
+                     rows_wanted=tuple(r.strip() for r in args.rows.split(",")) if args.rows else None)
     text = format_markdown(record)
     print(text)
     if args.json:

@@ -77,8 +77,24 @@ _SIZES = {
 }
 
 
+def qwen3_5_text_pipeline(tokenizer) -> None:
+    """Give the tokenizer Qwen3.5's own normaliser (NFC) and pre-tokenizer (its Split regex, then byte-level),
+    in place: transformers' Qwen3_5Tokenizer imposes both on whatever vocabulary it loads, so a zoo tokenizer
+    trained with plain byte-level splits would tokenize differently once saved and reloaded."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+    from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX
+
+    backend = tokenizer.backend_tokenizer
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
 def build_tiny(size: str, tokenizer, seed: int):
     s = _SIZES[size]
+    qwen3_5_text_pipeline(tokenizer)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     config = Qwen3_5Config(
         text_config=dict(

@@ -352,3 +352,21 @@ def test_gguf_q4_k_m_on_the_gguf_size_is_k_quants(llama_cpp_src, zoo_dir, tmp_pa
     quant = manifest.extra["quantization"]
     assert quant["fallbacks"] == [] and "warning" not in quant
     assert quant["tensor_types"]["Q4_K"] > 0 and set(quant["tensor_types"]) == {"Q4_K", "Q6_K", "F32"}
+
+
+def test_saved_tokenizer_reloads_with_the_same_pipeline_and_ids(zoo_dir):
+    """transformers loads a qwen3_5 tokenizer as Qwen3_5Tokenizer, which imposes Qwen3.5's NFC normaliser and
+    Split regex: the zoo builds its tokenizer with them, so built and reloaded tokenize alike (before, a text
+    with digits and marks split differently), and llama.cpp's converter gets its `qwen35` pre-tokenizer."""
+    import json as _json
+
+    from genrecal.export.gguf.converter_route import fallback_pre
+
+    _, processor = zoo.build("qwen3_5", "tiny")
+    reloaded = AutoProcessor.from_pretrained(zoo_dir("qwen3_5"))
+    assert type(reloaded.tokenizer).__name__ == "Qwen3_5Tokenizer"
+    text = "Cafe\u0301 has 2024 circles, isn't it?\n\nYes"
+    assert processor.tokenizer(text).input_ids == reloaded.tokenizer(text).input_ids
+    built, saved = (_json.loads(t.backend_tokenizer.to_str()) for t in (processor.tokenizer, reloaded.tokenizer))
+    assert built["pre_tokenizer"] == saved["pre_tokenizer"] and built["normalizer"] == saved["normalizer"]
+    assert fallback_pre(Path(zoo_dir("qwen3_5"))) == "qwen35"

@@ -19,11 +19,14 @@ from genrecal.export.gguf.layout import GgufExportError
 from genrecal.artifacts.gguf_pair.prompt import render_chat
 
 T = gguf.TokenType
-# pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name; the two differ
-# only in how digits group (Qwen2: one digit per piece, Llama 3: up to three)
+# pre-tokenizer regexes of Split+ByteLevel tokenizers -> llama.cpp's pre-tokenizer name; Qwen2 and Llama 3
+# differ only in how digits group (Qwen2: one digit per piece, Llama 3: up to three); Qwen3.5 also keeps
+# combining marks (\p{M}) inside words (transformers' Qwen3_5Tokenizer regex = llama.cpp's `qwen35`)
 _WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
 _REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_SPLIT_REGEX = {_WORDS + r"\p{N}" + _REST: "qwen2", _WORDS + r"\p{N}{1,3}" + _REST: "llama-bpe"}
+_QWEN35 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_SPLIT_REGEX = {_WORDS + r"\p{N}" + _REST: "qwen2", _WORDS + r"\p{N}{1,3}" + _REST: "llama-bpe", _QWEN35: "qwen35"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def pre_tokenizer_name(pre: dict | None) -> str:
             if regex in _SPLIT_REGEX:
                 return _SPLIT_REGEX[regex]
     raise GgufExportError(f"pre-tokenizer {json.dumps(pre)[:200]} has no llama.cpp equivalent known to genrecal "
-                          "(supported: GPT-2 ByteLevel, SmolLM digits+ByteLevel, Qwen2 and Llama-3 Split regexes)")
+                          "(supported: GPT-2 ByteLevel, SmolLM digits+ByteLevel, Qwen2, Qwen3.5 and Llama-3 Split regexes)")
 
 
 def _token_table(tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:

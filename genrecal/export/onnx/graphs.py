@@ -93,9 +93,9 @@ def export_decoder(model, spec: OnnxSpec, path: Path) -> None:
     states = spec.linear_states(model.config) if types else {}
     for name, out in zip(layout.past_names(n_layers, types), layout.present_names(n_layers, types)):
         kind = name.split(".")[0].removeprefix("past_")  # key_values | conv | recurrent
-        if kind in states:  # fixed size: only the batch axis varies ("batch_size": transformers.js's symbol)
+        if kind in states:  # fixed size: only the batch axis varies
             cache.append(torch.randn(batch, *states[kind]) * (0.1 if kind == "recurrent" else 1.0))
-            axes[name] = axes[out] = {0: "batch_size"}
+            axes[name] = axes[out] = {0: "batch"}
         else:
             cache.append(torch.randn(batch, kv_heads, past, head_dim))
             axes[name], axes[out] = {0: "batch", 2: "past_len"}, {0: "batch", 2: "total_len"}
