@@ -321,7 +321,12 @@ FAMILY = register(Family(
     image_token="<|image_pad|>",
     onnx=ONNX,
     gguf=GGUF,
-    clients=ClientFacts(),
+    # onnxruntime-genai 0.18's builder writes a Qwen3.5 CPU decoder, but with its own contrib ops
+    # (LinearAttention, CausalConvWithState) and its own state names (past.{i}.conv / past.{i}.recurrent); genrecal
+    # does not drop it into its layout yet, so every precision ships genrecal's decoder (transformers.js and
+    # genrecal's runtime run it: client matrix)
+    clients=ClientFacts(onnx_decoder_auto_why="the builder's Qwen3.5 decoder (its own linear-attention contrib ops "
+                                              "and state names) is not wired into genrecal's layout yet"),
     edgellm=True,  # Edge-LLM 0.11 exports Qwen3.5 with its vision tower (tests/export/test_edgellm_slow.py)
     edgellm_images="grid",
     notes="hybrid body: Gated DeltaNet (linear attention, conv + recurrent state) and gated full-attention "
