@@ -156,7 +156,7 @@ def test_recalibrator_takes_a_zero_centred_teachers_norm_scale(zoo_dir):
     torch.testing.assert_close(recal.norm.weight.data, 1.0 + stored, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("teacher, student", [("llava", "qwen3_5"), ("qwen3_5", "internvl"),
+@pytest.mark.parametrize("teacher, student", [("llava", "qwen3_5"), ("qwen3_vl", "qwen3_5"), ("qwen3_5", "internvl"),
                                               ("qwen3_5", "smolvlm")])
 def test_genrecal_three_stages(zoo_dir, evqa_train, tmp_path, teacher, student):
     from safetensors import safe_open

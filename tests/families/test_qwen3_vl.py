@@ -194,7 +194,8 @@ def test_recalibrator_is_built_from_qwen3_layers_with_qk_norm(zoo_dir, tmp_path)
         torch.testing.assert_close(Recalibrator.load(tmp_path / "recal").eval()(x, mask), out)
 
 
-@pytest.mark.parametrize("teacher, student", [("smolvlm", "qwen3_vl"), ("qwen3_vl", "qwen2_vl")])
+@pytest.mark.parametrize("teacher, student", [("smolvlm", "qwen3_vl"), ("internvl", "qwen3_vl"),
+                                              ("qwen3_vl", "qwen2_vl"), ("qwen3_vl", "llava")])
 def test_genrecal_three_stages(zoo_dir, evqa_train, tmp_path, teacher, student):
     import json
 
