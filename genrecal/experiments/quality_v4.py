@@ -209,7 +209,8 @@ def parse_set(pairs: list[str]) -> dict:
             raise argparse.ArgumentTypeError(f"--set wants FIELD=VALUE with a V4Plan field, got {pair!r}")
         kind = str(types[key])
         out[key] = float(value) if "float" in kind else int(value) if "int" in kind and "tuple" not in kind else \
-            tuple(int(v) for v in value.split("-")) if "tuple" in kind else value
+            tuple(int(v) for v in value.split("-")) if "tuple" in kind else \
+            value.lower() in ("1", "true", "yes") if "bool" in kind else value
     return out
 
 

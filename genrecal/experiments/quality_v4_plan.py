@@ -43,6 +43,9 @@ class V4Plan:
     teacher_steps: int = 1500
     pretrain_images: int = 600
     pretrain_steps: int = 100
+    pretrain_shuffled: bool = False
+    """Pretrain the start on its scenes with the images shuffled across questions: it learns the answers' form
+    and the prior, not to look (criteria 3 and 4)."""
     b1_images: int = 300
     b1_epochs: int = 10
     b2_images: int = 3000
@@ -74,8 +77,9 @@ class V4Plan:
         """What decides data set `name`'s content (its cache key part)."""
         images = {"teacher": self.teacher_images, "pretrain": self.pretrain_images, "b1": self.b1_images,
                   "b2-prompts": self.b2_images, "test": self.test_images}[name]
+        shuffled = {"shuffled": True} if name == "pretrain" and self.pretrain_shuffled else {}
         return {"name": name, "images": images, "objects": list(self.objects), "kinds": KIND_WEIGHTS,
-                "questions_per_image": self.questions_per_image, "data_seed": self.data_seed}
+                "questions_per_image": self.questions_per_image, "data_seed": self.data_seed, **shuffled}
 
     def to_dict(self) -> dict:
         return {**asdict(self), "objects": list(self.objects), "budget_steps": self.budget_steps}

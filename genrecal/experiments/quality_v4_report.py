@@ -39,7 +39,7 @@ def gate_line(attempt: dict) -> str:
     g = attempt.get("gate")
     if not g:
         p = attempt.get("pilot") or {}
-        return (f"gate not decided (one seed): pilot kd {_pct(p.get('kd'))} vs sft {_pct(p.get('sft'))}, "
+        return (f"gate not decided (pilot only): pilot kd {_pct(p.get('kd'))} vs sft {_pct(p.get('sft'))}, "
                 f"prior {_pct(attempt['prior']['accuracy'])}")
     return (f"gate {'HOLDS' if g['holds'] else 'FAILS'}: kd {_pct(g['kd_mean'])} vs sft {_pct(g['sft_mean'])} "
             f"(margin {100 * g['margin']:+.1f} points, every kd seed above every sft seed: "
@@ -81,7 +81,8 @@ def gate_markdown(result: dict) -> str:
              "Same-tokenizer teacher, `--method kd` vs `--method sft`, budget B1, same start, steps, lr and trained "
              "parts. Gate (pre-registered, benchmarks/results/quality_v4_criteria.md): KD - SFT >= 3 points (mean of "
              "the seeds) and every KD seed above every SFT seed. Attempts in the order run; each later attempt is a "
-             "regime change decided from the gate's figures alone. Accuracy: held-out scenes, parsed answers.", ""]
+             "regime change decided from the criteria's and the gate's figures alone (no other method is run before "
+             "the gate holds). Accuracy: held-out scenes, parsed answers.", ""]
     for i, a in enumerate(result["attempts"], 1):
         lines += _attempt_lines(i, a)
     return "\n".join(lines) + "\n"

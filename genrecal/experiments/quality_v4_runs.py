@@ -28,7 +28,22 @@ def write_data(root: Path, name: str, plan: V4Plan) -> Path:
     if not (out / "data.json").exists():
         write_scenes(out, recipe["images"], plan.questions_per_image, seed=SEEDS[name] + 10 * plan.data_seed,
                      kind_weights=KIND_WEIGHTS, objects=plan.objects)
-    return out / "data.json"
+    if not recipe.get("shuffled"):
+        return out / "data.json"
+    shuffled = out / "shuffled.json"
+    if not shuffled.exists():
+        shuffled.write_text(json.dumps(shuffle_images(json.loads((out / "data.json").read_text()), plan.data_seed)))
+    return shuffled
+
+
+def shuffle_images(records: list[dict], seed: int) -> list[dict]:
+    """The records with their images permuted among them (seeded): every question keeps its answer, and its image
+    is another scene's, so the image tells nothing about the answer."""
+    import random
+
+    images = [r["image"] for r in records]
+    random.Random(seed).shuffle(images)
+    return [{**r, "image": im} for r, im in zip(records, images)]
 
 
 def items(data: Path) -> list[tuple[str, dict, str]]:

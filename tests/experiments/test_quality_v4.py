@@ -62,6 +62,18 @@ def test_objects_range_and_default_draw_unchanged():
     assert {len(o) for _, o, _ in scenes.generate(40, seed=1, objects=(2, 3))} == {2, 3}
 
 
+def test_shuffled_start_data_keeps_every_answer_and_moves_the_images(tmp_path):
+    from genrecal.experiments.quality_v4_runs import shuffle_images, write_data
+
+    plan = V4Plan(**{**QUICK.__dict__, "pretrain_shuffled": True})
+    plain = json.loads(write_data(tmp_path, "pretrain", QUICK).read_text())
+    shuffled = json.loads(write_data(tmp_path, "pretrain", plan).read_text())
+    assert [r["conversations"] for r in shuffled] == [r["conversations"] for r in plain]
+    assert sorted(r["image"] for r in shuffled) == sorted(r["image"] for r in plain)
+    assert sum(a["image"] != b["image"] for a, b in zip(shuffled, plain)) > len(plain) // 2
+    assert shuffle_images(plain, 0) == shuffle_images(plain, 0)  # seeded
+
+
 def test_in_kind_names_a_word_of_the_asked_kind():
     from genrecal.experiments.quality_v4_runs import in_kind
 
@@ -103,8 +115,8 @@ def test_plan_budget_and_validation():
     with pytest.raises(ValueError, match="objects"):
         V4Plan(objects=(3, 2))
     assert FULL.data_recipe("b1")["images"] == 300 and FULL.data_recipe("test") != FULL.data_recipe("b1")
-    assert v4.parse_set(["b1_images=150", "temperature=2", "objects=2-4"]) == \
-        {"b1_images": 150, "temperature": 2.0, "objects": (2, 4)}
+    assert v4.parse_set(["b1_images=150", "temperature=2", "objects=2-4", "pretrain_shuffled=true"]) == \
+        {"b1_images": 150, "temperature": 2.0, "objects": (2, 4), "pretrain_shuffled": True}
     with pytest.raises(Exception, match="V4Plan field"):
         v4.parse_set(["no_such=1"])
 
