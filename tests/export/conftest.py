@@ -24,20 +24,22 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def onnx_artifact(zoo_dir, tmp_path_factory):
-    """onnx_artifact(family, precision) -> (artifact dir, manifest), parity-checked."""
+    """onnx_artifact(family, precision, decoder="auto") -> (artifact dir, manifest), parity-checked;
+    decoder: --onnx-decoder (auto | builder | torchscript)."""
     from genrecal.export.onnx import OnnxBuild
 
     root = tmp_path_factory.mktemp("onnx")
-    builds: dict[str, OnnxBuild] = {}
-    made: dict[tuple[str, str], tuple] = {}
+    builds: dict[tuple[str, str], OnnxBuild] = {}
+    made: dict[tuple[str, str, str], tuple] = {}
 
-    def get(family: str, precision: str):
-        if (family, precision) not in made:
-            if family not in builds:
-                builds[family] = OnnxBuild(Path(zoo_dir(family)), root / f".work-{family}", check=True, threads=1)
-            out = root / family / f"onnx-{precision}"
-            made[family, precision] = (out, builds[family].build(out, precision, "cpu"))
-        return made[family, precision]
+    def get(family: str, precision: str, decoder: str = "auto"):
+        if (family, precision, decoder) not in made:
+            if (family, decoder) not in builds:
+                builds[family, decoder] = OnnxBuild(Path(zoo_dir(family)), root / f".work-{family}-{decoder}",
+                                                    check=True, threads=1, decoder=decoder)
+            out = root / family / f"onnx-{precision}-{decoder}"
+            made[family, precision, decoder] = (out, builds[family, decoder].build(out, precision, "cpu"))
+        return made[family, precision, decoder]
 
     return get
 

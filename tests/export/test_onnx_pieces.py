@@ -168,10 +168,11 @@ def test_unknown_family_has_no_onnx_spec():
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_decoder_graph_honours_a_left_padded_mask_and_a_cache(family, onnx_artifact, zoo_dir):
     """The traced mask logic is not baked to all-ones: a padded batch and a non-empty cache match
-    the PyTorch wrapper the graph was traced from."""
+    the PyTorch wrapper the graph was traced from (genrecal's own decoder: the builder's GroupQueryAttention
+    graph, which `auto` ships for qwen2_vl, takes one row when a prompt meets a cache)."""
     from genrecal.export.onnx.wrappers import Decoder
 
-    out, manifest = onnx_artifact(family, "fp32")
+    out, manifest = onnx_artifact(family, "fp32", "torchscript")
     f = manifest.extra
     model = AutoModelForImageTextToText.from_pretrained(zoo_dir(family), attn_implementation="eager").eval()
     sess = ort.InferenceSession(str(out / manifest.extra["graphs"]["decoder"]), providers=["CPUExecutionProvider"])

@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
 from genrecal import zoo
 from genrecal.families import base, get_family, names, student_names
+from genrecal.distill.recalibrator import attention_layers
 from genrecal.families.base import UnsupportedFamilyError
 
 MESSAGES = [{"role": "user", "content": [
@@ -48,7 +50,8 @@ def test_tiny_reloads_renders_and_generates(family, zoo_dir):
     assert model.config.model_type == fam.name
     assert type(model).__name__ == fam.model_class
     # a missing video-processor dependency makes AutoProcessor quietly return the bare tokenizer
-    assert type(processor).__name__ == fam.model_class.replace("ForConditionalGeneration", "Processor")
+    # (transformers' own processor for the model type: Qwen3.5 shares Qwen3-VL's)
+    assert type(processor).__name__ == PROCESSOR_MAPPING_NAMES[fam.name]
     assert model.config.get_text_config().pad_token_id == processor.tokenizer.pad_token_id
     assert model.config.get_text_config().eos_token_id == processor.tokenizer.eos_token_id
 
@@ -113,20 +116,23 @@ def test_decoder_layer_runs_from_the_accessors(family):
     model, _ = zoo.build(family)
     body = base.text_model(model)
     text_config = model.config.get_text_config()
-    layer = body.layers[0]
+    # the first layer the Recalibrator could copy (hybrid bodies: the first attention layer)
+    layer = attention_layers(body)[0]
+    index = list(body.layers).index(layer)
     assert type(layer).__name__.endswith("DecoderLayer")
     assert base.final_norm_weight(model) is not None
 
     rotary = type(body.rotary_emb)(config=text_config)
     B, L, d = 2, 6, text_config.hidden_size
-    hidden = torch.randn(B, L, d)  # [batch, seq, d]
+    embeds = torch.randn(B, L, d)  # [batch, seq, d]
     ids = torch.arange(L).expand(B, L)  # [batch, seq]
-    causal = torch.full((L, L), torch.finfo(hidden.dtype).min).triu(1)
+    causal = torch.full((L, L), torch.finfo(embeds.dtype).min).triu(1)
     mask = causal[None, None].expand(B, 1, L, L)  # [batch, 1, seq, seq], additive
     with torch.no_grad():
+        states = body(inputs_embeds=embeds, output_hidden_states=True).hidden_states
+        hidden, ref = states[index], states[index + 1]  # the layer's input and output inside the body
         out = layer(hidden, attention_mask=mask, position_ids=ids,
                     position_embeddings=rotary(hidden, fam.rope_position_ids(ids)))
-        ref = body(inputs_embeds=hidden, output_hidden_states=True).hidden_states[1]
     assert isinstance(out, torch.Tensor) and out.shape == (B, L, d)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
