@@ -14,8 +14,8 @@ from genrecal.distill.lengths import default_max_length
 from genrecal.distill.models import LoadedVLM, load_vlm
 from genrecal.distill.precision import TORCH_DTYPES
 from genrecal.distill.launch import run_dtype
-from genrecal.distill.recalibrator import attention_layers
 from genrecal.distill.stages import build_stage, set_trainable
+from genrecal.families import base
 
 BYTES = 4  # the student and the Recalibrator: fp32 master weights, grads and AdamW state
 
@@ -50,7 +50,7 @@ def memory_estimate(cfg: DistillConfig, student: LoadedVLM, teacher: LoadedVLM |
         if stage.train_recal and teacher is not None:
             d_s = student.model.config.get_text_config().hidden_size
             d_l = teacher.model.config.get_text_config().hidden_size
-            block = attention_layers(student.family.text_model(student.model))[-1]  # what the Recalibrator copies
+            block = base.attention_layers(student.family.text_model(student.model))[-1]  # what the Recalibrator copies
             n += 2 * d_s * d_l + cfg.recal_depth * sum(p.numel() for p in block.parameters())
         trainable = max(trainable, n)
     s_cfg = student.model.config.get_text_config()

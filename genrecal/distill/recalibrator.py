@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genrecal.families import get_family
-from genrecal.families.base import text_model
+from genrecal.families.base import attention_layers, text_model
 
 CONFIG_NAME = "recalibrator_config.json"
 WEIGHTS_NAME = "recalibrator.safetensors"
@@ -145,12 +145,6 @@ class Recalibrator(nn.Module):
         recal = cls(json.loads((src / CONFIG_NAME).read_text()))
         recal.load_state_dict(load_file(str(src / WEIGHTS_NAME)))
         return recal
-
-
-def attention_layers(body: nn.Module) -> list[nn.Module]:
-    """The decoder layers of a text body that hold softmax attention (`self_attn`), in order: all of them for
-    every family but the hybrid ones (Qwen3.5's Gated DeltaNet layers hold `linear_attn` instead)."""
-    return [layer for layer in body.layers if hasattr(layer, "self_attn")]
 
 
 def _attention_only(text_config: dict) -> dict:

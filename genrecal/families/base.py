@@ -18,6 +18,7 @@ from torch import nn
 from genrecal.families.gguf_parts import GgufRoute
 from genrecal.families.model_access import (  # noqa: F401 - the accessors every family shares
     UnsupportedFamilyError,
+    attention_layers,
     final_norm_weight,
     image_token_id,
     text_model,

@@ -31,6 +31,12 @@ def text_model(model: nn.Module) -> nn.Module:
     )
 
 
+def attention_layers(body: nn.Module) -> list[nn.Module]:
+    """The decoder layers of a text body that hold softmax attention (`self_attn`), in order: all of them for
+    every family but the hybrid ones (Qwen3.5's Gated DeltaNet layers hold `linear_attn` instead)."""
+    return [layer for layer in body.layers if hasattr(layer, "self_attn")]
+
+
 def final_norm_weight(model: nn.Module) -> torch.Tensor | None:
     """The final RMSNorm/LayerNorm weight of the LLM body, if it has one."""
     norm = getattr(text_model(model), "norm", None)

@@ -16,7 +16,7 @@ specials after them and keeps the real 248,320-row embedding (rows past the toke
 real checkpoints).
 
 The Recalibrator for a Qwen3.5 student copies the student's last *full-attention* layers, never Gated
-DeltaNet ones (model_access.recalibrator_layers; docs/method.md says why). The runtimes' M-RoPE ids are
+DeltaNet ones (model_access.attention_layers; docs/method.md says why). The runtimes' M-RoPE ids are
 Qwen2-VL's rule (get_rope_index gives the same ids for image prompts; tested).
 """
 from __future__ import annotations
@@ -29,13 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import (
-    Qwen2VLImageProcessor,
-    Qwen3_5Config,
-    Qwen3_5ForConditionalGeneration,
-    Qwen3VLProcessor,
-    Qwen3VLVideoProcessor,
-)
+from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
 
 from genrecal.artifacts.gguf_pair.layout import GgufExportError
 from genrecal.artifacts.layout import LINEAR_ATTENTION
@@ -45,7 +39,7 @@ from genrecal.families.gguf_parts import ConverterRoute, GgufRoute
 from genrecal.families.model_access import text_model
 from genrecal.families.onnx_parts import OnnxSpec
 from genrecal.families.qwen2_vl import CHAT_TEMPLATE, GGUF_IMAGE_PLACEHOLDER, SPECIALS, gguf_prompt_format, mrope_ids
-from genrecal.families.qwen3_vl import IMAGE_MEAN, IMAGE_STD, Qwen3Vision
+from genrecal.families.qwen3_vl import Qwen3Vision, processor_for, visible_norms_and_biases
 
 # Qwen3.5's special tokens in its real 248k vocabulary (Qwen3_5Config's defaults for the image ids)
 REAL_IDS = {"<|endoftext|>": 248044, "<|im_start|>": 248045, "<|im_end|>": 248046, "<|vision_start|>": 248053,
@@ -122,31 +116,8 @@ def build_tiny(size: str, tokenizer, seed: int):
     config.pad_token_id = tokenizer.pad_token_id
     model = Qwen3_5ForConditionalGeneration(config)
     if size != "0.8b":  # real-shape weights stay as transformers initialises them
-        _visible_weights(model, seed)
-    factor = s["patch"] * 2
-    size_px = {"shortest_edge": s.get("min_pixels", factor * factor), "longest_edge": s["pixels"]}  # pixel counts
-    norm = {"image_mean": IMAGE_MEAN, "image_std": IMAGE_STD}
-    image_processor = Qwen2VLImageProcessor(size=size_px, patch_size=s["patch"], merge_size=2,
-                                            temporal_patch_size=2, **norm)
-    video_processor = Qwen3VLVideoProcessor(size=size_px, patch_size=s["patch"], merge_size=2,
-                                            temporal_patch_size=2, **norm)
-    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                 video_processor=video_processor, chat_template=CHAT_TEMPLATE)
-    return model, processor
-
-
-def _visible_weights(model, seed: int) -> None:
-    """transformers initialises biases to 0, zero-centred norm weights to 0 (scale 1), the conv bias to 0
-    and dt_bias to 1: an export that drops a bias, a norm offset or swaps q_norm / k_norm would still match.
-    Give them seeded, non-trivial values."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.copy_(0.02 * torch.randn(param.shape, generator=gen) + (1.0 if name.endswith("dt_bias") else 0.0))
-            elif "norm" in name and name.endswith("weight"):
-                centred = torch.allclose(param, torch.zeros_like(param))  # Qwen3.5's (1 + w) norms
-                param.copy_((0.0 if centred else 1.0) + 0.1 * torch.randn(param.shape, generator=gen))
+        visible_norms_and_biases(model, seed)
+    return model, processor_for(s, tokenizer)
 
 
 # ---- ONNX ----

@@ -99,13 +99,19 @@ def build_tiny(size: str, tokenizer, seed: int):
     config.pad_token_id = tokenizer.pad_token_id
     model = Qwen3VLForConditionalGeneration(config)
     if size != "2b":  # real-shape weights stay as transformers initialises them
-        _visible_norms_and_biases(model, seed)
+        visible_norms_and_biases(model, seed)
     scale = s.get("deepstack_scale")
     if scale:
         with torch.no_grad():
             for merger in model.model.visual.deepstack_merger_list:
                 merger.linear_fc2.weight.mul_(scale)
                 merger.linear_fc2.bias.mul_(scale)
+    return model, processor_for(s, tokenizer)
+
+
+def processor_for(s: dict, tokenizer) -> Qwen3VLProcessor:
+    """Qwen3-VL's processor (Qwen3.5 uses the same) for a zoo size `s`: patch s["patch"], merge 2, the pixel
+    budget s["min_pixels"] (default one merged patch) .. s["pixels"], SigLIP2 normalisation."""
     factor = s["patch"] * 2
     size_px = {"shortest_edge": s.get("min_pixels", factor * factor), "longest_edge": s["pixels"]}  # pixel counts
     norm = {"image_mean": IMAGE_MEAN, "image_std": IMAGE_STD}
@@ -113,21 +119,23 @@ def build_tiny(size: str, tokenizer, seed: int):
                                             temporal_patch_size=2, **norm)
     video_processor = Qwen3VLVideoProcessor(size=size_px, patch_size=s["patch"], merge_size=2,
                                             temporal_patch_size=2, **norm)
-    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                 video_processor=video_processor, chat_template=CHAT_TEMPLATE)
-    return model, processor
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
 
 
-def _visible_norms_and_biases(model, seed: int) -> None:
-    """transformers initialises every bias to 0 and every norm weight to 1 (LayerNorm biases 0): an export
-    that drops a bias or swaps q_norm / k_norm would still match. Give them seeded, non-trivial values."""
+def visible_norms_and_biases(model, seed: int) -> None:
+    """transformers initialises every bias to 0 and every norm weight to 1 (LayerNorm biases 0; Qwen3.5's
+    zero-centred norms, which store w - 1, to 0; Gated DeltaNet's dt_bias to 1): an export that drops a bias or
+    a norm offset or swaps q_norm / k_norm would still match. Give them seeded, non-trivial values around
+    their initial ones."""
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):
-                param.copy_(0.02 * torch.randn(param.shape, generator=gen))
+                param.copy_(0.02 * torch.randn(param.shape, generator=gen) + (1.0 if name.endswith("dt_bias") else 0.0))
             elif "norm" in name and name.endswith("weight"):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
+                centred = torch.allclose(param, torch.zeros_like(param))  # Qwen3.5's (1 + w) norms
+                param.copy_((0.0 if centred else 1.0) + 0.1 * torch.randn(param.shape, generator=gen))
 
 
 # ---- ONNX ----

@@ -21,7 +21,7 @@ from genrecal.data.samples import Sample
 from genrecal.families import get_family, qwen3_5
 from genrecal.families.base import image_token_id
 
-from qwen_inputs import MESSAGES  # noqa: F401 - the shared chat prompt
+from qwen_inputs import check_three_stages
 from qwen_inputs import encode as _encode
 from qwen_inputs import image as _image
 
@@ -121,7 +121,8 @@ def test_recalibrator_copies_the_students_attention_layers(zoo_dir, tmp_path):
     full-attention blocks copied from its last two attention layers (1 and 3), and a depth beyond its attention
     layers is refused."""
     from genrecal.distill.models import load_vlm
-    from genrecal.distill.recalibrator import Recalibrator, attention_layers
+    from genrecal.distill.recalibrator import Recalibrator
+    from genrecal.families.base import attention_layers
 
     teacher, student = load_vlm(zoo_dir("smolvlm"), "teacher"), load_vlm(zoo_dir("qwen3_5"), "student")
     body = student.model.model.language_model
@@ -159,29 +160,7 @@ def test_recalibrator_takes_a_zero_centred_teachers_norm_scale(zoo_dir):
 @pytest.mark.parametrize("teacher, student", [("llava", "qwen3_5"), ("qwen3_vl", "qwen3_5"), ("qwen3_5", "internvl"),
                                               ("qwen3_5", "smolvlm")])
 def test_genrecal_three_stages(zoo_dir, evqa_train, tmp_path, teacher, student):
-    from safetensors import safe_open
-
-    from genrecal.cli import main
-
-    out = tmp_path / "run"
-    args = ["distill", "--teacher", zoo_dir(teacher), "--student", zoo_dir(student), "--data", evqa_train,
-            "--out", str(out), "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3", "--min-lr", "1e-4",
-            "--checkpoint-every", "2", "--no-progress"]
-    assert main(args) == 0
-    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [ln["stage"] for ln in lines] == ["align"] + ["distill"] * 4 + ["sft"]
-    assert all(np.isfinite(v) for ln in lines for k, v in ln.items() if k in ("ar", "kl", "sft", "reg_ar"))
-    assert lines[4]["ar"] < lines[0]["ar"] and lines[4]["sft"] < lines[1]["sft"]
-    with safe_open(str(next((out / "student").glob("*.safetensors"))), "pt") as sf:
-        keys = set(sf.keys())
-    with safe_open(str(next(Path(zoo_dir(student)).glob("*.safetensors"))), "pt") as sf:
-        assert keys == set(sf.keys())  # the clean student: no Recalibrator tensors
-    model = AutoModelForImageTextToText.from_pretrained(out / "student").eval()
-    processor = AutoProcessor.from_pretrained(out / "student")
-    enc = processor(text=[processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)],
-                    images=[[_image()]], return_tensors="pt")
-    with torch.no_grad():
-        assert model.generate(**enc, max_new_tokens=3, do_sample=False).shape[1] <= enc["input_ids"].shape[1] + 3
+    check_three_stages(zoo_dir, evqa_train, tmp_path / "run", teacher, student)
 
 
 # ---- ONNX: the hybrid decoder's states ----

@@ -15,7 +15,6 @@ from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
 from genrecal import zoo
 from genrecal.families import base, get_family, names, student_names
-from genrecal.distill.recalibrator import attention_layers
 from genrecal.families.base import UnsupportedFamilyError
 
 MESSAGES = [{"role": "user", "content": [
@@ -117,7 +116,7 @@ def test_decoder_layer_runs_from_the_accessors(family):
     body = base.text_model(model)
     text_config = model.config.get_text_config()
     # the first layer the Recalibrator could copy (hybrid bodies: the first attention layer)
-    layer = attention_layers(body)[0]
+    layer = base.attention_layers(body)[0]
     index = list(body.layers).index(layer)
     assert type(layer).__name__.endswith("DecoderLayer")
     assert base.final_norm_weight(model) is not None
